@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "meetperry",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "receiver", targets: ["Receiver"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // libpq, from Debian's libpq-dev, for the applier and the reporter.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        // The webhook model, JSON parsing, timestamps and the NDJSON stream codec.
+        .target(name: "WebhookModel"),
+        // Flag/environment settings and stderr logging, shared by the three programs.
+        .target(name: "CommandSupport", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // The HTTP application, the ordered output writer and signature checks.
+        .target(
+            name: "ReceiverCore",
+            dependencies: [
+                "WebhookModel",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "Receiver",
+            dependencies: [
+                "ReceiverCore", "CommandSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel"]),
+        .testTarget(
+            name: "ReceiverTests",
+            dependencies: [
+                "ReceiverCore", "WebhookModel", "Receiver",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,66 @@
+import ArgumentParser
+import CommandSupport
+import Foundation
+import Logging
+import ReceiverCore
+
+/// `receiver`: HTTP webhooks in, canonical NDJSON lines out on stdout.
+@main
+struct ReceiverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "receiver",
+        abstract: "Accept TODO webhooks over HTTP and write each as one NDJSON line to stdout.",
+        discussion: """
+        Every flag has an environment variable (in brackets); the flag wins.
+        Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 64 for bad settings,
+        74 when stdout is closed by its reader, 1 for any other failure.
+        """,
+        version: meetperryVersion
+    )
+
+    @Option(help: "Address to listen on [HTTP_HOST, default 0.0.0.0].") var httpHost: String?
+    @Option(help: "Port to listen on [HTTP_PORT, default 8000].") var httpPort: Int?
+    @Option(help: "Largest accepted body in bytes [MAX_BODY_BYTES, default 1048576].") var maxBodyBytes: Int?
+    @Option(help: "Standard Webhooks secret 'whsec_…'; unset means no signature check [WEBHOOK_SECRET].") var webhookSecret: String?
+    @Option(help: "Append-only, fsynced copy of every accepted line [ARCHIVE_PATH].") var archivePath: String?
+    @Option(help: "Lines waiting for stdout before answering 503 [QUEUE_CAPACITY, default 4096].") var queueCapacity: Int?
+    @Option(help: "Bytes waiting for stdout before answering 503 [QUEUE_BYTES, default 8388608].") var queueBytes: Int?
+    @Option(help: "Seconds an idle connection is kept [IDLE_TIMEOUT_SECONDS, default 60].") var idleTimeoutSeconds: Int?
+    @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
+
+    func resolve() throws -> ReceiverConfiguration {
+        let settings = Settings()
+        var config = ReceiverConfiguration()
+        config.host = settings.string(httpHost, "HTTP_HOST", default: config.host)
+        config.port = try settings.int(httpPort, "HTTP_PORT", default: config.port, range: 0...65535)
+        config.maxBodyBytes = try settings.int(maxBodyBytes, "MAX_BODY_BYTES", default: config.maxBodyBytes, range: 1...(1 << 30))
+        config.webhookSecret = webhookSecret ?? settings.string("WEBHOOK_SECRET")
+        config.archivePath = archivePath ?? settings.string("ARCHIVE_PATH")
+        config.queueCapacity = try settings.int(queueCapacity, "QUEUE_CAPACITY", default: config.queueCapacity, range: 1...1_000_000)
+        config.queueBytes = try settings.int(queueBytes, "QUEUE_BYTES", default: config.queueBytes, range: 1...(1 << 34))
+        config.idleTimeoutSeconds = try settings.int(idleTimeoutSeconds, "IDLE_TIMEOUT_SECONDS", default: config.idleTimeoutSeconds, range: 1...86_400)
+        if let secret = config.webhookSecret {
+            do { _ = try SignatureVerifier(secret: secret) } catch { throw ValidationError("\(error)") }
+        }
+        return config
+    }
+
+    func run() async throws {
+        let config: ReceiverConfiguration
+        do { config = try resolve() } catch let error as Settings.InvalidSetting { throw ValidationError(error.description) }
+        LogSetup.bootstrap(level: logLevel ?? Settings().string("LOG_LEVEL"))
+        let logger = Logger(label: "receiver")
+        // A closed stdout must surface as EPIPE from write(), not kill the process.
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            try await runReceiver(configuration: config, logger: logger)
+        } catch let failure as StreamWriter.Failure {
+            logger.critical("exiting: \(failure)")
+            throw ExitCode(74)
+        } catch let error as ArchiveFile.IOError {
+            logger.critical("cannot open the archive: \(error)")
+            throw ExitCode(74)
+        }
+    }
+}
+

@@ -1,0 +1,64 @@
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// Assembles the receiver's HTTP application: routes, error shape, server
+/// settings. Tests call this too.
+public func buildApplication(
+    configuration: ReceiverConfiguration,
+    writer: StreamWriter,
+    state: ReceiverState,
+    logger: Logger
+) throws -> some ApplicationProtocol {
+    let verifier = try configuration.webhookSecret.map { try SignatureVerifier(secret: $0) }
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: JSONErrorMiddleware())
+    WebhookController(configuration: configuration, writer: writer, state: state, verifier: verifier)
+        .addRoutes(to: router)
+    return Application(
+        router: router,
+        server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
+        configuration: .init(
+            address: .hostname(configuration.host, port: configuration.port),
+            serverName: nil
+        ),
+        logger: logger
+    )
+}
+
+/// Runs the receiver until SIGTERM/SIGINT (exit 0 after draining) or until the
+/// output stream fails (throws `StreamWriter.Failure`).
+///
+/// Services shut down in reverse order: the drain flag flips first (healthz
+/// and new webhooks get 503), then the HTTP server finishes in-flight
+/// requests, then the writer writes and syncs what is queued.
+public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 1, logger: Logger) async throws {
+    let archive = try configuration.archivePath.map { try ArchiveFile(path: $0) }
+    let writer = StreamWriter(
+        outputFD: outputFD,
+        archive: archive,
+        capacity: configuration.queueCapacity,
+        maxQueuedBytes: configuration.queueBytes,
+        logger: logger
+    )
+    let state = ReceiverState()
+    let app = try buildApplication(configuration: configuration, writer: writer, state: state, logger: logger)
+    let group = ServiceGroup(
+        configuration: .init(
+            services: [
+                .init(service: writer, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: DrainTrigger(state: state), successTerminationBehavior: .ignore),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+    )
+    logger.info("receiver listening", metadata: [
+        "address": "\(configuration.host):\(configuration.port)",
+        "archive": "\(configuration.archivePath ?? "none")",
+        "signatures": "\(configuration.webhookSecret == nil ? "off" : "on")",
+    ])
+    try await group.run()
+    logger.info("receiver stopped")
+}

@@ -1,0 +1,21 @@
+/// Everything the receiver needs to run, resolved from flags and environment
+/// (see SPEC §1) by the executable and passed to `buildApplication`.
+public struct ReceiverConfiguration: Sendable {
+    public var host: String = "0.0.0.0"
+    public var port: Int = 8000
+    public var maxBodyBytes: Int = 1_048_576
+    /// `whsec_…`; nil turns signature checks off.
+    public var webhookSecret: String?
+    /// Durable append-only copy of every accepted line; nil for none.
+    public var archivePath: String?
+    /// Lines accepted but not yet written; past this the receiver answers 503.
+    public var queueCapacity: Int = 4096
+    /// Bytes accepted but not yet written; past this the receiver answers 503.
+    public var queueBytes: Int = 8 * 1_048_576
+    /// Seconds suggested to senders in `Retry-After` with a 503.
+    public var retryAfterSeconds: Int = 1
+    /// Seconds an idle keep-alive connection is kept open.
+    public var idleTimeoutSeconds: Int = 60
+
+    public init() {}
+}

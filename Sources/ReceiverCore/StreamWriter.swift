@@ -1,0 +1,246 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The single owner of the receiver's output: a bounded queue in front of one
+/// writer thread. Each accepted line is appended (and fsynced) to the archive
+/// when there is one, then written whole to stdout, and only then is its
+/// request told `.written` and answered 202. One thread writes, so lines are
+/// never split or interleaved; the fsync is shared by every line that was
+/// queued while the previous batch was being written (group commit).
+///
+/// Run it as a `Service`: on graceful shutdown it drains the queue and
+/// returns; when stdout is closed it fails everything waiting and throws
+/// `StreamWriter.Failure.outputClosed`.
+public final class StreamWriter: Service, @unchecked Sendable {
+    /// What became of a submitted line.
+    public enum Outcome: Sendable, Equatable {
+        /// Written whole to stdout (and archived): the request may be answered 202.
+        case written
+        /// The queue is full: the reader is not keeping up. Answer 503 + Retry-After.
+        case overloaded
+        /// Not written, and the writer will not take lines now (shutting down,
+        /// output closed, archive failing). Answer 503.
+        case unavailable(String)
+    }
+
+    /// Why the writer stopped for good.
+    public enum Failure: Error, CustomStringConvertible {
+        case outputClosed(errno: Int32)
+        case outputFailed(errno: Int32)
+
+        public var description: String {
+            switch self {
+            case .outputClosed: return "stdout was closed by its reader (EPIPE): nothing downstream reads the stream"
+            case .outputFailed(let e): return "writing to stdout failed: \(String(cString: strerror(e)))"
+            }
+        }
+    }
+
+    private struct Entry {
+        var line: [UInt8]
+        var continuation: CheckedContinuation<Outcome, Never>
+    }
+
+    private let outputFD: Int32
+    private let archive: ArchiveFile?
+    private let capacity: Int
+    private let maxQueuedBytes: Int
+    private let logger: Logger
+
+    private let condition = NSCondition()
+    private var queue: [Entry] = []
+    private var queuedBytes = 0
+    private var inFlight = 0
+    private var closedReason: String?
+    private var stopRequested = false
+    private var failure: Failure?
+    private var threadExited = false
+    private var exitWaiters: [CheckedContinuation<Void, Never>] = []
+    private var started = false
+
+    /// - Parameters:
+    ///   - outputFD: where the stream goes (stdout, 1, in production).
+    ///   - archive: a durable copy written before the output, or nil.
+    public init(outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int, logger: Logger) {
+        self.outputFD = outputFD
+        self.archive = archive
+        self.capacity = max(1, capacity)
+        self.maxQueuedBytes = max(1, maxQueuedBytes)
+        self.logger = logger
+    }
+
+    /// Lines queued or being written right now.
+    public var depth: Int { queueDepth() }
+
+    private func queueDepth() -> Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.count + inFlight
+    }
+
+    /// Queues one complete line (ending in `\n`) and waits until it is written
+    /// or refused. Never blocks on a full queue: that is `.overloaded` at once.
+    public func submit(_ line: [UInt8]) async -> Outcome {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+            condition.lock()
+            if let closedReason {
+                condition.unlock()
+                continuation.resume(returning: .unavailable(closedReason))
+                return
+            }
+            if queue.count >= capacity || (queuedBytes + line.count > maxQueuedBytes && !queue.isEmpty) {
+                condition.unlock()
+                continuation.resume(returning: .overloaded)
+                return
+            }
+            queue.append(Entry(line: line, continuation: continuation))
+            queuedBytes += line.count
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
+    /// Starts the writer thread; `run()` does this too.
+    public func start() {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !started else { return }
+        started = true
+        let thread = Thread { [self] in self.writeLoop() }
+        thread.name = "stream-writer"
+        thread.start()
+    }
+
+    /// Stops taking new lines, writes what is queued, and lets the thread exit.
+    public func stop() {
+        condition.lock()
+        if closedReason == nil { closedReason = "the receiver is shutting down" }
+        stopRequested = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Waits for the writer thread to exit; throws if it stopped because the output failed.
+    public func waitUntilStopped() async throws {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            if threadExited || !started {
+                condition.unlock()
+                continuation.resume()
+                return
+            }
+            exitWaiters.append(continuation)
+            condition.unlock()
+        }
+        if let failure = currentFailure() { throw failure }
+    }
+
+    private func currentFailure() -> Failure? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure
+    }
+
+    public func run() async throws {
+        start()
+        try await withGracefulShutdownHandler {
+            try await withTaskCancellationHandler {
+                try await self.waitUntilStopped()
+            } onCancel: {
+                self.stop()
+            }
+        } onGracefulShutdown: {
+            self.stop()
+        }
+    }
+
+    // MARK: - The writer thread
+
+    private func writeLoop() {
+        var buffer: [UInt8] = []
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopRequested { condition.wait() }
+            if queue.isEmpty {
+                threadExited = true
+                let waiters = exitWaiters
+                exitWaiters = []
+                condition.unlock()
+                waiters.forEach { $0.resume() }
+                return
+            }
+            let batch = queue
+            queue = []
+            queuedBytes = 0
+            inFlight = batch.count
+            condition.unlock()
+
+            buffer.removeAll(keepingCapacity: true)
+            for entry in batch { buffer.append(contentsOf: entry.line) }
+            if buffer.capacity > 4 * maxQueuedBytes { buffer = [] }
+
+            if let archive {
+                do {
+                    try archive.append(buffer)
+                } catch {
+                    logger.error("archive write failed; answering 503 until it recovers", metadata: ["error": "\(error)", "lines": "\(batch.count)"])
+                    finish(batch, with: .unavailable("the archive cannot be written"))
+                    continue
+                }
+            }
+            let result = buffer.withUnsafeBytes { writeFully(outputFD, $0) }
+            if result == 0 {
+                finish(batch, with: .written)
+                continue
+            }
+            let failure: Failure = result == EPIPE ? .outputClosed(errno: result) : .outputFailed(errno: result)
+            logger.critical("stream output failed; refusing all further webhooks", metadata: ["error": "\(failure)"])
+            condition.lock()
+            self.failure = failure
+            closedReason = "the output stream is closed"
+            stopRequested = true
+            let stranded = queue
+            queue = []
+            queuedBytes = 0
+            condition.unlock()
+            finish(batch, with: .unavailable("the output stream is closed"))
+            finish(stranded, with: .unavailable("the output stream is closed"))
+        }
+    }
+
+    private func finish(_ entries: [Entry], with outcome: Outcome) {
+        condition.lock()
+        inFlight = 0
+        condition.unlock()
+        for entry in entries { entry.continuation.resume(returning: outcome) }
+    }
+}
+
+/// Writes all of `bytes` to `fd`, retrying on EINTR, partial writes and
+/// EAGAIN (a non-blocking descriptor inherited from the parent). Returns 0 on
+/// success or the errno that stopped it.
+func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+    guard var pointer = bytes.baseAddress else { return 0 }
+    var remaining = bytes.count
+    while remaining > 0 {
+        let n = write(fd, pointer, remaining)
+        if n > 0 {
+            pointer += n
+            remaining -= n
+            continue
+        }
+        let error = n < 0 ? errno : EIO
+        if error == EINTR { continue }
+        if error == EAGAIN || error == EWOULDBLOCK {
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&pfd, 1, 1000)
+            continue
+        }
+        return error
+    }
+    return 0
+}

@@ -46,11 +46,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Helpers for tests that run the real executables: processes, pipes, HTTP.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel"]),
         .testTarget(
             name: "ReceiverTests",
             dependencies: [
-                "ReceiverCore", "WebhookModel", "Receiver",
+                "ReceiverCore", "WebhookModel", "TestSupport", "Receiver",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -1,0 +1,276 @@
+import Foundation
+import Testing
+import TestSupport
+import WebhookModel
+@testable import ReceiverCore
+
+/// The built `receiver` executable, its stdout on a real pipe, spoken to over real HTTP.
+@Suite(.serialized) struct ReceiverProcessTests {
+    func json(_ bytes: [UInt8]) throws -> JSONValue { try JSONParser.parse(bytes) }
+
+    func taskIds(_ lines: [String]) throws -> [String] {
+        try lines.map { line in
+            let record = try Webhook.decode(Array(line.utf8))
+            return record.webhook.taskId
+        }
+    }
+
+    @Test func answersEveryStatusOfTheContract() throws {
+        let receiver = try RunningReceiver(environment: ["MAX_BODY_BYTES": "1000"])
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        let port = receiver.port
+
+        let accepted = try httpRequest(port: port, headers: ["Content-Type": "application/json; charset=utf-8", "webhook-id": "msg_1"], body: webhookJSON())
+        #expect(accepted.status == 202)
+        #expect(try json(accepted.body)["status"] == .string("accepted"))
+
+        let unknown = try httpRequest(port: port, body: webhookJSON(event: "archived"))
+        #expect(unknown.status == 400)
+        #expect(try json(unknown.body)["error"] == .string("unknown event"))
+
+        let invalid = try httpRequest(port: port, body: Array(#"{"event":"created","timestamp":"2025-02-30T10:00:00Z","metadata":{"userId":"1","id":"9","content":"x","isCompleted":"no"}}"#.utf8))
+        #expect(invalid.status == 422)
+        guard case .array(let detail)? = try json(invalid.body)["detail"] else { Issue.record("no detail list"); return }
+        #expect(detail.map { $0["loc"] } == [.array([.string("timestamp")]), .array([.string("metadata"), .string("isCompleted")])])
+        #expect(detail[1]["msg"] == .string("expected a boolean, got a string"))
+
+        let malformed = try httpRequest(port: port, body: Array("{\"event\": ".utf8))
+        #expect(malformed.status == 422)
+
+        let notJSON = try httpRequest(port: port, headers: ["Content-Type": "text/plain"], body: webhookJSON())
+        #expect(notJSON.status == 415)
+        let noType = try httpRequest(port: port, headers: [:], body: webhookJSON())
+        #expect(noType.status == 415)
+
+        let tooLarge = try httpRequest(port: port, body: webhookJSON(content: String(repeating: "x", count: 2000)))
+        #expect(tooLarge.status == 413)
+
+        let wrongMethod = try httpRequest(port: port, "GET", "/webhook", headers: [:])
+        #expect(wrongMethod.status == 405)
+        #expect(wrongMethod.header("allow") == "POST")
+        #expect(try httpRequest(port: port, "DELETE", "/webhook", headers: [:]).status == 405)
+
+        let notFound = try httpRequest(port: port, "POST", "/hooks", body: webhookJSON())
+        #expect(notFound.status == 404)
+        #expect(try json(notFound.body)["error"] != nil)
+
+        let health = try httpRequest(port: port, "GET", "/healthz", headers: [:])
+        #expect(health.status == 200)
+        #expect(try json(health.body) == .object([("status", .string("ok"))]))
+
+        // Only the one valid webhook reached the stream.
+        receiver.process.signal(SIGTERM)
+        #expect(try receiver.process.waitForExit() == 0)
+        let out = try lines.waitForEOF()
+        #expect(out.count == 1)
+        let record = try Webhook.decode(Array(out[0].utf8))
+        #expect(record.deliveryId == "msg_1")
+        #expect(record.receivedAt != nil)
+        #expect(out[0].hasPrefix(#"{"event":"created","timestamp":"2025-04-01T18:23:45.000000Z","metadata":{"userId":"1","id":"42","content":"Buy milk","isCompleted":false},"receivedAt":""#))
+    }
+
+    @Test func writesEveryTimestampFormInCanonicalUTC() throws {
+        let forms = [
+            ("2025-04-01T14:23:45-04:00", "2025-04-01T18:23:45.000000Z"),
+            ("2025-04-01 14:23:45.5+0200", "2025-04-01T12:23:45.500000Z"),
+            ("2025-04-01T14:23:45.123456789Z", "2025-04-01T14:23:45.123457Z"),
+            ("2025-04-01T14:23:45", "2025-04-01T14:23:45.000000Z"),
+        ]
+        let receiver = try RunningReceiver()
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        for (i, form) in forms.enumerated() {
+            #expect(try httpRequest(port: receiver.port, body: webhookJSON(id: "t\(i)", timestamp: form.0)).status == 202)
+        }
+        let impossible = try httpRequest(port: receiver.port, body: webhookJSON(timestamp: "2025-02-30T00:00:00Z"))
+        #expect(impossible.status == 422)
+        let out = try lines.waitForLines(forms.count)
+        for (i, form) in forms.enumerated() {
+            #expect(out[i].contains(#""timestamp":"\#(form.1)""#))
+        }
+    }
+
+    @Test func writesExactlyOneWholeLinePerAcceptedWebhookUnderConcurrency() throws {
+        let receiver = try RunningReceiver()
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        let threads = 16, perThread = 250
+        let accepted = Collected<String>()
+        let failures = Collected<String>()
+        onThreads(threads) { t in
+            do {
+                var connection = try HTTPConnection(port: receiver.port)
+                for i in 0..<perThread {
+                    // Odd threads reconnect every time; some bodies are larger than a pipe's atomic write.
+                    if t % 2 == 1 { connection = try HTTPConnection(port: receiver.port) }
+                    let id = "t\(t)-\(i)"
+                    let content = String(repeating: "\(t)", count: i % 50 == 0 ? 9000 : 20)
+                    let result = try connection.request(body: webhookJSON(id: id, content: content))
+                    if result.status == 202 { accepted.append(id) } else { failures.append("\(id): \(result.status)") }
+                }
+            } catch {
+                failures.append("thread \(t): \(error)")
+            }
+        }
+        #expect(failures.all.isEmpty)
+        receiver.process.signal(SIGTERM)
+        #expect(try receiver.process.waitForExit() == 0)
+        let out = try lines.waitForEOF()
+        #expect(lines.trailingPartialLine.isEmpty)
+        #expect(out.count == threads * perThread)
+        #expect(Set(try taskIds(out)) == Set(accepted.all))
+        #expect(Set(out).count == out.count)
+    }
+
+    @Test func slowReaderGets503WithBoundedMemoryAndEveryAcceptedLineLater() throws {
+        let receiver = try RunningReceiver(environment: ["QUEUE_CAPACITY": "8"])
+        let accepted = Collected<String>()
+        let refused = Collected<HTTPResult>()
+        let errors = Collected<String>()
+        let content = String(repeating: "m", count: 2000)
+        let done = DispatchGroup()
+        done.enter()
+        Thread {
+            // More senders than the queue and the batch being written can hold,
+            // so some are always free to be told 503.
+            onThreads(24) { t in
+                for i in 0..<30 {
+                    do {
+                        let result = try httpRequest(port: receiver.port, body: webhookJSON(id: "s\(t)-\(i)", content: content))
+                        if result.status == 202 { accepted.append("s\(t)-\(i)") } else { refused.append(result) }
+                    } catch {
+                        errors.append("\(error)")
+                    }
+                }
+            }
+            done.leave()
+        }.start()
+
+        // Nobody reads stdout yet: the pipe fills, then the queue, then 503s come back at once.
+        let deadline = Date().addingTimeInterval(60)
+        while refused.all.count < 100 && Date() < deadline { usleep(20_000) }
+        #expect(refused.all.count >= 100)
+        #expect(refused.all.allSatisfy { $0.status == 503 && $0.header("retry-after") != nil })
+        let rss = receiver.process.residentBytes ?? 0
+        #expect(rss < 128 * 1_048_576, "RSS \(rss) bytes with a stalled reader")
+
+        // The reader resumes: every 202 comes out, and nothing else.
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        done.wait()
+        #expect(errors.all.isEmpty)
+        receiver.process.signal(SIGTERM)
+        #expect(try receiver.process.waitForExit() == 0)
+        let out = try lines.waitForEOF()
+        #expect(try taskIds(out).sorted() == accepted.all.sorted())
+        #expect(accepted.all.count + refused.all.count == 24 * 30)
+    }
+
+    @Test func sigtermUnderLoadKeepsEveryPromise() throws {
+        let receiver = try RunningReceiver()
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        let accepted = Collected<String>()
+        let posted = Collected<String>()
+        let done = DispatchGroup()
+        done.enter()
+        Thread {
+            onThreads(8) { t in
+                var i = 0
+                while true {
+                    let id = "g\(t)-\(i)"
+                    i += 1
+                    posted.append(id)
+                    guard let result = try? httpRequest(port: receiver.port, body: webhookJSON(id: id)) else { return }
+                    if result.status == 202 { accepted.append(id) }
+                    if result.status == 503 { return }
+                }
+            }
+            done.leave()
+        }.start()
+        while accepted.all.count < 300 { usleep(10_000) }
+        receiver.process.signal(SIGTERM)
+        done.wait()
+        #expect(try receiver.process.waitForExit() == 0)
+        let out = try lines.waitForEOF()
+        let written = Set(try taskIds(out))
+        #expect(Set(accepted.all).isSubset(of: written), "a 202 is missing from stdout")
+        #expect(written.isSubset(of: Set(posted.all)))
+        #expect(lines.trailingPartialLine.isEmpty)
+    }
+
+    @Test func closedStdoutMeansNo202AndAnIOErrorExit() throws {
+        let receiver = try RunningReceiver()
+        receiver.process.closeStdout()
+        var statuses: [Int] = []
+        for i in 0..<5 {
+            if let result = try? httpRequest(port: receiver.port, body: webhookJSON(id: "c\(i)")) { statuses.append(result.status) }
+        }
+        #expect(!statuses.isEmpty)
+        #expect(statuses.allSatisfy { $0 == 503 }, "statuses: \(statuses)")
+        #expect(try receiver.process.waitForExit() == 74)
+        #expect(receiver.stderr.contains("EPIPE"))
+    }
+
+    @Test func verifiesStandardWebhooksSignatures() throws {
+        let secret = "whsec_" + Data("a test secret of some length".utf8).base64EncodedString()
+        let receiver = try RunningReceiver(environment: ["WEBHOOK_SECRET": secret])
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        let signer = try SignatureVerifier(secret: secret)
+        let body = webhookJSON(id: "signed")
+        let now = String(Int(Date().timeIntervalSince1970))
+        func post(id: String, timestamp: String, signature: String?, body: [UInt8]) throws -> Int {
+            var headers = ["Content-Type": "application/json", "webhook-id": id, "webhook-timestamp": timestamp]
+            headers["webhook-signature"] = signature
+            return try httpRequest(port: receiver.port, headers: headers, body: body).status
+        }
+        let good = signer.signature(id: "msg_ok", timestamp: now, body: body)
+        #expect(try post(id: "msg_ok", timestamp: now, signature: "v1,Zm9v \(good)", body: body) == 202)
+        #expect(try post(id: "msg_ok", timestamp: now, signature: good, body: webhookJSON(id: "tampered")) == 401)
+        #expect(try post(id: "msg_ok", timestamp: now, signature: nil, body: body) == 401)
+        let old = String(Int(Date().timeIntervalSince1970) - 600)
+        #expect(try post(id: "msg_old", timestamp: old, signature: signer.signature(id: "msg_old", timestamp: old, body: body), body: body) == 401)
+        let wrongKey = try SignatureVerifier(secret: "whsec_" + Data("another secret".utf8).base64EncodedString())
+        #expect(try post(id: "msg_ok", timestamp: now, signature: wrongKey.signature(id: "msg_ok", timestamp: now, body: body), body: body) == 401)
+        let out = try lines.waitForLines(1)
+        #expect(try Webhook.decode(Array(out[0].utf8)).deliveryId == "msg_ok")
+        receiver.process.signal(SIGINT)
+        #expect(try receiver.process.waitForExit() == 0)
+        #expect(try lines.waitForEOF().count == 1)
+    }
+
+    @Test func archivesEveryAcceptedLineBeforeAnswering() throws {
+        let dir = try makeTemporaryDirectory()
+        let archive = dir + "/archive.ndjson"
+        let receiver = try RunningReceiver(environment: ["ARCHIVE_PATH": archive])
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        let accepted = Collected<String>()
+        onThreads(8) { t in
+            for i in 0..<50 {
+                let id = "a\(t)-\(i)"
+                if (try? httpRequest(port: receiver.port, body: webhookJSON(id: id)))?.status == 202 {
+                    accepted.append(id)
+                    // The promise: by the time of the 202, the line is on disk.
+                    let onDisk = (try? String(contentsOfFile: archive, encoding: .utf8)) ?? ""
+                    if !onDisk.contains(#""id":"\#(id)""#) { accepted.append("MISSING \(id)") }
+                }
+            }
+        }
+        #expect(accepted.all.filter { $0.hasPrefix("MISSING") }.isEmpty)
+        receiver.process.signal(SIGTERM)
+        #expect(try receiver.process.waitForExit() == 0)
+        let out = try lines.waitForEOF()
+        let archived = try String(contentsOfFile: archive, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(archived == out)
+        #expect(out.count == 400)
+    }
+
+    @Test func refusesBadSettingsWithUsageExit() throws {
+        let bad = try ChildProcess(executable("receiver"), environment: ["HTTP_PORT": "eighty"], stdout: .null)
+        #expect(try bad.waitForExit() == 64)
+        let badSecret = try ChildProcess(executable("receiver"), environment: ["WEBHOOK_SECRET": "whsec_!!"], stdout: .null)
+        #expect(try badSecret.waitForExit() == 64)
+        let version = try ChildProcess(executable("receiver"), arguments: ["--version"])
+        let out = LineCollector(fd: version.stdoutFD!)
+        #expect(try version.waitForExit() == 0)
+        #expect(try out.waitForEOF() == [meetperryVersionForTests])
+    }
+}
+
+let meetperryVersionForTests = "0.1.0"

@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "receiver", targets: ["Receiver"]),
+        .executable(name: "applier", targets: ["ApplierCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -21,6 +22,25 @@ let package = Package(
             name: "CLibPQ",
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
+        ),
+        // The one small, safe wrapper over libpq.
+        .target(name: "LibPQ", dependencies: ["CLibPQ"]),
+        // The task rules, the event store and the applier's batching loop.
+        .target(
+            name: "ApplierCore",
+            dependencies: [
+                "WebhookModel", "LibPQ",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "ApplierCommand",
+            dependencies: [
+                "ApplierCore", "CommandSupport", "LibPQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The webhook model, JSON parsing, timestamps and the NDJSON stream codec.
         .target(name: "WebhookModel"),
@@ -47,7 +67,7 @@ let package = Package(
             ]
         ),
         // Helpers for tests that run the real executables: processes, pipes, HTTP.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["LibPQ"], path: "Tests/TestSupport"),
         .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel"]),
         .testTarget(
             name: "ReceiverTests",

@@ -110,6 +110,11 @@ extension Webhook {
                 issues.append(FieldIssue(loc: loc, msg: "expected a string, got \(value.typeName)"))
                 return nil
             }
+            // PostgreSQL text cannot hold U+0000; refuse it here rather than fail a batch later.
+            if s.utf8.contains(0) {
+                issues.append(FieldIssue(loc: loc, msg: "must not contain the NUL character (\\u0000)"))
+                return nil
+            }
             return s
         }
         func identifier(_ value: JSONValue?, _ loc: [String]) -> String? {

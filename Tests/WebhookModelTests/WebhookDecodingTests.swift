@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func canonicalLineDecodesToTheSameRecord() throws {
-        let hostile = "line\nbreak \"quoted\" back\\slash \u{0}\u{1f} tab\t é 🦄 \u{2028}"
+        let hostile = "line\nbreak \"quoted\" back\\slash \u{1}\u{1f}\u{7f} tab\t é 🦄 \u{2028}"
         let record = StreamRecord(
             webhook: Webhook(event: .updated, timestamp: Timestamp(microsecondsSinceEpoch: 1_700_000_000_123_456),
                              userId: "u/../\(hostile)", taskId: hostile, content: hostile, isCompleted: true),
@@ -107,6 +107,11 @@ import Testing
         var nul = Array(valid.utf8)
         nul[at] = 0
         #expect(throws: WebhookDecodingError.self) { try Webhook.decode(nul) }
+    }
+
+    @Test func refusesEscapedNULInStrings() {
+        let text = valid.replacingOccurrences(of: "Buy milk", with: "Buy\\u0000milk")
+        #expect(issues(text).map(\.loc) == [["metadata", "content"]])
     }
 
     @Test func decodesEscapesAndSurrogatePairs() throws {

@@ -1,0 +1,19 @@
+/// Everything the applier needs, resolved from flags and environment by the executable.
+public struct ApplierConfiguration: Sendable {
+    /// libpq connection string.
+    public var conninfo: String
+    /// Events per transaction at most.
+    public var batchSize: Int = 5000
+    /// A batch is committed at the latest this long after its first event arrived.
+    public var batchMilliseconds: Int = 200
+    /// Longer lines are rejected (and skipped), not buffered.
+    public var maxLineBytes: Int = 4 * 1_048_576
+    /// After SIGTERM/SIGINT, how long to keep retrying an unreachable database before giving up (exit 75).
+    public var shutdownTimeoutSeconds: Int = 30
+    /// Longest wait between reconnection attempts.
+    public var maxBackoffMilliseconds: Int = 5000
+
+    public init(conninfo: String) {
+        self.conninfo = conninfo
+    }
+}

@@ -1,0 +1,45 @@
+import WebhookModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes `{"line": N, "reason": "...", "input": "..."}` records to stdout, one
+/// per rejected input. The input is always written as a valid JSON string
+/// (invalid UTF-8 becomes U+FFFD, control characters are escaped).
+public final class RejectWriter {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private var broken = false
+
+    public init(fd: Int32 = 1) {
+        self.fd = fd
+    }
+
+    public func reject(line: Int, reason: String, input: [UInt8], truncated: Bool = false) {
+        buffer.append(contentsOf: "{\"line\":\(line),\"reason\":".utf8)
+        JSONWriter.appendQuoted(reason, to: &buffer)
+        buffer.append(contentsOf: ",\"input\":".utf8)
+        JSONWriter.appendQuoted(String(decoding: input, as: UTF8.self), to: &buffer)
+        if truncated { buffer.append(contentsOf: ",\"inputTruncated\":true".utf8) }
+        buffer.append(contentsOf: "}\n".utf8)
+        if buffer.count > 1 << 16 { flush() }
+    }
+
+    /// Writes what is buffered. A closed stdout does not stop the applier:
+    /// rejects are diagnostics, the database is the product.
+    public func flush() {
+        guard !buffer.isEmpty else { return }
+        defer { buffer.removeAll(keepingCapacity: true) }
+        guard !broken else { return }
+        var offset = 0
+        while offset < buffer.count {
+            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n > 0 { offset += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            broken = true
+            return
+        }
+    }
+
+    public var isBroken: Bool { broken }
+}

@@ -1,0 +1,127 @@
+import WebhookModel
+
+/// The state of one task in `meetperry.task`, as the rules derive it.
+public struct TaskState: Sendable, Hashable {
+    public var taskId: String
+    public var userId: String
+    public var content: String
+    public var createdDate: Timestamp
+    public var completedDate: Timestamp?
+    public var deletedDate: Timestamp?
+
+    public init(taskId: String, userId: String, content: String, createdDate: Timestamp, completedDate: Timestamp?, deletedDate: Timestamp?) {
+        self.taskId = taskId
+        self.userId = userId
+        self.content = content
+        self.createdDate = createdDate
+        self.completedDate = completedDate
+        self.deletedDate = deletedDate
+    }
+}
+
+/// What the rules made of one event of a task.
+public enum EventDisposition: Sendable, Hashable {
+    /// Part of the task's state (including events after the deletion, which are kept but change nothing).
+    case applied
+    /// An `updated` / `deleted` whose `created` has not arrived yet.
+    case pending
+    /// Another `created` for the same task lost to an earlier one.
+    case rejectedConflict
+    /// Sent by a user other than the task's creator.
+    case rejectedOwner
+
+    public var rejectionReason: String? {
+        switch self {
+        case .rejectedConflict: return "conflicting created event: the task was already created by an earlier event"
+        case .rejectedOwner: return "userId differs from the task's creator: a task never changes owner"
+        case .applied, .pending: return nil
+        }
+    }
+}
+
+/// SPEC §4 as a pure function: the state of a task is a function of the
+/// *set* of its events. Events are put in one total order first (timestamp,
+/// then created < updated < deleted, then the rest of the identity byte-wise),
+/// so neither arrival order nor duplicates can change the outcome.
+public enum TaskRules {
+    /// The total order every rule walks in.
+    static func precedes(_ a: Webhook, _ b: Webhook) -> Bool {
+        if a.timestamp != b.timestamp { return a.timestamp < b.timestamp }
+        if a.event != b.event { return rank(a.event) < rank(b.event) }
+        return identityBytesPrecede(a, b)
+    }
+
+    static func rank(_ event: WebhookEvent) -> Int {
+        switch event {
+        case .created: return 0
+        case .updated: return 1
+        case .deleted: return 2
+        }
+    }
+
+    /// Byte-wise comparison of the rest of the identity: userId, content, isCompleted (false first), id.
+    static func identityBytesPrecede(_ a: Webhook, _ b: Webhook) -> Bool {
+        if a.userId != b.userId { return a.userId.utf8.lexicographicallyPrecedes(b.userId.utf8) }
+        if a.content != b.content { return a.content.utf8.lexicographicallyPrecedes(b.content.utf8) }
+        if a.isCompleted != b.isCompleted { return !a.isCompleted }
+        return a.taskId.utf8.lexicographicallyPrecedes(b.taskId.utf8)
+    }
+
+    /// Folds every event known for one task (any order, duplicates allowed).
+    ///
+    /// - Parameter asOf: consider only events timestamped at or before this
+    ///   instant (the reporter judges a window as of its end); nil for all.
+    /// - Returns: the task's state (nil while no `created` is known) and what
+    ///   became of each distinct event.
+    public static func fold(_ events: [Webhook], asOf: Timestamp? = nil) -> (state: TaskState?, dispositions: [Webhook: EventDisposition]) {
+        var distinct = Array(Set(events))
+        if let asOf { distinct.removeAll { $0.timestamp > asOf } }
+        distinct.sort(by: precedes)
+        var dispositions: [Webhook: EventDisposition] = [:]
+
+        // The earliest `created` (ties: smaller identity) makes the task.
+        guard let creation = distinct.first(where: { $0.event == .created }) else {
+            for event in distinct { dispositions[event] = .pending }
+            return (nil, dispositions)
+        }
+        var valid: [Webhook] = []
+        for event in distinct {
+            if event.userId != creation.userId {
+                dispositions[event] = .rejectedOwner
+            } else if event.event == .created && event != creation {
+                dispositions[event] = .rejectedConflict
+            } else {
+                dispositions[event] = .applied
+                valid.append(event)
+            }
+        }
+
+        // The earliest deletion ends the task's history.
+        let deletedDate = valid.first(where: { $0.event == .deleted })?.timestamp
+
+        // Content and completion: walk the created/updated events from the
+        // creation to the deletion (inclusive). Events before the creation or
+        // after the deletion are kept but change nothing.
+        var content = creation.content
+        var completedDate: Timestamp? = creation.isCompleted ? creation.timestamp : nil
+        for event in valid where event.event == .updated {
+            guard event.timestamp >= creation.timestamp else { continue }
+            if let deletedDate, event.timestamp > deletedDate { break }
+            content = event.content
+            if event.isCompleted {
+                if completedDate == nil { completedDate = event.timestamp }
+            } else {
+                completedDate = nil
+            }
+        }
+        let state = TaskState(
+            taskId: creation.taskId,
+            userId: creation.userId,
+            content: content,
+            createdDate: creation.timestamp,
+            completedDate: completedDate,
+            deletedDate: deletedDate
+        )
+        return (state, dispositions)
+    }
+}

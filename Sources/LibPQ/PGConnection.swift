@@ -1,0 +1,172 @@
+import CLibPQ
+
+/// One libpq connection. The only place in meetperry that calls libpq: every
+/// statement goes through `PQexecParams` with bound text parameters (never
+/// string-built SQL), every `PGresult` is cleared on every path before a
+/// function returns, and errors come back as `PGError` with their SQLSTATE.
+///
+/// Not thread-safe: one connection belongs to one task at a time.
+public final class PGConnection {
+    private var conn: OpaquePointer?
+
+    /// Connects with a libpq connection string (URI or key=value).
+    public init(conninfo: String) throws(PGError) {
+        conn = PQconnectdb(conninfo)
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            if let conn { PQfinish(conn) }
+            self.conn = nil
+            throw PGError(kind: .connection, message: "cannot connect to PostgreSQL: " + message)
+        }
+        // Notices (e.g. "relation already exists, skipping") are not errors; keep them off stderr.
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if let conn { PQfinish(conn) }
+        conn = nil
+    }
+
+    /// Whether the connection is still usable (not closed, not broken).
+    public var isHealthy: Bool {
+        guard let conn else { return false }
+        return PQstatus(conn) == CONNECTION_OK
+    }
+
+    /// The server's major version number, e.g. 15.
+    public var serverVersion: Int {
+        conn.map { Int(PQserverVersion($0)) / 10000 } ?? 0
+    }
+
+    private func handle() throws(PGError) -> OpaquePointer {
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            throw PGError(kind: .connection, message: "the connection to PostgreSQL is closed")
+        }
+        return conn
+    }
+
+    private func connectionError(_ conn: OpaquePointer) -> PGError {
+        PGError(kind: .connection, message: String(cString: PQerrorMessage(conn)))
+    }
+
+    /// Turns a result into rows or a typed error, and clears it.
+    private func consume(_ result: OpaquePointer?, _ conn: OpaquePointer) throws(PGError) -> QueryResult {
+        guard let result else { throw connectionError(conn) }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return QueryResult(columns: [], rows: [], affectedRows: Self.affected(result))
+        case PGRES_TUPLES_OK, PGRES_SINGLE_TUPLE:
+            return QueryResult(copying: result)
+        default:
+            throw Self.error(from: result, conn: conn)
+        }
+    }
+
+    static func affected(_ result: OpaquePointer) -> Int {
+        Int(String(cString: PQcmdTuples(result))) ?? 0
+    }
+
+    static func error(from result: OpaquePointer, conn: OpaquePointer) -> PGError {
+        let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+        var message = String(cString: PQresultErrorMessage(result))
+        if message.isEmpty { message = String(cString: PQerrorMessage(conn)) }
+        let broken = PQstatus(conn) != CONNECTION_OK
+        return PGError(kind: broken ? .connection : .query, sqlState: state, message: message)
+    }
+
+    /// Runs one statement with text parameters bound as `$1, $2, …` (nil is NULL).
+    @discardableResult
+    public func execute(_ sql: String, _ parameters: [String?] = []) throws(PGError) -> QueryResult {
+        let conn = try handle()
+        let result = withCStrings(parameters) { values in
+            PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        return try consume(result, conn)
+    }
+
+    /// Runs several statements separated by `;` with no parameters (scripts such as changeset.sql).
+    public func executeScript(_ sql: String) throws(PGError) {
+        let conn = try handle()
+        _ = try consume(PQexec(conn, sql), conn)
+    }
+
+    /// Sends `data` (text-format COPY rows, see `CopyEncoder`) through `COPY … FROM STDIN`.
+    /// Returns the number of rows the server reports.
+    @discardableResult
+    public func copyIn(_ sql: String, data: [UInt8]) throws(PGError) -> Int {
+        let conn = try handle()
+        let start = PQexec(conn, sql)
+        guard let start else { throw connectionError(conn) }
+        guard PQresultStatus(start) == PGRES_COPY_IN else {
+            defer { PQclear(start) }
+            throw Self.error(from: start, conn: conn)
+        }
+        PQclear(start)
+        var sendFailed = false
+        var offset = 0
+        let chunk = 1 << 20
+        while offset < data.count && !sendFailed {
+            let n = min(chunk, data.count - offset)
+            let rc = data.withUnsafeBytes { raw in
+                PQputCopyData(conn, raw.baseAddress!.assumingMemoryBound(to: CChar.self) + offset, Int32(n))
+            }
+            if rc != 1 { sendFailed = true }
+            offset += n
+        }
+        if PQputCopyEnd(conn, sendFailed ? "client failed to send data" : nil) != 1 { sendFailed = true }
+        // Drain every result so none leaks and the connection is ready again.
+        var firstError: PGError?
+        var rows = 0
+        while let result = PQgetResult(conn) {
+            if PQresultStatus(result) == PGRES_COMMAND_OK {
+                rows = Self.affected(result)
+            } else if firstError == nil {
+                firstError = Self.error(from: result, conn: conn)
+            }
+            PQclear(result)
+        }
+        if let firstError { throw firstError }
+        if sendFailed { throw PGError(kind: .copy, message: String(cString: PQerrorMessage(conn))) }
+        return rows
+    }
+
+    /// Runs a query and hands each row to `body` as it arrives (libpq
+    /// single-row mode), so a result of any size is never held in memory.
+    /// `body` may throw to stop early; the rest of the result is discarded.
+    public func stream(_ sql: String, _ parameters: [String?] = [], _ body: (RowView) throws -> Void) throws {
+        let conn = try handle()
+        let sent = withCStrings(parameters) { values in
+            PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        guard sent == 1 else { throw connectionError(conn) }
+        PQsetSingleRowMode(conn)
+        var failure: Error?
+        while let result = PQgetResult(conn) {
+            defer { PQclear(result) }
+            if failure != nil { continue }
+            switch PQresultStatus(result) {
+            case PGRES_SINGLE_TUPLE:
+                do { try body(RowView(result: result, row: 0)) } catch { failure = error }
+            case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+                break
+            default:
+                failure = Self.error(from: result, conn: conn)
+            }
+        }
+        if let failure { throw failure }
+    }
+}
+
+/// Calls `body` with a C array of NUL-terminated copies of `strings` (nil stays NULL).
+func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+    defer { copies.forEach { free($0) } }
+    return body(copies.map { $0.map { UnsafePointer($0) } })
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,48 @@
+-- meetperry schema. Idempotent: safe to run again, and over a database made by
+-- the seed service's own changeset (its meetperry.task rows are kept).
+--   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -f changeset.sql
+
+CREATE SCHEMA IF NOT EXISTS meetperry;
+
+-- The task table exactly as the seed service made it; other tools read it.
+CREATE TABLE IF NOT EXISTS meetperry.task (
+    id             BIGSERIAL PRIMARY KEY,
+    external_id    text UNIQUE,
+    user_id        text NOT NULL,
+    content        text,
+    completed_date timestamptz,
+    deleted_date   timestamptz,
+    created_date   timestamptz NOT NULL DEFAULT now(),
+    updated_date   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION meetperry.set_updated_date() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_date := now();
+    RETURN NEW;
+END;
+$$;
+
+DROP TRIGGER IF EXISTS task_set_updated_date ON meetperry.task;
+CREATE TRIGGER task_set_updated_date
+    BEFORE UPDATE ON meetperry.task
+    FOR EACH ROW EXECUTE FUNCTION meetperry.set_updated_date();
+
+-- Every distinct event ever received, keyed by its identity (SPEC §4). A
+-- duplicate is a primary-key conflict; events waiting for their `created`
+-- (pending) and events the rules reject stay here for audit and recompute.
+CREATE TABLE IF NOT EXISTS meetperry.task_event (
+    identity     uuid PRIMARY KEY,
+    event        text NOT NULL CHECK (event IN ('created', 'updated', 'deleted')),
+    external_id  text NOT NULL,
+    user_id      text NOT NULL,
+    content      text NOT NULL,
+    is_completed boolean NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    received_at  timestamptz,
+    delivery_id  text,
+    applied_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS task_event_external_id ON meetperry.task_event (external_id);

@@ -74,7 +74,12 @@ let package = Package(
             dependencies: [
                 "ReceiverCore", "WebhookModel", "TestSupport", "Receiver",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
+        ),
+        .testTarget(
+            name: "ApplierTests",
+            dependencies: ["ApplierCore", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "Receiver"]
         ),
     ]
 )

@@ -65,6 +65,28 @@ public final class Applier {
             try commit(batch)
             batch.removeAll(keepingCapacity: true)
         }
+        func take(_ item: LineReader.Item) throws {
+            switch item {
+            case .tooLong(let number, let prefix):
+                summary.read += 1
+                summary.rejected += 1
+                rejects.reject(line: number, reason: "line longer than \(configuration.maxLineBytes) bytes", input: prefix, truncated: true)
+            case .line(let number, let bytes):
+                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { return }
+                summary.read += 1
+                switch Result(catching: { () throws(WebhookDecodingError) in try Webhook.decode(bytes) }) {
+                case .success(let record):
+                    if batch.isEmpty { batchStarted = DispatchTime.now().uptimeNanoseconds }
+                    batch.append(TaskStore.Incoming(record: record, line: number, input: bytes))
+                    if batch.count >= configuration.batchSize { try flushBatch() }
+                case .failure(let error):
+                    summary.rejected += 1
+                    rejects.reject(line: number, reason: error.description, input: bytes)
+                }
+            case .timeout, .interrupted, .endOfFile:
+                break
+            }
+        }
         while ShutdownSignal.requests == 0 {
             var timeout: Int32 = 500
             if !batch.isEmpty {
@@ -85,29 +107,23 @@ public final class Applier {
             case .interrupted:
                 continue
             case .timeout:
-                if !batch.isEmpty {
-                    let elapsed = Int((DispatchTime.now().uptimeNanoseconds - batchStarted) / 1_000_000)
-                    if elapsed >= configuration.batchMilliseconds { try flushBatch() }
-                }
-            case .tooLong(let number, let prefix):
-                summary.read += 1
-                summary.rejected += 1
-                rejects.reject(line: number, reason: "line longer than \(configuration.maxLineBytes) bytes", input: prefix, truncated: true)
-            case .line(let number, let bytes):
-                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-                summary.read += 1
-                switch Result(catching: { () throws(WebhookDecodingError) in try Webhook.decode(bytes) }) {
-                case .success(let record):
-                    if batch.isEmpty { batchStarted = DispatchTime.now().uptimeNanoseconds }
-                    batch.append(TaskStore.Incoming(record: record, line: number, input: bytes))
-                    if batch.count >= configuration.batchSize { try flushBatch() }
-                case .failure(let error):
-                    summary.rejected += 1
-                    rejects.reject(line: number, reason: error.description, input: bytes)
-                }
+                break
+            case .tooLong, .line:
+                try take(item)
+            }
+            // A steady trickle never times out the poll: the latency bound is checked after every line too.
+            if !batch.isEmpty {
+                let elapsed = Int((DispatchTime.now().uptimeNanoseconds - batchStarted) / 1_000_000)
+                if elapsed >= configuration.batchMilliseconds { try flushBatch() }
             }
         }
-        logger.notice("signal received: committing what was read, then exiting")
+        // Stop reading, but lines already taken off the pipe were read: apply them too.
+        var drained = 0
+        while let item = reader.nextBuffered() {
+            try take(item)
+            drained += 1
+        }
+        logger.notice("signal received: committing what was read, then exiting", metadata: ["buffered.lines": "\(drained)"])
         try flushBatch()
     }
 

@@ -101,6 +101,12 @@ public final class LineReader {
         }
     }
 
+    /// The next complete line already read from the descriptor, without
+    /// reading more: after a stop request, what was read is still applied.
+    public func nextBuffered() -> Item? {
+        takeLine()
+    }
+
     private func takeLine() -> Item? {
         guard start < end else { return nil }
         let newline = buffer.withUnsafeBufferPointer { b -> Int? in

@@ -73,7 +73,9 @@ public final class PGConnection {
         let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
         var message = String(cString: PQresultErrorMessage(result))
         if message.isEmpty { message = String(cString: PQerrorMessage(conn)) }
-        let broken = PQstatus(conn) != CONNECTION_OK
+        // Errors the server sends carry a SQLSTATE; one without it was made by
+        // libpq itself: the connection broke (server gone, network, protocol).
+        let broken = PQstatus(conn) != CONNECTION_OK || state == nil
         return PGError(kind: broken ? .connection : .query, sqlState: state, message: message)
     }
 

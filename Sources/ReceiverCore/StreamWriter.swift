@@ -42,7 +42,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
     private struct Entry {
         var line: [UInt8]
-        var continuation: CheckedContinuation<Outcome, Never>
+        var continuation: UnsafeContinuation<Outcome, Never>
     }
 
     private let outputFD: Int32
@@ -85,7 +85,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// Queues one complete line (ending in `\n`) and waits until it is written
     /// or refused. Never blocks on a full queue: that is `.overloaded` at once.
     public func submit(_ line: [UInt8]) async -> Outcome {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Outcome, Never>) in
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Outcome, Never>) in
             condition.lock()
             if let closedReason {
                 condition.unlock()

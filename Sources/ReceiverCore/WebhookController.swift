@@ -106,10 +106,22 @@ struct WebhookController<Context: RequestContext>: Sendable {
     }
 
     /// `application/json`, with any parameters (charset); case-insensitive.
+    /// Compared byte-wise: this runs on every request.
     static func isJSON(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
-        let mediaType = contentType.split(separator: ";", maxSplits: 1).first.map(String.init) ?? ""
-        return mediaType.trimmingCharacters(in: .whitespaces).lowercased() == "application/json"
+        let expected = "application/json".utf8
+        var utf8 = contentType.utf8[...]
+        // Media type, optional whitespace, then nothing or ';' and parameters.
+        while let first = utf8.first, first == 0x20 || first == 0x09 { utf8 = utf8.dropFirst() }
+        guard utf8.count >= expected.count else { return false }
+        for byte in expected {
+            let b = utf8.first!
+            let lower = (b >= 0x41 && b <= 0x5A) ? b | 0x20 : b
+            guard lower == byte else { return false }
+            utf8 = utf8.dropFirst()
+        }
+        while let first = utf8.first, first == 0x20 || first == 0x09 { utf8 = utf8.dropFirst() }
+        return utf8.isEmpty || utf8.first == UInt8(ascii: ";")
     }
 
     /// A log-safe summary: field paths and our own messages, escaped, never the body.

@@ -46,11 +46,15 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         if secondOfDay < 0 { secondOfDay += 86_400; days -= 1 }
         let (year, month, day) = Self.civil(fromDays: days)
         func put(_ value: Int64, _ width: Int) {
-            var digits = [UInt8](repeating: UInt8(ascii: "0"), count: width)
+            // Digits most significant first, without a temporary array.
+            var divisor: Int64 = 1
+            for _ in 1..<width { divisor *= 10 }
             var v = value
-            var i = width - 1
-            while i >= 0 { digits[i] = UInt8(ascii: "0") + UInt8(v % 10); v /= 10; i -= 1 }
-            out.append(contentsOf: digits)
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: v / divisor % 10))
+                v %= divisor
+                divisor /= 10
+            }
         }
         put(year, 4); out.append(UInt8(ascii: "-"))
         put(month, 2); out.append(UInt8(ascii: "-"))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Hummingbird
 @testable import ReceiverCore
 
 @Suite struct SignatureVerifierTests {
@@ -38,5 +39,17 @@ import Testing
 
     @Test func refusesASecretThatIsNotBase64() {
         #expect(throws: SignatureVerifier.InvalidSecret.self) { try SignatureVerifier(secret: "whsec_***") }
+    }
+}
+
+@Suite struct ContentTypeTests {
+    @Test(arguments: ["application/json", "Application/JSON", "application/json; charset=utf-8", " application/json ;charset=UTF-8", "application/json;"])
+    func acceptsJSON(contentType: String) {
+        #expect(WebhookController<BasicRequestContext>.isJSON(contentType))
+    }
+
+    @Test(arguments: [nil, "", "text/plain", "application/jsonx", "application/json-patch+json", "application/js", "multipart/form-data; application/json"])
+    func refusesEverythingElse(contentType: String?) {
+        #expect(!WebhookController<BasicRequestContext>.isJSON(contentType))
     }
 }

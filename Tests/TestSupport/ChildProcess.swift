@@ -37,6 +37,9 @@ public final class ChildProcess: @unchecked Sendable {
         // by another test thread never inherits this child's pipe ends.
         spawnLock.lock()
         defer { spawnLock.unlock() }
+        // A child that exits while the test still writes to it must be an
+        // assertion failure, not SIGPIPE killing the whole test process.
+        _ = Glibc.signal(SIGPIPE, SIG_IGN)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -76,7 +79,20 @@ public final class ChildProcess: @unchecked Sendable {
             envp.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        // The child starts as from a shell: no blocked signals (test threads
+        // may block some), and default dispositions (this process ignores SIGPIPE).
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGTERM, SIGINT, SIGHUP] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let rc = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
         closeInParent.forEach { close($0) }
         guard rc == 0 else { throw POSIXError(.init(rawValue: rc)!) }
         self.pid = pid

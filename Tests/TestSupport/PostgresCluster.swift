@@ -39,7 +39,8 @@ public final class PostgresCluster: @unchecked Sendable {
         \(runAsPostgres ? "runuser -u postgres -- " : "")\(binDir)/pg_ctl -D \(directory)/data -m immediate stop >/dev/null 2>&1
         rm -rf \(directory)
         """
-        _ = try ChildProcess("/bin/sh", arguments: ["-c", "setsid sh -c '\(watchdog)' >/dev/null 2>&1 &"], stdout: .null)
+        // Wait for the launching shell: killing it early (ChildProcess's deinit) could stop the watchdog being born.
+        try ChildProcess("/bin/sh", arguments: ["-c", "setsid sh -c '\(watchdog)' >/dev/null 2>&1 &"], stdout: .null).waitForExit()
     }
 
     private static func findBinDir() throws -> String {
@@ -68,9 +69,12 @@ public final class PostgresCluster: @unchecked Sendable {
         return try Self.run(path, arguments)
     }
 
-    /// Starts the server and waits until it accepts connections.
+    /// Starts the server and waits until it accepts connections. `fsync=off`
+    /// keeps tests fast and is safe here: a crash of the server process (not
+    /// of the machine) loses nothing the OS was given; commits stay synchronous
+    /// so an "immediate" stop loses no committed transaction.
     public func start() throws {
-        let options = "-p \(port) -k \(directory) -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        let options = "-p \(port) -k \(directory) -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=100"
         let result = try runAsOwner(binDir + "/pg_ctl", ["-D", directory + "/data", "-l", directory + "/server.log", "-o", options, "-w", "-t", "60", "start"])
         guard result.status == 0 else {
             let log = (try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? ""

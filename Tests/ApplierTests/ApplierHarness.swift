@@ -1,0 +1,54 @@
+import Foundation
+import LibPQ
+import TestSupport
+import WebhookModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What one run of the applier executable did.
+struct ApplierRun {
+    var exitCode: Int32
+    var rejects: [String]
+    var stderr: String
+
+    /// The line numbers of the rejects, in output order.
+    var rejectedLines: [Int] {
+        rejects.compactMap { line in
+            guard let value = try? JSONParser.parse(Array(line.utf8)), case .number(let n)? = value["line"] else { return nil }
+            return Int(n)
+        }
+    }
+}
+
+/// Runs the built `applier` on `input` (fed through a real pipe) against `conninfo`.
+func runApplier(_ input: [UInt8], conninfo: String, arguments: [String] = [], environment: [String: String] = [:]) throws -> ApplierRun {
+    let dir = try makeTemporaryDirectory("applier")
+    var env = environment
+    env["DATABASE_URL"] = conninfo
+    let process = try ChildProcess(executable("applier"), arguments: arguments, environment: env, stdin: .pipe, stdout: .pipe, stderr: .file(dir + "/stderr"))
+    let out = LineCollector(fd: process.stdoutFD!)
+    process.writeStdin(input)
+    process.closeStdin()
+    let code = try process.waitForExit(timeout: 300)
+    let rejects = try out.waitForEOF()
+    return ApplierRun(exitCode: code, rejects: rejects, stderr: (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? "")
+}
+
+/// The canonical NDJSON of a list of webhooks, one line each.
+func stream(_ webhooks: [Webhook]) -> [UInt8] {
+    var out: [UInt8] = []
+    for w in webhooks { StreamRecord(webhook: w).appendCanonicalLine(to: &out) }
+    return out
+}
+
+/// The task table as comparable text rows (ids and updated_date left out unless asked).
+func taskRows(_ conninfo: String, includeSurrogates: Bool = false) throws -> [[String?]] {
+    let db = try PGConnection(conninfo: conninfo)
+    try db.execute("SET TIME ZONE 'UTC'")
+    let extra = includeSurrogates ? ", id::text, updated_date::text" : ""
+    return try db.execute("""
+        SELECT external_id, user_id, content, created_date::text, completed_date::text, deleted_date::text\(extra)
+        FROM meetperry.task ORDER BY external_id
+        """).rows
+}

@@ -1,0 +1,337 @@
+import Foundation
+import LibPQ
+import Testing
+import TestSupport
+import WebhookModel
+@testable import ApplierCore
+
+/// The built `applier` executable on a real pipe, against a real PostgreSQL
+/// (a throwaway cluster this test process starts), one rule per test.
+@Suite struct ApplierProcessTests {
+    let cluster = PostgresCluster.shared
+
+    func freshDatabase() throws -> String {
+        cluster.conninfo(database: try cluster.makeDatabase())
+    }
+
+    @Test func createdMakesTheRowWithTheSeedColumns() throws {
+        let db = try freshDatabase()
+        let run = try runApplier(stream([event(.created, 0, id: "42", user: "1", content: "Buy milk")]), conninfo: db)
+        #expect(run.exitCode == 0)
+        #expect(run.rejects.isEmpty)
+        #expect(try taskRows(db) == [["42", "1", "Buy milk", "2025-06-15 15:06:40+00", nil, nil]])
+        #expect(run.stderr.contains("read=1 applied=1 duplicates=0 pending=0 rejected=0"))
+    }
+
+    @Test func duplicatesAreCountedAndChangeNothing() throws {
+        let db = try freshDatabase()
+        let events = [event(.created, 0), event(.updated, 1, content: "edited", done: true)]
+        let first = try runApplier(stream(events + events), conninfo: db)
+        #expect(first.stderr.contains("applied=2 duplicates=2"))
+        let before = try taskRows(db, includeSurrogates: true)
+        // Raw bodies in another timestamp form are the same events.
+        let raw = events.map { w in
+            webhookJSON(event: w.event.rawValue, id: w.taskId, userId: w.userId, content: w.content, isCompleted: w.isCompleted,
+                        timestamp: rawForm(w.timestamp)) + [0x0D, 0x0A]
+        }.flatMap { $0 }
+        let second = try runApplier(raw, conninfo: db)
+        #expect(second.exitCode == 0)
+        #expect(second.stderr.contains("applied=0 duplicates=2"))
+        #expect(try taskRows(db, includeSurrogates: true) == before, "a replay must not even touch updated_date")
+    }
+
+    @Test func earliestCreatedWinsAndLaterOnesAreRejectedAsConflicts() throws {
+        let db = try freshDatabase()
+        let run = try runApplier(stream([event(.created, 5, content: "late"), event(.created, 0, content: "early")]), conninfo: db)
+        #expect(try taskRows(db).map { $0[2] } == ["early"])
+        #expect(run.rejectedLines == [1])
+        #expect(run.rejects.first?.contains("conflicting created event") == true)
+        // The earlier one arriving in a later run displaces the winner too.
+        let db2 = try freshDatabase()
+        _ = try runApplier(stream([event(.created, 5, content: "late")]), conninfo: db2)
+        _ = try runApplier(stream([event(.created, 0, content: "early")]), conninfo: db2)
+        #expect(try taskRows(db2) == taskRows(db))
+    }
+
+    @Test func contentFollowsTheLatestEvent() throws {
+        let db = try freshDatabase()
+        _ = try runApplier(stream([event(.created, 0, content: "v0"), event(.updated, 10, content: "v10"), event(.updated, 5, content: "v5")]), conninfo: db)
+        #expect(try taskRows(db).map { $0[2] } == ["v10"])
+    }
+
+    @Test func completedDateIsTheLastTransitionToCompleted() throws {
+        let db = try freshDatabase()
+        _ = try runApplier(stream([
+            event(.created, 0), event(.updated, 4, done: true), event(.updated, 1, done: true),
+            event(.updated, 3, done: false), event(.updated, 5, done: true), event(.updated, 2, done: true),
+        ]), conninfo: db)
+        #expect(try taskRows(db).map { $0[4] } == [text(at(4))])
+        _ = try runApplier(stream([event(.updated, 6, done: false)]), conninfo: db)
+        #expect(try taskRows(db).map { $0[4] } == [nil], "un-completing clears completed_date")
+    }
+
+    @Test func earliestDeletionWinsAndLaterEventsAreInert() throws {
+        let db = try freshDatabase()
+        let run = try runApplier(stream([
+            event(.created, 0, content: "a"), event(.deleted, 9), event(.deleted, 7),
+            event(.updated, 8, content: "too late", done: true),
+        ]), conninfo: db)
+        #expect(run.rejects.isEmpty)
+        #expect(try taskRows(db) == [["t1", "u1", "a", text(at(0)), nil, text(at(7))]])
+    }
+
+    @Test func anotherUsersEventsAreRejected() throws {
+        let db = try freshDatabase()
+        let run = try runApplier(stream([
+            event(.created, 0, content: "mine"),
+            event(.updated, 1, user: "intruder", content: "stolen", done: true),
+            event(.deleted, 2, user: "intruder"),
+        ]), conninfo: db)
+        #expect(try taskRows(db) == [["t1", "u1", "mine", text(at(0)), nil, nil]])
+        #expect(run.rejectedLines == [2, 3])
+        #expect(run.rejects.allSatisfy { $0.contains("never changes owner") })
+    }
+
+    @Test func updatesAndDeletesBeforeTheirCreatedWaitForIt() throws {
+        let db = try freshDatabase()
+        let early = try runApplier(stream([event(.updated, 5, content: "later", done: true), event(.deleted, 9)]), conninfo: db)
+        #expect(early.rejects.isEmpty, "pending events are not errors")
+        #expect(early.stderr.contains("pending=2"))
+        #expect(try taskRows(db).isEmpty)
+        _ = try runApplier(stream([event(.created, 0, content: "first")]), conninfo: db)
+        #expect(try taskRows(db) == [["t1", "u1", "later", text(at(0)), text(at(5)), text(at(9))]])
+    }
+
+    @Test func garbageIsRejectedWithItsLineNumberAndTheRestApplied() throws {
+        let db = try freshDatabase()
+        var input: [UInt8] = []
+        func line(_ text: String) { input += Array(text.utf8) + [0x0A] }
+        line(String(decoding: stream([event(.created, 0, id: "good1")]).dropLast(), as: UTF8.self))  // 1
+        line("{not json")                                                                         // 2
+        line(#"{"event":"created","timestamp":"2025-01-01T00:00:00Z","metadata":{"userId":"1"}}"#)  // 3
+        input += Array(#"{"event":"created","timestamp":"2025-01-01T00:00:00Z","metadata":{"userId":"1","id":"x\#u{0}y","content":"","isCompleted":false}}"#.utf8) + [0x0A]  // 4: NUL byte
+        input += [0x7B, 0x22, 0xFF, 0xFE, 0x22, 0x7D, 0x0A]                                        // 5: invalid UTF-8
+        line(String(decoding: webhookJSON(event: "archived"), as: UTF8.self))                     // 6
+        line(String(decoding: webhookJSON(timestamp: "2025-02-30T00:00:00Z"), as: UTF8.self))    // 7
+        line("")                                                                                  // 8: blank, ignored
+        line(String(decoding: webhookJSON(id: "good2"), as: UTF8.self))                           // 9
+        line("[]")                                                                                // 10
+        let run = try runApplier(input, conninfo: db)
+        #expect(run.exitCode == 0)
+        #expect(run.rejectedLines == [2, 3, 4, 5, 6, 7, 10])
+        #expect(try taskRows(db).map { $0[0] } == ["good1", "good2"])
+        #expect(run.rejects[1].contains("metadata.id: field required"))
+        #expect(run.rejects[4].contains("unknown event"))
+        #expect(run.rejects[5].contains("day out of range"))
+        // Each reject is one valid JSON object carrying the original line.
+        for reject in run.rejects {
+            let value = try JSONParser.parse(Array(reject.utf8))
+            #expect(value["reason"] != nil && value["input"] != nil)
+        }
+        #expect(run.stderr.contains("read=9"))
+        #expect(run.stderr.contains("rejected=7"))
+    }
+
+    @Test func aLineLongerThanTheLimitIsRejectedNotBuffered() throws {
+        let db = try freshDatabase()
+        let long = webhookJSON(id: "long", content: String(repeating: "z", count: 5000))
+        let input = stream([event(.created, 0, id: "a")]) + long + [0x0A] + stream([event(.created, 0, id: "b")])
+        let run = try runApplier(input, conninfo: db, arguments: ["--max-line-bytes", "2048"])
+        #expect(run.exitCode == 0)
+        #expect(run.rejectedLines == [2])
+        #expect(run.rejects.first?.contains("longer than 2048 bytes") == true)
+        #expect(try taskRows(db).map { $0[0] } == ["a", "b"])
+    }
+
+    @Test func replayingAWholeStreamTwiceChangesNothing() throws {
+        let db = try freshDatabase()
+        var generator = SeededGenerator(seed: 11)
+        let events = (0..<60).flatMap { randomHistory(taskId: "task\($0)", using: &generator) }
+        let input = stream(events.shuffled(using: &generator))
+        _ = try runApplier(input, conninfo: db, arguments: ["--batch-size", "17"])
+        let once = try taskRows(db, includeSurrogates: true)
+        let again = try runApplier(input, conninfo: db, arguments: ["--batch-size", "17"])
+        #expect(again.exitCode == 0)
+        #expect(again.stderr.contains("applied=0"))
+        #expect(again.stderr.contains("pending=0"))
+        #expect(try taskRows(db, includeSurrogates: true) == once)
+    }
+
+    /// The final table is a function of the set of events: any order, any
+    /// duplication, any split across concurrent appliers, gives the same rows,
+    /// and the rows are what the rules say.
+    @Test(arguments: [1, 3]) func theTableIsAFunctionOfTheSetOfEvents(appliers: Int) throws {
+        var generator = SeededGenerator(seed: UInt64(100 + appliers))
+        let histories = (0..<120).map { randomHistory(taskId: "task\($0)", using: &generator) }
+        let events = histories.flatMap { $0 }
+        let expected = histories.compactMap { TaskRules.fold($0).state }.sorted { $0.taskId < $1.taskId }.map(row)
+        for round in 0..<3 {
+            var shuffled = events.shuffled(using: &generator)
+            shuffled += shuffled.prefix(shuffled.count / 10)  // duplicates, some far apart
+            shuffled.shuffle(using: &generator)
+            var parts = Array(repeating: [Webhook](), count: appliers)
+            for event in shuffled { parts[Int.random(in: 0..<appliers, using: &generator)].append(event) }
+            let db = try freshDatabase()
+            let batch = ["--batch-size", String([1, 7, 50][round])]
+            let inputs = parts.map(stream)
+            let runs = Collected<ApplierRun>()
+            onThreads(appliers) { i in
+                if let run = try? runApplier(inputs[i], conninfo: db, arguments: batch) { runs.append(run) }
+            }
+            #expect(runs.all.count == appliers && runs.all.allSatisfy { $0.exitCode == 0 })
+            #expect(try taskRows(db) == expected, "round \(round) with \(appliers) applier(s)")
+        }
+    }
+
+    @Test func sigtermCommitsWhatWasReadAndExitsZero() throws {
+        let db = try freshDatabase()
+        let dir = try makeTemporaryDirectory("applier")
+        let process = try ChildProcess(executable("applier"), arguments: ["--batch-ms", "60000", "--batch-size", "100000"],
+                                       environment: ["DATABASE_URL": db], stdin: .pipe, stdout: .null, stderr: .file(dir + "/stderr"))
+        // Read, but not yet due for a commit: the batch waits for a minute or 100,000 events.
+        process.writeStdin(stream((0..<250).map { event(.created, $0, id: "s\($0)") }))
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, !((try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? "").contains("reading stdin") { usleep(20_000) }
+        usleep(300_000)
+        #expect(try taskRows(db).isEmpty)
+        process.signal(SIGTERM)
+        #expect(try process.waitForExit(timeout: 30) == 0)
+        #expect(try taskRows(db).count == 250)
+    }
+
+    @Test func aMissingSchemaIsAClearErrorNotARetryLoop() throws {
+        let db = cluster.conninfo(database: try cluster.makeDatabase(applyChangeset: false))
+        let start = Date()
+        let run = try runApplier(stream([event(.created, 0)]), conninfo: db)
+        #expect(run.exitCode == 1)
+        #expect(run.stderr.contains("apply changeset.sql"))
+        #expect(Date().timeIntervalSince(start) < 20)
+    }
+
+    @Test func badSettingsExitWithUsage() throws {
+        let bad = try ChildProcess(executable("applier"), environment: ["APPLIER_BATCH_SIZE": "lots"], stdout: .null)
+        #expect(try bad.waitForExit() == 64)
+        let zero = try ChildProcess(executable("applier"), arguments: ["--batch-size", "0"], stdout: .null)
+        #expect(try zero.waitForExit() == 64)
+    }
+
+    @Test func changesetIsIdempotentAndKeepsTheSeedsData() throws {
+        let name = try cluster.makeDatabase(applyChangeset: false)
+        let db = cluster.conninfo(database: name)
+        let connection = try PGConnection(conninfo: db)
+        // The seed service's own table, with a row in it.
+        try connection.executeScript("""
+            CREATE SCHEMA meetperry;
+            CREATE TABLE meetperry.task (
+                id BIGSERIAL PRIMARY KEY, external_id text UNIQUE, user_id text NOT NULL, content text,
+                completed_date timestamptz, deleted_date timestamptz,
+                created_date timestamptz NOT NULL DEFAULT now(), updated_date timestamptz NOT NULL DEFAULT now());
+            INSERT INTO meetperry.task (external_id, user_id, content) VALUES ('seed-1', 'u9', 'from the seed');
+            """)
+        let changeset = try String(contentsOfFile: packageRoot() + "/changeset.sql", encoding: .utf8)
+        try connection.executeScript(changeset)
+        try connection.executeScript(changeset)
+        #expect(try connection.execute("SELECT content FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "from the seed")
+        let run = try runApplier(stream([event(.created, 0, id: "new")]), conninfo: db)
+        #expect(run.exitCode == 0)
+        #expect(try taskRows(db).map { $0[0] } == ["new", "seed-1"])
+        // The trigger keeps updated_date current.
+        try connection.execute("UPDATE meetperry.task SET updated_date = '2000-01-01' WHERE external_id = 'seed-1'")
+        #expect(try connection.execute("SELECT updated_date > '2001-01-01' FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "t")
+    }
+}
+
+/// Faults: the database going away under a running applier.
+@Suite(.serialized) struct ApplierFaultTests {
+    @Test func postgresRestartedMidStreamLosesNothing() throws {
+        let cluster = try PostgresCluster()
+        let db = cluster.conninfo(database: try cluster.makeDatabase())
+        let dir = try makeTemporaryDirectory("applier")
+        let process = try ChildProcess(executable("applier"), arguments: ["--batch-size", "50", "--batch-ms", "20"],
+                                       environment: ["DATABASE_URL": db], stdin: .pipe, stdout: .null, stderr: .file(dir + "/stderr"))
+        let total = 3000
+        let events = (0..<total).map { event(.created, $0, id: "r\($0)") }
+        process.writeStdin(stream(Array(events[0..<1000])))
+        try waitFor { (try? taskRows(db).count) ?? 0 >= 1000 }
+        try cluster.stop(mode: "immediate")
+        // Keep writing while the server is down (the pipe fills: the applier
+        // waits for the database, not reading), then bring it back.
+        let middle = stream(Array(events[1000..<2000]))
+        let written = DispatchGroup()
+        written.enter()
+        Thread { process.writeStdin(middle); written.leave() }.start()
+        usleep(1_500_000)
+        try cluster.start()
+        written.wait()
+        process.writeStdin(stream(Array(events[2000...])))
+        process.closeStdin()
+        #expect(try process.waitForExit(timeout: 120) == 0)
+        #expect(try taskRows(db).count == total)
+        let log = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
+        #expect(log.contains("retrying"))
+        #expect(log.contains("read=\(total) applied=\(total)"))
+        try cluster.stop()
+    }
+}
+
+/// The real receiver piped into the real applier, fed over HTTP.
+@Suite struct ReceiverIntoApplierTests {
+    @Test func webhooksPostedOverHTTPEndUpInPostgreSQL() throws {
+        let cluster = PostgresCluster.shared
+        let db = cluster.conninfo(database: try cluster.makeDatabase())
+        let dir = try makeTemporaryDirectory("e2e")
+        let applier = try ChildProcess(executable("applier"), arguments: ["--batch-ms", "10"], environment: ["DATABASE_URL": db],
+                                       stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/applier.stderr"))
+        let receiver = try RunningReceiver(stdout: .fd(applier.stdinFD!), directory: dir)
+        applier.closeStdin()  // the receiver holds the only write end now
+        let accepted = Collected<String>()
+        onThreads(8) { t in
+            for i in 0..<40 {
+                let id = "h\(t)-\(i)"
+                if (try? httpRequest(port: receiver.port, body: webhookJSON(id: id, userId: "u\(t)", isCompleted: i % 2 == 0)))?.status == 202 {
+                    accepted.append(id)
+                }
+                if i % 10 == 0 { _ = try? httpRequest(port: receiver.port, body: webhookJSON(event: "deleted", id: id, userId: "u\(t)", timestamp: "2025-04-02T00:00:00Z")) }
+            }
+        }
+        _ = try httpRequest(port: receiver.port, body: webhookJSON(event: "updated", id: "h0-1", userId: "thief", content: "mine now"))
+        #expect(accepted.all.count == 320)
+        receiver.process.signal(SIGTERM)
+        #expect(try receiver.process.waitForExit() == 0)
+        #expect(try applier.waitForExit(timeout: 60) == 0)  // EOF once the receiver is gone
+        let rows = try taskRows(db)
+        #expect(Set(rows.map { $0[0]! }) == Set(accepted.all))
+        #expect(rows.filter { $0[5] != nil }.count == 32)
+        #expect(rows.filter { $0[4] != nil }.count == 160)
+        let rejects = try String(contentsOfFile: dir + "/rejects", encoding: .utf8)
+        #expect(rejects.contains("never changes owner"))
+    }
+}
+
+// MARK: - Helpers
+
+/// A timestamp as PostgreSQL prints a timestamptz in UTC.
+func text(_ t: Timestamp) -> String {
+    var s = t.canonical  // 2025-06-15T15:06:40.000000Z
+    s = s.replacingOccurrences(of: "T", with: " ").replacingOccurrences(of: "Z", with: "")
+    if s.hasSuffix(".000000") { s.removeLast(7) }
+    return s + "+00"
+}
+
+/// The same instant written another way (a -05:00 offset, three fraction digits, a space).
+func rawForm(_ t: Timestamp) -> String {
+    let shifted = Timestamp(microsecondsSinceEpoch: t.microsecondsSinceEpoch - 5 * 3_600_000_000).canonical
+    return String(shifted.prefix(10)) + " " + String(shifted.dropFirst(11).prefix(12)) + "-05:00"
+}
+
+func row(_ s: TaskState) -> [String?] {
+    [s.taskId, s.userId, s.content, text(s.createdDate), s.completedDate.map(text), s.deletedDate.map(text)]
+}
+
+func waitFor(timeout: Double = 60, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !condition() {
+        if Date() > deadline { throw TestFailure("condition not met within \(timeout)s") }
+        usleep(50_000)
+    }
+}

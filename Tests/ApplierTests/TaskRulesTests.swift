@@ -1,0 +1,147 @@
+import Testing
+import WebhookModel
+@testable import ApplierCore
+
+func at(_ minutes: Int) -> Timestamp {
+    Timestamp(microsecondsSinceEpoch: 1_750_000_000_000_000 + Int64(minutes) * 60_000_000)
+}
+
+func event(_ kind: WebhookEvent, _ minute: Int, id: String = "t1", user: String = "u1", content: String = "c", done: Bool = false) -> Webhook {
+    Webhook(event: kind, timestamp: at(minute), userId: user, taskId: id, content: content, isCompleted: done)
+}
+
+@Suite struct TaskRulesTests {
+    @Test func createdMakesTheTask() {
+        let (state, dispositions) = TaskRules.fold([event(.created, 0, content: "Buy milk")])
+        #expect(state == TaskState(taskId: "t1", userId: "u1", content: "Buy milk", createdDate: at(0), completedDate: nil, deletedDate: nil))
+        #expect(dispositions.values.allSatisfy { $0 == .applied })
+    }
+
+    @Test func duplicatesChangeNothing() {
+        let events = [event(.created, 0), event(.updated, 1, content: "x", done: true)]
+        #expect(TaskRules.fold(events).state == TaskRules.fold(events + events + [events[1]]).state)
+    }
+
+    @Test func earliestCreatedWinsAndTheOthersAreConflicts() {
+        let early = event(.created, 0, content: "early"), late = event(.created, 5, content: "late")
+        let (state, dispositions) = TaskRules.fold([late, early])
+        #expect(state?.content == "early")
+        #expect(state?.createdDate == at(0))
+        #expect(dispositions[late] == .rejectedConflict)
+        #expect(dispositions[early] == .applied)
+    }
+
+    @Test func simultaneousCreatedEventsTieBreakByIdentityBytes() {
+        let a = event(.created, 0, content: "apple"), b = event(.created, 0, content: "banana")
+        #expect(TaskRules.fold([b, a]).state?.content == "apple")
+        #expect(TaskRules.fold([a, b]).state?.content == "apple")
+    }
+
+    @Test func contentFollowsTheLatestEventThatCarriesIt() {
+        let events = [event(.created, 0, content: "v0"), event(.updated, 10, content: "v10"), event(.updated, 5, content: "v5")]
+        #expect(TaskRules.fold(events).state?.content == "v10")
+    }
+
+    @Test func completedDateIsTheLastTransitionToCompleted() {
+        let events = [
+            event(.created, 0), event(.updated, 1, done: true), event(.updated, 2, done: true),
+            event(.updated, 3, done: false), event(.updated, 4, done: true), event(.updated, 5, done: true),
+        ]
+        #expect(TaskRules.fold(events.shuffled()).state?.completedDate == at(4))
+        // Un-completing clears it.
+        #expect(TaskRules.fold(events + [event(.updated, 6, done: false)]).state?.completedDate == nil)
+    }
+
+    @Test func createdAsCompletedIsCompletedAtCreation() {
+        #expect(TaskRules.fold([event(.created, 3, done: true), event(.updated, 4, done: true)]).state?.completedDate == at(3))
+    }
+
+    @Test func earliestDeletionWinsAndLaterEventsChangeNothing() {
+        let events = [
+            event(.created, 0, content: "a"), event(.deleted, 9), event(.deleted, 7),
+            event(.updated, 8, content: "too late", done: true), event(.updated, 7, content: "just in time"),
+        ]
+        let (state, dispositions) = TaskRules.fold(events)
+        #expect(state?.deletedDate == at(7))
+        #expect(state?.content == "just in time")
+        #expect(state?.completedDate == nil)
+        #expect(dispositions[events[3]] == .applied)
+    }
+
+    @Test func anotherUsersEventsAreRejected() {
+        let events = [event(.created, 0, content: "mine"), event(.updated, 1, user: "u2", content: "stolen", done: true), event(.deleted, 2, user: "u2")]
+        let (state, dispositions) = TaskRules.fold(events)
+        #expect(state == TaskState(taskId: "t1", userId: "u1", content: "mine", createdDate: at(0), completedDate: nil, deletedDate: nil))
+        #expect(dispositions[events[1]] == .rejectedOwner)
+        #expect(dispositions[events[2]] == .rejectedOwner)
+    }
+
+    @Test func updatesBeforeTheirCreatedArePendingThenApplied() {
+        let update = event(.updated, 5, content: "later", done: true)
+        let (none, waiting) = TaskRules.fold([update, event(.deleted, 9)])
+        #expect(none == nil)
+        #expect(waiting.values.allSatisfy { $0 == .pending })
+        let (state, applied) = TaskRules.fold([update, event(.deleted, 9), event(.created, 0)])
+        #expect(state?.content == "later")
+        #expect(state?.completedDate == at(5))
+        #expect(state?.deletedDate == at(9))
+        #expect(applied[update] == .applied)
+    }
+
+    @Test func asOfIgnoresWhatHappenedLater() {
+        let events = [event(.created, 0), event(.updated, 5, done: true), event(.updated, 8, done: false), event(.deleted, 10)]
+        #expect(TaskRules.fold(events, asOf: at(6)).state?.completedDate == at(5))
+        #expect(TaskRules.fold(events, asOf: at(6)).state?.deletedDate == nil)
+        #expect(TaskRules.fold(events, asOf: at(10)).state?.deletedDate == at(10))
+        #expect(TaskRules.fold(events, asOf: at(-1)).state == nil)
+    }
+
+    @Test func stateIsAFunctionOfTheSetOfEvents() {
+        var generator = SeededGenerator(seed: 7)
+        for _ in 0..<300 {
+            let history = randomHistory(taskId: "t", using: &generator)
+            let expected = TaskRules.fold(history).state
+            for _ in 0..<5 {
+                var shuffled = history.shuffled(using: &generator)
+                shuffled += shuffled.prefix(Int.random(in: 0...3, using: &generator))
+                #expect(TaskRules.fold(shuffled).state == expected)
+            }
+        }
+    }
+}
+
+/// A small deterministic PRNG (SplitMix64) so property tests are repeatable.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A random history of one task: one or more created (conflicts), updates
+/// with content and completion flips, maybe deletions, maybe another user's
+/// meddling, timestamps that collide on purpose.
+func randomHistory(taskId: String, users: [String] = ["u1", "u2"], using g: inout SeededGenerator) -> [Webhook] {
+    var events: [Webhook] = []
+    let owner = users.randomElement(using: &g)!
+    let base = Int64.random(in: 0...1_000, using: &g)
+    func time(_ g: inout SeededGenerator) -> Timestamp {
+        Timestamp(microsecondsSinceEpoch: 1_750_000_000_000_000 + (base + Int64.random(in: 0...40, using: &g)) * 1_000_000)
+    }
+    for _ in 0..<Int.random(in: 0...2, using: &g) {
+        events.append(Webhook(event: .created, timestamp: time(&g), userId: owner, taskId: taskId, content: "c\(Int.random(in: 0...3, using: &g))", isCompleted: Bool.random(using: &g)))
+    }
+    for _ in 0..<Int.random(in: 0...6, using: &g) {
+        let user = Int.random(in: 0..<10, using: &g) == 0 ? users.randomElement(using: &g)! : owner
+        events.append(Webhook(event: .updated, timestamp: time(&g), userId: user, taskId: taskId, content: "u\(Int.random(in: 0...5, using: &g))", isCompleted: Bool.random(using: &g)))
+    }
+    if Int.random(in: 0..<3, using: &g) == 0 {
+        events.append(Webhook(event: .deleted, timestamp: time(&g), userId: owner, taskId: taskId, content: "", isCompleted: false))
+    }
+    return events
+}

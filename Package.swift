@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "receiver", targets: ["Receiver"]),
         .executable(name: "applier", targets: ["ApplierCommand"]),
+        .executable(name: "reporter", targets: ["ReporterCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -25,11 +26,13 @@ let package = Package(
         ),
         // The one small, safe wrapper over libpq.
         .target(name: "LibPQ", dependencies: ["CLibPQ"]),
-        // The task rules, the event store and the applier's batching loop.
+        // SPEC §4's task rules as a pure function of a task's events; shared by applier and reporter.
+        .target(name: "TaskModel", dependencies: ["WebhookModel"]),
+        // The event store and the applier's batching loop.
         .target(
             name: "ApplierCore",
             dependencies: [
-                "WebhookModel", "LibPQ",
+                "WebhookModel", "TaskModel", "LibPQ", "FileIO",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -42,6 +45,27 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // syncfs(2), which Swift's Glibc module does not export.
+        .target(name: "CSystemShims"),
+        // Whole writes, syncfs and errno-carrying errors, shared by the three programs' file I/O.
+        .target(name: "FileIO", dependencies: ["CSystemShims"]),
+        // Windows, the four lists, file names, atomic files and the report query.
+        .target(
+            name: "ReporterCore",
+            dependencies: [
+                "WebhookModel", "TaskModel", "LibPQ", "FileIO",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "ReporterCommand",
+            dependencies: [
+                "ReporterCore", "CommandSupport", "LibPQ", "WebhookModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The webhook model, JSON parsing, timestamps and the NDJSON stream codec.
         .target(name: "WebhookModel"),
         // Flag/environment settings and stderr logging, shared by the three programs.
@@ -50,7 +74,7 @@ let package = Package(
         .target(
             name: "ReceiverCore",
             dependencies: [
-                "WebhookModel",
+                "WebhookModel", "FileIO",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -61,13 +85,13 @@ let package = Package(
         .executableTarget(
             name: "Receiver",
             dependencies: [
-                "ReceiverCore", "CommandSupport",
+                "ReceiverCore", "CommandSupport", "FileIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Helpers for tests that run the real executables: processes, pipes, HTTP.
-        .target(name: "TestSupport", dependencies: ["LibPQ"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["LibPQ", "WebhookModel"], path: "Tests/TestSupport"),
         .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel"]),
         .testTarget(
             name: "ReceiverTests",
@@ -79,7 +103,14 @@ let package = Package(
         ),
         .testTarget(
             name: "ApplierTests",
-            dependencies: ["ApplierCore", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "Receiver"]
+            dependencies: ["ApplierCore", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "Receiver"]
+        ),
+        .testTarget(
+            name: "ReporterTests",
+            dependencies: [
+                "ReporterCore", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ReporterCommand", "ApplierCommand",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

@@ -46,3 +46,21 @@ CREATE TABLE IF NOT EXISTS meetperry.task_event (
 );
 
 CREATE INDEX IF NOT EXISTS task_event_external_id ON meetperry.task_event (external_id);
+
+-- The reporter asks which tasks have events after a window's end (those are
+-- judged from their events rather than from the row).
+CREATE INDEX IF NOT EXISTS task_event_occurred_at ON meetperry.task_event (occurred_at);
+
+-- The cron cursor: one row per finished reporter run, written only after
+-- every file of its window is on disk. The next run starts at the latest end.
+CREATE TABLE IF NOT EXISTS meetperry.report_run (
+    id           bigserial PRIMARY KEY,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    users        integer NOT NULL,
+    files        integer NOT NULL,
+    tasks        bigint NOT NULL,
+    finished_at  timestamptz NOT NULL DEFAULT now(),
+    CHECK (window_start < window_end)
+);
+CREATE INDEX IF NOT EXISTS report_run_window_end ON meetperry.report_run (window_end);

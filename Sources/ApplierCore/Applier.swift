@@ -43,7 +43,7 @@ public final class Applier {
         defer {
             summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
             rejects.flush()
-            logger.info("applier finished: \(summary.line)")
+            logger.notice("applier finished: \(summary.line)")
         }
         do {
             _ = try connectedStore(startup: true)

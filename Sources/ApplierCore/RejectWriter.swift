@@ -1,3 +1,4 @@
+import FileIO
 import WebhookModel
 #if canImport(Glibc)
 import Glibc
@@ -31,14 +32,7 @@ public final class RejectWriter {
         guard !buffer.isEmpty else { return }
         defer { buffer.removeAll(keepingCapacity: true) }
         guard !broken else { return }
-        var offset = 0
-        while offset < buffer.count {
-            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n > 0 { offset += n; continue }
-            if n < 0 && errno == EINTR { continue }
-            broken = true
-            return
-        }
+        if buffer.withUnsafeBytes({ writeFully(fd, $0) }) != 0 { broken = true }
     }
 
     public var isBroken: Bool { broken }

@@ -1,4 +1,5 @@
 import LibPQ
+import TaskModel
 import WebhookModel
 
 /// The applier's side of PostgreSQL: applies one batch of events as one

@@ -89,6 +89,20 @@ public final class PGConnection {
         return try consume(result, conn)
     }
 
+    /// Runs a statement without parameters and lends its result to `body`;
+    /// the result is cleared when `body` returns or throws.
+    func withResult<R>(_ sql: String, _ body: (OpaquePointer) throws -> R) throws -> R {
+        let conn = try handle()
+        guard let result = PQexec(conn, sql) else { throw connectionError(conn) }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+            return try body(result)
+        default:
+            throw Self.error(from: result, conn: conn)
+        }
+    }
+
     /// Runs several statements separated by `;` with no parameters (scripts such as changeset.sql).
     public func executeScript(_ sql: String) throws(PGError) {
         let conn = try handle()
@@ -159,6 +173,26 @@ public final class PGConnection {
             }
         }
         if let failure { throw failure }
+    }
+}
+
+extension PGConnection {
+    /// Runs a query through a server-side cursor and hands each row to `body`,
+    /// fetching `fetchSize` rows at a time: memory holds one batch whatever
+    /// the size of the result, at the cost of one round trip per batch.
+    /// Must run inside a transaction (`BEGIN` … `COMMIT`).
+    public func cursor(_ sql: String, _ parameters: [String?] = [], fetchSize: Int = 5000, _ body: (RowView) throws -> Void) throws {
+        try execute("DECLARE meetperry_rows NO SCROLL CURSOR FOR " + sql, parameters)
+        let fetch = "FETCH \(max(1, fetchSize)) FROM meetperry_rows"
+        while true {
+            let count = try withResult(fetch) { result in
+                let rows = PQntuples(result)
+                for row in 0..<rows { try body(RowView(result: result, row: row)) }
+                return Int(rows)
+            }
+            if count == 0 { break }
+        }
+        try execute("CLOSE meetperry_rows")
     }
 }
 

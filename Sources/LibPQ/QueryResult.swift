@@ -1,4 +1,7 @@
 import CLibPQ
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The rows of a finished statement, copied out of the `PGresult` (which is
 /// cleared at once), as text values; nil is SQL NULL.
@@ -38,5 +41,24 @@ public struct RowView {
         let c = Int32(column)
         if PQgetisnull(result, row, c) == 1 { return nil }
         return String(cString: PQgetvalue(result, row, c))
+    }
+
+    /// A bigint column without making a String first; nil for NULL or non-numbers.
+    public func int64(_ column: Int) -> Int64? {
+        let c = Int32(column)
+        if PQgetisnull(result, row, c) == 1 { return nil }
+        guard let text = PQgetvalue(result, row, c), text.pointee != 0 else { return nil }
+        var end: UnsafeMutablePointer<CChar>?
+        errno = 0
+        let value = strtoll(text, &end, 10)
+        guard errno == 0, let end, end.pointee == 0 else { return nil }
+        return Int64(value)
+    }
+
+    /// A boolean column (`t` / `f`); nil for NULL.
+    public func bool(_ column: Int) -> Bool? {
+        let c = Int32(column)
+        if PQgetisnull(result, row, c) == 1 { return nil }
+        return PQgetvalue(result, row, c).pointee == CChar(UInt8(ascii: "t"))
     }
 }

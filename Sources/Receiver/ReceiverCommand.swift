@@ -1,5 +1,6 @@
 import ArgumentParser
 import CommandSupport
+import FileIO
 import Foundation
 import Logging
 import ReceiverCore
@@ -57,7 +58,7 @@ struct ReceiverCommand: AsyncParsableCommand {
         } catch let failure as StreamWriter.Failure {
             logger.critical("exiting: \(failure)")
             throw ExitCode(74)
-        } catch let error as ArchiveFile.IOError {
+        } catch let error as SystemCallError {
             logger.critical("cannot open the archive: \(error)")
             throw ExitCode(74)
         }

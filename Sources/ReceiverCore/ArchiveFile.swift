@@ -1,3 +1,4 @@
+import FileIO
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -8,27 +9,20 @@ import Glibc
 /// batch that cannot be written whole is cut off again, so the file never
 /// holds half a line.
 public final class ArchiveFile: @unchecked Sendable {
-    /// Why the archive could not be opened or extended.
-    public struct IOError: Error, CustomStringConvertible {
-        public var operation: String
-        public var path: String
-        public var errno: Int32
-        public var description: String { "\(operation) \(path): \(String(cString: strerror(errno)))" }
-    }
-
     public let path: String
     private let fd: Int32
     private var size: off_t
 
+    /// Opens (creating) the archive for appending; throws `SystemCallError`.
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw IOError(operation: "open", path: path, errno: errno) }
+        guard fd >= 0 else { throw SystemCallError(operation: "open", path: path, errno: errno) }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             let e = errno
             close(fd)
-            throw IOError(operation: "stat", path: path, errno: e)
+            throw SystemCallError(operation: "stat", path: path, errno: e)
         }
         self.fd = fd
         self.size = info.st_size
@@ -61,6 +55,6 @@ public final class ArchiveFile: @unchecked Sendable {
         let error = result != 0 ? result : errno
         // Take back whatever part of the batch reached the file.
         _ = ftruncate(fd, size)
-        throw IOError(operation: result != 0 ? "write" : "fsync", path: path, errno: error)
+        throw SystemCallError(operation: result != 0 ? "write" : "fsync", path: path, errno: error)
     }
 }

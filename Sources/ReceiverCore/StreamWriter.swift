@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import FileIO
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -218,29 +219,4 @@ public final class StreamWriter: Service, @unchecked Sendable {
         condition.unlock()
         for entry in entries { entry.continuation.resume(returning: outcome) }
     }
-}
-
-/// Writes all of `bytes` to `fd`, retrying on EINTR, partial writes and
-/// EAGAIN (a non-blocking descriptor inherited from the parent). Returns 0 on
-/// success or the errno that stopped it.
-func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
-    guard var pointer = bytes.baseAddress else { return 0 }
-    var remaining = bytes.count
-    while remaining > 0 {
-        let n = write(fd, pointer, remaining)
-        if n > 0 {
-            pointer += n
-            remaining -= n
-            continue
-        }
-        let error = n < 0 ? errno : EIO
-        if error == EINTR { continue }
-        if error == EAGAIN || error == EWOULDBLOCK {
-            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&pfd, 1, 1000)
-            continue
-        }
-        return error
-    }
-    return 0
 }

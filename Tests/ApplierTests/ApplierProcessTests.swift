@@ -4,6 +4,7 @@ import Testing
 import TestSupport
 import WebhookModel
 @testable import ApplierCore
+@testable import TaskModel
 
 /// The built `applier` executable on a real pipe, against a real PostgreSQL
 /// (a throwaway cluster this test process starts), one rule per test.

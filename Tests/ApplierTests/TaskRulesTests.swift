@@ -1,6 +1,7 @@
 import Testing
 import WebhookModel
 @testable import ApplierCore
+@testable import TaskModel
 
 func at(_ minutes: Int) -> Timestamp {
     Timestamp(microsecondsSinceEpoch: 1_750_000_000_000_000 + Int64(minutes) * 60_000_000)

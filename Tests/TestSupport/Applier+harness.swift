@@ -1,19 +1,18 @@
 import Foundation
 import LibPQ
-import TestSupport
 import WebhookModel
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// What one run of the applier executable did.
-struct ApplierRun {
-    var exitCode: Int32
-    var rejects: [String]
-    var stderr: String
+public struct ApplierRun: Sendable {
+    public var exitCode: Int32
+    public var rejects: [String]
+    public var stderr: String
 
     /// The line numbers of the rejects, in output order.
-    var rejectedLines: [Int] {
+    public var rejectedLines: [Int] {
         rejects.compactMap { line in
             guard let value = try? JSONParser.parse(Array(line.utf8)), case .number(let n)? = value["line"] else { return nil }
             return Int(n)
@@ -22,7 +21,7 @@ struct ApplierRun {
 }
 
 /// Runs the built `applier` on `input` (fed through a real pipe) against `conninfo`.
-func runApplier(_ input: [UInt8], conninfo: String, arguments: [String] = [], environment: [String: String] = [:]) throws -> ApplierRun {
+public func runApplier(_ input: [UInt8], conninfo: String, arguments: [String] = [], environment: [String: String] = [:]) throws -> ApplierRun {
     let dir = try makeTemporaryDirectory("applier")
     var env = environment
     env["DATABASE_URL"] = conninfo
@@ -36,14 +35,14 @@ func runApplier(_ input: [UInt8], conninfo: String, arguments: [String] = [], en
 }
 
 /// The canonical NDJSON of a list of webhooks, one line each.
-func stream(_ webhooks: [Webhook]) -> [UInt8] {
+public func stream(_ webhooks: [Webhook]) -> [UInt8] {
     var out: [UInt8] = []
     for w in webhooks { StreamRecord(webhook: w).appendCanonicalLine(to: &out) }
     return out
 }
 
 /// The task table as comparable text rows (ids and updated_date left out unless asked).
-func taskRows(_ conninfo: String, includeSurrogates: Bool = false) throws -> [[String?]] {
+public func taskRows(_ conninfo: String, includeSurrogates: Bool = false) throws -> [[String?]] {
     let db = try PGConnection(conninfo: conninfo)
     try db.execute("SET TIME ZONE 'UTC'")
     let extra = includeSurrogates ? ", id::text, updated_date::text" : ""

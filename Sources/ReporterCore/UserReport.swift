@@ -1,0 +1,102 @@
+import WebhookModel
+
+/// One task as of a window's end: the facts the four lists are judged on.
+public struct TaskSnapshot: Sendable, Equatable {
+    public var taskId: String
+    public var content: String
+    public var createdDate: Timestamp
+    public var completedDate: Timestamp?
+    public var deletedDate: Timestamp?
+
+    public init(taskId: String, content: String, createdDate: Timestamp, completedDate: Timestamp?, deletedDate: Timestamp?) {
+        self.taskId = taskId
+        self.content = content
+        self.createdDate = createdDate
+        self.completedDate = completedDate
+        self.deletedDate = deletedDate
+    }
+}
+
+/// The report of one user for one window: tasks are sorted into the four
+/// lists of SPEC §5 as they are added, and rendered as the report file.
+public struct UserReport: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public var id: String
+        public var content: String
+        public var at: Timestamp
+    }
+
+    public let userId: String
+    public let window: ReportWindow
+    public private(set) var newIncomplete: [Entry] = []
+    public private(set) var completed: [Entry] = []
+    public private(set) var oldIncomplete: [Entry] = []
+    public private(set) var deleted: [Entry] = []
+
+    public init(userId: String, window: ReportWindow) {
+        self.userId = userId
+        self.window = window
+    }
+
+    /// Tasks placed in at least one list.
+    public var taskCount: Int { newIncomplete.count + completed.count + oldIncomplete.count + deleted.count }
+    public var isEmpty: Bool { taskCount == 0 }
+
+    /// Places a task (already judged as of the window's end) in its list, if any.
+    public mutating func add(_ task: TaskSnapshot) {
+        let end = window.end
+        guard task.createdDate <= end else { return }
+        let deletedAtEnd = task.deletedDate.flatMap { $0 <= end ? $0 : nil }
+        let completedAtEnd = task.completedDate.flatMap { $0 <= end ? $0 : nil }
+        if let deletedAtEnd {
+            if window.contains(deletedAtEnd) { deleted.append(Entry(id: task.taskId, content: task.content, at: deletedAtEnd)) }
+            return
+        }
+        if let completedAtEnd {
+            if window.contains(completedAtEnd) { completed.append(Entry(id: task.taskId, content: task.content, at: completedAtEnd)) }
+            return
+        }
+        let entry = Entry(id: task.taskId, content: task.content, at: task.createdDate)
+        if task.createdDate > window.start { newIncomplete.append(entry) } else { oldIncomplete.append(entry) }
+    }
+
+    /// The file's bytes: fixed layout, lists sorted by (time, id byte-wise), so
+    /// the same window always gives the same bytes.
+    public func render() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256 + taskCount * 120)
+        func raw(_ s: StaticString) { out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount)) }
+        raw("{\n  \"userId\": ")
+        JSONWriter.appendQuoted(userId, to: &out)
+        raw(",\n  \"period\": {\"start\": \"")
+        window.start.appendCanonical(to: &out)
+        raw("\", \"end\": \"")
+        window.end.appendCanonical(to: &out)
+        raw("\"},\n")
+        func list(_ name: StaticString, _ entries: [Entry], last: Bool = false) {
+            raw("  \"")
+            raw(name)
+            raw("\": [")
+            let sorted = entries.sorted { a, b in
+                a.at != b.at ? a.at < b.at : a.id.utf8.lexicographicallyPrecedes(b.id.utf8)
+            }
+            for (i, entry) in sorted.enumerated() {
+                raw(i == 0 ? "\n    {\"id\": " : ",\n    {\"id\": ")
+                JSONWriter.appendQuoted(entry.id, to: &out)
+                raw(", \"content\": ")
+                JSONWriter.appendQuoted(entry.content, to: &out)
+                raw(", \"createdOrCompletedAt\": \"")
+                entry.at.appendCanonical(to: &out)
+                raw("\"}")
+            }
+            if !sorted.isEmpty { raw("\n  ") }
+            raw(last ? "]\n" : "],\n")
+        }
+        list("newIncompleteTasks", newIncomplete)
+        list("completedTasks", completed)
+        list("oldIncompleteTasks", oldIncomplete)
+        list("deletedTasks", deleted, last: true)
+        raw("}\n")
+        return out
+    }
+}

@@ -1,0 +1,279 @@
+import Foundation
+import LibPQ
+import Logging
+import Testing
+import TestSupport
+import WebhookModel
+@testable import ReporterCore
+
+/// Minutes from a fixed origin: the window under test is (at(0), at(60)].
+private func at(_ minutes: Int) -> Timestamp {
+    Timestamp(microsecondsSinceEpoch: 1_750_000_000_000_000 + Int64(minutes) * 60_000_000)
+}
+
+private func event(_ kind: WebhookEvent, _ minute: Int, _ id: String, user: String = "u1", content: String = "c", done: Bool = false) -> Webhook {
+    Webhook(event: kind, timestamp: at(minute), userId: user, taskId: id, content: content, isCompleted: done)
+}
+
+/// A database with events applied by the real applier.
+private func database(with events: [Webhook]) throws -> String {
+    let cluster = PostgresCluster.shared
+    let db = cluster.conninfo(database: try cluster.makeDatabase())
+    let run = try runApplier(stream(events), conninfo: db)
+    guard run.exitCode == 0, run.rejects.isEmpty else { throw TestFailure("applier: \(run.exitCode) \(run.rejects) \(run.stderr)") }
+    return db
+}
+
+/// What one run of the reporter executable did.
+private struct ReporterRun {
+    var exitCode: Int32
+    var stderr: String
+    var directory: String
+
+    var files: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted() }
+    func text(_ name: String) throws -> String { try String(contentsOfFile: directory + "/" + name, encoding: .utf8) }
+}
+
+private func runReporter(_ arguments: [String], conninfo: String, directory: String? = nil, environment: [String: String] = [:]) throws -> ReporterRun {
+    let dir = try directory ?? makeTemporaryDirectory("reports")
+    let logs = try makeTemporaryDirectory("reporter-log")
+    var env = environment
+    env["DATABASE_URL"] = conninfo
+    env["REPORT_DIR"] = dir
+    let process = try ChildProcess(executable("reporter"), arguments: arguments, environment: env, stdout: .null, stderr: .file(logs + "/stderr"))
+    let code = try process.waitForExit(timeout: 120)
+    return ReporterRun(exitCode: code, stderr: (try? String(contentsOfFile: logs + "/stderr", encoding: .utf8)) ?? "", directory: dir)
+}
+
+private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
+
+@Suite struct ReporterTests {
+    @Test func judgesEveryListAsOfTheWindowsEndWithExactBoundaries() throws {
+        let db = try database(with: [
+            event(.created, 0, "a-created-at-start", content: "old: created exactly at start"),
+            event(.created, 60, "b-created-at-end", content: "new: created exactly at end"),
+            event(.created, 61, "c-created-after"),
+            event(.created, -10, "d-done-at-start"), event(.updated, 0, "d-done-at-start", done: true),
+            event(.created, -10, "e-done-at-end"), event(.updated, 60, "e-done-at-end", done: true),
+            event(.created, 10, "f-done-after", content: "f"), event(.updated, 70, "f-done-after", content: "f", done: true),
+            event(.created, -10, "g-redone-after", content: "g"), event(.updated, 30, "g-redone-after", content: "g", done: true),
+            event(.updated, 70, "g-redone-after", content: "g", done: false), event(.updated, 80, "g-redone-after", content: "g", done: true),
+            event(.created, -10, "h-deleted-at-start"), event(.deleted, 0, "h-deleted-at-start"),
+            event(.created, -10, "i-deleted-at-end"), event(.deleted, 60, "i-deleted-at-end"),
+            event(.created, -10, "j-deleted-after", content: "j"), event(.deleted, 61, "j-deleted-after"),
+            event(.created, 5, "k-done-then-deleted"), event(.updated, 20, "k-done-then-deleted", done: true), event(.deleted, 50, "k-done-then-deleted"),
+            event(.created, 5, "l-edited-after", content: "v1"), event(.updated, 90, "l-edited-after", content: "v2"),
+            event(.created, -10, "m-done-before", user: "u2"), event(.updated, -5, "m-done-before", user: "u2", done: true),
+        ])
+        let run = try runReporter(window, conninfo: db)
+        #expect(run.exitCode == 0, "\(run.stderr)")
+        let name = "task_report_u1_\(at(0).canonical)_\(at(60).canonical).json"
+        #expect(run.files == [name], "u2 has nothing in any list: no file")
+        let expected = """
+        {
+          "userId": "u1",
+          "period": {"start": "\(at(0).canonical)", "end": "\(at(60).canonical)"},
+          "newIncompleteTasks": [
+            {"id": "l-edited-after", "content": "v1", "createdOrCompletedAt": "\(at(5).canonical)"},
+            {"id": "f-done-after", "content": "f", "createdOrCompletedAt": "\(at(10).canonical)"},
+            {"id": "b-created-at-end", "content": "new: created exactly at end", "createdOrCompletedAt": "\(at(60).canonical)"}
+          ],
+          "completedTasks": [
+            {"id": "g-redone-after", "content": "g", "createdOrCompletedAt": "\(at(30).canonical)"},
+            {"id": "e-done-at-end", "content": "c", "createdOrCompletedAt": "\(at(60).canonical)"}
+          ],
+          "oldIncompleteTasks": [
+            {"id": "j-deleted-after", "content": "j", "createdOrCompletedAt": "\(at(-10).canonical)"},
+            {"id": "a-created-at-start", "content": "old: created exactly at start", "createdOrCompletedAt": "\(at(0).canonical)"}
+          ],
+          "deletedTasks": [
+            {"id": "k-done-then-deleted", "content": "c", "createdOrCompletedAt": "\(at(50).canonical)"},
+            {"id": "i-deleted-at-end", "content": "c", "createdOrCompletedAt": "\(at(60).canonical)"}
+          ]
+        }
+
+        """
+        #expect(try run.text(name) == expected)
+        #expect(run.stderr.contains("users=2 files=1 tasks=9"))
+
+        // The same window again: byte-identical, and the cron cursor untouched.
+        let again = try runReporter(window, conninfo: db)
+        #expect(try again.text(name) == run.text(name))
+        #expect(try PGConnection(conninfo: db).execute("SELECT count(*) FROM meetperry.report_run").scalar == "0")
+    }
+
+    @Test func sortsEachListByTimeThenIdAndWritesEmptyListsAsEmpty() throws {
+        let db = try database(with: [
+            event(.created, 30, "b"), event(.created, 30, "a"), event(.created, 20, "z"),
+        ])
+        let run = try runReporter(window, conninfo: db)
+        let text = try run.text(run.files[0])
+        let report = try JSONParser.parse(Array(text.utf8))
+        guard case .array(let new)? = report["newIncompleteTasks"] else { Issue.record("no list"); return }
+        #expect(new.compactMap { $0["id"] } == [.string("z"), .string("a"), .string("b")])
+        #expect(report["completedTasks"] == .array([]))
+        #expect(text.contains(#""deletedTasks": []"#))
+    }
+
+    @Test func hostileUserIdsNeverLeaveTheDirectoryNorCollide() throws {
+        let long = String(repeating: "/", count: 256)
+        let longToo = String(repeating: "/", count: 255) + "."
+        let ids = ["../x", "a/b", "%", "%25", "with space", "ünï", "\u{1}ctl\n", ".", "..", "-rf", long, longToo, "~", "'; DROP TABLE meetperry.task; --"]
+        let db = try database(with: ids.enumerated().map { event(.created, 30, "t\($0.offset)", user: $0.element, content: "for \($0.element)") })
+        let parent = try makeTemporaryDirectory("hostile")
+        let dir = parent + "/reports"
+        let run = try runReporter(window, conninfo: db, directory: dir)
+        #expect(run.exitCode == 0, "\(run.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent) == ["reports"], "nothing written next to the directory")
+        #expect(run.files.count == ids.count, "one file each, no collisions: \(run.files)")
+        var owners: [String] = []
+        for name in run.files {
+            #expect(name.utf8.count <= 255)
+            #expect(!name.contains("/") && name.hasPrefix("task_report_") && name.hasSuffix(".json"))
+            var isDirectory: ObjCBool = false
+            #expect(FileManager.default.fileExists(atPath: dir + "/" + name, isDirectory: &isDirectory) && !isDirectory.boolValue)
+            let report = try JSONParser.parse(Array(try run.text(name).utf8))
+            if case .string(let owner)? = report["userId"] { owners.append(owner) }
+        }
+        #expect(owners.sorted() == ids.sorted())
+        let window = ReportWindow(start: at(0), end: at(60))
+        #expect(run.files.contains(ReportFileName.make(userId: "../x", window: window)))
+        #expect(ReportFileName.make(userId: "../x", window: window).hasPrefix("task_report_..%2Fx_"))
+        #expect(ReportFileName.make(userId: "ünï", window: window).hasPrefix("task_report_%C3%BCn%C3%AF_"))
+        #expect(ReportFileName.make(userId: long, window: window).contains("~"))
+        #expect(try PGConnection(conninfo: db).execute("SELECT count(*) FROM meetperry.task").scalar == String(ids.count))
+    }
+
+    @Test func cronModeStartsEachWindowWhereTheLastEnded() throws {
+        let db = try database(with: [])
+        let conn = try PGConnection(conninfo: db)
+        let now = Timestamp.now()
+        // Tasks in the first window (the last 15 s) and between the two runs.
+        try conn.execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('first', 'u1', 'x', $1)",
+                         [Timestamp(microsecondsSinceEpoch: now.microsecondsSinceEpoch - 5_000_000).canonical])
+        let dir = try makeTemporaryDirectory("cron")
+        let first = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_INTERVAL_SECONDS": "15"])
+        #expect(first.exitCode == 0, "\(first.stderr)")
+        let runs1 = try conn.execute("SELECT (extract(epoch FROM window_start)*1000000)::int8, (extract(epoch FROM window_end)*1000000)::int8 FROM meetperry.report_run").rows
+        #expect(runs1.count == 1)
+        let end1 = Int64(runs1[0][1]!)!, start1 = Int64(runs1[0][0]!)!
+        #expect(end1 - start1 == 15_000_000)
+        #expect(first.files.count == 1)
+        #expect(first.files[0].contains(Timestamp(microsecondsSinceEpoch: start1).canonical))
+
+        try conn.execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('second', 'u1', 'y', now())")
+        usleep(10_000)
+        let second = try runReporter([], conninfo: db, directory: dir)
+        #expect(second.exitCode == 0)
+        let runs = try conn.execute("SELECT (extract(epoch FROM window_start)*1000000)::int8 FROM meetperry.report_run ORDER BY id").rows
+        #expect(runs.count == 2)
+        #expect(Int64(runs[1][0]!)! == end1, "the second window starts exactly where the first ended")
+        let newest = second.files.first { $0.contains("_" + Timestamp(microsecondsSinceEpoch: end1).canonical + "_") }
+        #expect(newest != nil)
+        if let newest { #expect(try second.text(newest).contains(#""id": "second""#)) }
+    }
+
+    @Test func aRunThatDiesBetweenFilesIsRedoneByTheNext() throws {
+        let db = try database(with: (0..<5).map { event(.created, 30, "t\($0)", user: "user\($0)") })
+        let dir = try makeTemporaryDirectory("crash")
+        var config = ReporterConfiguration(conninfo: db)
+        config.outputDirectory = dir
+        config.intervalSeconds = 3600 * 24 * 365 * 5
+        struct Crash: Error {}
+        var reporter = Reporter(configuration: config, logger: Logger(label: "test"))
+        guard case .done = try reporter.run(now: at(30)) else { Issue.record("first run did not run"); return }
+
+        reporter.afterEachFile = { count in if count == 2 { throw Crash() } }
+        #expect(throws: Crash.self) { try reporter.run(now: at(60)) }
+        let failedWindow = "_\(at(30).canonical)_\(at(60).canonical).json"
+        let written = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(failedWindow) }
+        #expect(written.count == 2, "two whole files, nothing half-written: \(written)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { $0.hasPrefix("task_report_") })
+        #expect(try PGConnection(conninfo: db).execute("SELECT count(*) FROM meetperry.report_run").scalar == "1", "the failed run is not recorded")
+
+        reporter.afterEachFile = nil
+        guard case .done(let redo) = try reporter.run(now: at(61)) else { Issue.record("second run did not run"); return }
+        #expect(redo.window.start == at(30), "the next run covers the failed window again")
+        #expect(redo.files == 5)
+        guard case .done(let next) = try reporter.run(now: at(62)) else { Issue.record("third run did not run"); return }
+        #expect(next.window.start == at(61))
+    }
+
+    @Test func aSecondRunAtOnceExits75() throws {
+        let db = try database(with: [event(.created, 30, "t")])
+        let holder = try PGConnection(conninfo: db)
+        #expect(try holder.execute("SELECT pg_try_advisory_lock($1::int8)", [ReportStore.lockKey]).scalar == "t")
+        let blocked = try runReporter(window, conninfo: db)
+        #expect(blocked.exitCode == 75)
+        #expect(blocked.stderr.contains("another reporter run holds the lock"))
+        #expect(blocked.files.isEmpty)
+        holder.close()
+        #expect(try runReporter(window, conninfo: db).exitCode == 0)
+    }
+
+    @Test func userLimitsTheRunToOneUser() throws {
+        let db = try database(with: [event(.created, 30, "t1", user: "alice"), event(.created, 30, "t2", user: "bob")])
+        let run = try runReporter(window + ["--user", "bob"], conninfo: db)
+        #expect(run.exitCode == 0)
+        #expect(run.files == ["task_report_bob_\(at(0).canonical)_\(at(60).canonical).json"])
+    }
+
+    @Test func acceptsAnyTimestampFormForTheWindow() throws {
+        let db = try database(with: [event(.created, 30, "t")])
+        let start = at(0).canonical, end = at(60).canonical
+        // The same instants written with an offset and without fractional digits.
+        let run = try runReporter(["--from", String(start.prefix(19)) + "+00:00", "--to", String(end.prefix(10)) + " " + String(end.dropFirst(11).prefix(8))], conninfo: db)
+        #expect(run.exitCode == 0, "\(run.stderr)")
+        #expect(run.files == ["task_report_u1_\(start)_\(end).json"])
+    }
+
+    @Test func refusesBadArgumentsWithUsageExitAndAClearMessage() throws {
+        let db = try database(with: [])
+        let bad = try runReporter(["--from", "yesterday", "--to", at(60).canonical], conninfo: db)
+        #expect(bad.exitCode == 64)
+        #expect(bad.stderr.contains(#"--from "yesterday" is not an ISO 8601 date-time"#))
+        #expect(try runReporter(["--from", at(0).canonical], conninfo: db).exitCode == 64)
+        #expect(try runReporter(["--from", at(60).canonical, "--to", at(0).canonical], conninfo: db).exitCode == 64)
+        #expect(try runReporter(window, conninfo: db, environment: ["REPORT_INTERVAL_SECONDS": "soon"]).exitCode == 64)
+    }
+
+    @Test func failuresExit1NamingWhatFailed() throws {
+        let db = try database(with: [event(.created, 30, "t")])
+        let file = try makeTemporaryDirectory("notadir") + "/file"
+        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        let unwritable = try runReporter(window, conninfo: db, directory: file + "/reports")
+        #expect(unwritable.exitCode == 1)
+        #expect(unwritable.stderr.contains("report directory"))
+
+        let noSchema = PostgresCluster.shared.conninfo(database: try PostgresCluster.shared.makeDatabase(applyChangeset: false))
+        let schema = try runReporter(window, conninfo: noSchema)
+        #expect(schema.exitCode == 1)
+        #expect(schema.stderr.contains("apply changeset.sql"))
+
+        let unreachable = try runReporter(window, conninfo: "host=/nonexistent port=1 user=postgres dbname=x connect_timeout=2")
+        #expect(unreachable.exitCode == 1)
+        #expect(unreachable.stderr.contains("cannot connect to PostgreSQL"))
+    }
+}
+
+@Suite struct ReportFileNameTests {
+    let window = ReportWindow(start: Timestamp(microsecondsSinceEpoch: 0), end: Timestamp(microsecondsSinceEpoch: 15_000_000))
+
+    @Test func encodesEveryByteOutsideTheSafeSet() {
+        #expect(ReportFileName.make(userId: "aZ9._-", window: window) == "task_report_aZ9._-_1970-01-01T00:00:00.000000Z_1970-01-01T00:00:15.000000Z.json")
+        #expect(ReportFileName.make(userId: "a/b c%", window: window).hasPrefix("task_report_a%2Fb%20c%25_"))
+    }
+
+    @Test func shortensLongNamesUniquelyWithoutSplittingAnEscape() {
+        var names = Set<String>()
+        for n in 150...256 {
+            for fill in ["/", "a"] {
+                let name = ReportFileName.make(userId: String(repeating: fill, count: n), window: window)
+                #expect(name.utf8.count <= 255)
+                #expect(!name.contains("%~") && !name.contains("%2~"), "escape cut in half: \(name)")
+                names.insert(name)
+            }
+        }
+        #expect(names.count == 107 * 2)
+    }
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Deterministic test data for the benchmarks.
+
+  generate.py archive EVENTS        NDJSON webhooks (canonical lines) on stdout:
+                                    ~EVENTS/2.5 tasks, each created, some edited,
+                                    completed or deleted; 5 % duplicates; shuffled
+                                    within a window of 2,000 lines, so updates do
+                                    arrive before their created.
+  generate.py taskrows ROWS         the same kind of rows as meetperry.task holds,
+                                    as COPY text (external_id, user_id, content,
+                                    created_date, completed_date, deleted_date).
+  generate.py reportrows TASKS USERS END
+                                    task rows for the reporter benchmark: over
+                                    USERS users, a mix of new, completed, old
+                                    and deleted tasks around the hour before END
+                                    (Unix seconds).
+"""
+import random
+import sys
+from datetime import datetime, timezone
+
+BASE = 1_760_000_000  # 2025-10-09
+
+
+def ts(seconds):
+    whole = int(seconds)
+    micros = int(round((seconds - whole) * 1_000_000))
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + ".%06dZ" % micros
+
+
+def line(event, at, user, task, content, done):
+    return ('{"event":"%s","timestamp":"%s","metadata":{"userId":"%s","id":"%s","content":"%s","isCompleted":%s},'
+            '"receivedAt":"%s"}\n' % (event, ts(at), user, task, content, "true" if done else "false", ts(at + 0.25)))
+
+
+def archive(total):
+    rng = random.Random(42)
+    tasks = int(total / 2.5)
+    events = []
+    for i in range(tasks):
+        user = "user%d" % rng.randrange(10_000)
+        task = "task-%07d" % i
+        t0 = BASE + i * 0.05
+        content = "Buy milk, eggs and bread for the weekend #%d" % i
+        events.append(line("created", t0, user, task, content, False))
+        t = t0
+        if rng.random() < 0.5:
+            t += rng.uniform(1, 600)
+            events.append(line("updated", t, user, task, content + " (edited)", False))
+            content += " (edited)"
+        if rng.random() < 0.5:
+            t += rng.uniform(1, 600)
+            events.append(line("updated", t, user, task, content, True))
+        if rng.random() < 0.375:
+            t += rng.uniform(1, 600)
+            events.append(line("deleted", t, user, task, content, False))
+    duplicates = [rng.choice(events) for _ in range(len(events) // 19)]  # 5 % of the result
+    events += duplicates
+    # Roughly in order of creation, shuffled within a window.
+    keyed = sorted(((i + rng.uniform(0, 2000) if i < len(events) - len(duplicates) else rng.uniform(0, len(events)), e)
+                    for i, e in enumerate(events)), key=lambda p: p[0])
+    out = sys.stdout
+    for _, e in keyed[:total]:
+        out.write(e)
+
+
+def taskrows(total):
+    rng = random.Random(7)
+    out = sys.stdout
+    for i in range(total):
+        t0 = BASE + i * 0.05
+        completed = ts(t0 + rng.uniform(1, 600)) if rng.random() < 0.5 else "\\N"
+        deleted = ts(t0 + rng.uniform(600, 1200)) if rng.random() < 0.375 else "\\N"
+        out.write("task-%07d\tuser%d\tBuy milk, eggs and bread for the weekend #%d\t%s\t%s\t%s\n"
+                  % (i, rng.randrange(10_000), i, ts(t0), completed, deleted))
+
+
+def reportrows(total, users, end):
+    """Tasks spread over the 30 days before END; a quarter touch the last hour."""
+    rng = random.Random(9)
+    out = sys.stdout
+    start = end - 3600
+    for i in range(total):
+        kind = rng.random()
+        if kind < 0.25:      # new in the window
+            created = rng.uniform(start, end)
+        else:                # old
+            created = end - rng.uniform(3600, 30 * 86400)
+        completed = deleted = "\\N"
+        r = rng.random()
+        if r < 0.3:
+            completed = ts(rng.uniform(max(created, start), end) if rng.random() < 0.5 else rng.uniform(created, max(created, start)))
+        elif r < 0.45:
+            deleted = ts(rng.uniform(max(created, start), end) if rng.random() < 0.5 else rng.uniform(created, max(created, start)))
+        out.write("t%07d\tu%05d\tTask number %d: water the plants\t%s\t%s\t%s\n"
+                  % (i, rng.randrange(users), i, ts(created), completed, deleted))
+
+
+if __name__ == "__main__":
+    what = sys.argv[1]
+    if what == "archive":
+        archive(int(sys.argv[2]))
+    elif what == "taskrows":
+        taskrows(int(sys.argv[2]))
+    elif what == "reportrows":
+        reportrows(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        sys.exit(__doc__)

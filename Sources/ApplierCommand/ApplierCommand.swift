@@ -23,6 +23,7 @@ struct ApplierCommand: ParsableCommand {
 
     @Option(help: "Events per transaction at most [APPLIER_BATCH_SIZE, default 5000].") var batchSize: Int?
     @Option(help: "Commit a batch at the latest this many ms after its first event [APPLIER_BATCH_MS, default 200].") var batchMs: Int?
+    @Option(help: "Connections committing in parallel, each for its own share of the tasks [APPLIER_CONNECTIONS, default 2].") var connections: Int?
     @Option(help: "Longest accepted line in bytes [APPLIER_MAX_LINE_BYTES, default 4194304].") var maxLineBytes: Int?
     @Option(help: "Seconds to keep retrying an unreachable database after SIGTERM [APPLIER_SHUTDOWN_TIMEOUT, default 30].") var shutdownTimeout: Int?
     @Option(help: "libpq connection string; wins over DATABASE_URL and DB_* [DATABASE_URL].") var databaseUrl: String?
@@ -36,6 +37,7 @@ struct ApplierCommand: ParsableCommand {
         do {
             config.batchSize = try settings.int(batchSize, "APPLIER_BATCH_SIZE", default: config.batchSize, range: 1...1_000_000)
             config.batchMilliseconds = try settings.int(batchMs, "APPLIER_BATCH_MS", default: config.batchMilliseconds, range: 0...3_600_000)
+            config.connections = try settings.int(connections, "APPLIER_CONNECTIONS", default: config.connections, range: 1...TaskStore.partitionCount)
             config.maxLineBytes = try settings.int(maxLineBytes, "APPLIER_MAX_LINE_BYTES", default: config.maxLineBytes, range: 1024...(1 << 30))
             config.shutdownTimeoutSeconds = try settings.int(shutdownTimeout, "APPLIER_SHUTDOWN_TIMEOUT", default: config.shutdownTimeoutSeconds, range: 0...86_400)
         } catch let error as Settings.InvalidSetting {

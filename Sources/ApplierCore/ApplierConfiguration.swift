@@ -10,6 +10,8 @@ public struct ApplierConfiguration: Sendable {
     public var maxLineBytes: Int = 4 * 1_048_576
     /// After SIGTERM/SIGINT, how long to keep retrying an unreachable database before giving up (exit 75).
     public var shutdownTimeoutSeconds: Int = 30
+    /// Connections committing in parallel, each for its own share of the task partitions.
+    public var connections: Int = 2
     /// Longest wait between reconnection attempts.
     public var maxBackoffMilliseconds: Int = 5000
 

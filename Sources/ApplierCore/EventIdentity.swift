@@ -7,39 +7,37 @@ import WebhookModel
 /// event log's primary key, so a duplicate is a conflict the database sees.
 public enum EventIdentity {
     public static func uuid(of webhook: Webhook) -> String {
-        var hasher = SHA256()
+        var message: [UInt8] = []
+        message.reserveCapacity(64 + webhook.taskId.utf8.count + webhook.userId.utf8.count + webhook.content.utf8.count)
         func field(_ bytes: some Collection<UInt8>) {
-            var length = UInt32(bytes.count).bigEndian
-            withUnsafeBytes(of: &length) { hasher.update(bufferPointer: $0) }
-            hasher.update(data: Array(bytes))
+            let length = UInt32(bytes.count)
+            message.append(UInt8(truncatingIfNeeded: length >> 24))
+            message.append(UInt8(truncatingIfNeeded: length >> 16))
+            message.append(UInt8(truncatingIfNeeded: length >> 8))
+            message.append(UInt8(truncatingIfNeeded: length))
+            message.append(contentsOf: bytes)
         }
         field(webhook.event.rawValue.utf8)
         field(webhook.taskId.utf8)
         field(webhook.userId.utf8)
         field(webhook.content.utf8)
-        field([webhook.isCompleted ? 1 : 0])
-        var micros = webhook.timestamp.microsecondsSinceEpoch.bigEndian
-        withUnsafeBytes(of: &micros) { field(Array($0)) }
-        return format(Array(hasher.finalize().prefix(16)))
+        field(CollectionOfOne(webhook.isCompleted ? 1 : 0))
+        let micros = UInt64(bitPattern: webhook.timestamp.microsecondsSinceEpoch)
+        field((0..<8).map { UInt8(truncatingIfNeeded: micros >> (56 - 8 * $0)) })
+        return SHA256.hash(data: message).withUnsafeBytes { format(UnsafeRawBufferPointer(rebasing: $0.prefix(16))) }
     }
 
-    /// A 64-bit key for `pg_advisory_xact_lock`, the same for every event of a task.
-    public static func lockKey(taskId: String) -> Int64 {
-        let digest = Array(SHA256.hash(data: Array(taskId.utf8)))
-        var key: Int64 = 0
-        for byte in digest.prefix(8) { key = key << 8 | Int64(byte) }
-        return key
-    }
-
-    static func format(_ bytes: [UInt8]) -> String {
-        let hex = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(36)
-        for (i, byte) in bytes.enumerated() {
-            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(UInt8(ascii: "-")) }
-            out.append(hex[Int(byte >> 4)])
-            out.append(hex[Int(byte & 0xF)])
+    static func format(_ bytes: UnsafeRawBufferPointer) -> String {
+        let hex: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 36) { out in
+            var o = 0
+            for (i, byte) in bytes.enumerated() {
+                if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = UInt8(ascii: "-"); o += 1 }
+                out[o] = hex.utf8Start[Int(byte >> 4)]
+                out[o + 1] = hex.utf8Start[Int(byte & 0xF)]
+                o += 2
+            }
+            return o
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }

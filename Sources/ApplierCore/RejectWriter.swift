@@ -1,4 +1,5 @@
 import FileIO
+import Foundation
 import WebhookModel
 #if canImport(Glibc)
 import Glibc
@@ -6,8 +7,11 @@ import Glibc
 
 /// Writes `{"line": N, "reason": "...", "input": "..."}` records to stdout, one
 /// per rejected input. The input is always written as a valid JSON string
-/// (invalid UTF-8 becomes U+FFFD, control characters are escaped).
-public final class RejectWriter {
+/// (invalid UTF-8 becomes U+FFFD, control characters are escaped). Both the
+/// reading thread (lines that do not decode) and the committing thread
+/// (events the rules refuse) report here, so it is locked.
+public final class RejectWriter: @unchecked Sendable {
+    private let lock = NSLock()
     private let fd: Int32
     private var buffer: [UInt8] = []
     private var broken = false
@@ -17,23 +21,35 @@ public final class RejectWriter {
     }
 
     public func reject(line: Int, reason: String, input: [UInt8], truncated: Bool = false) {
+        lock.lock()
+        defer { lock.unlock() }
         buffer.append(contentsOf: "{\"line\":\(line),\"reason\":".utf8)
         JSONWriter.appendQuoted(reason, to: &buffer)
         buffer.append(contentsOf: ",\"input\":".utf8)
         JSONWriter.appendQuoted(String(decoding: input, as: UTF8.self), to: &buffer)
         if truncated { buffer.append(contentsOf: ",\"inputTruncated\":true".utf8) }
         buffer.append(contentsOf: "}\n".utf8)
-        if buffer.count > 1 << 16 { flush() }
+        if buffer.count > 1 << 16 { flushLocked() }
     }
 
     /// Writes what is buffered. A closed stdout does not stop the applier:
     /// rejects are diagnostics, the database is the product.
     public func flush() {
+        lock.lock()
+        defer { lock.unlock() }
+        flushLocked()
+    }
+
+    private func flushLocked() {
         guard !buffer.isEmpty else { return }
         defer { buffer.removeAll(keepingCapacity: true) }
         guard !broken else { return }
         if buffer.withUnsafeBytes({ writeFully(fd, $0) }) != 0 { broken = true }
     }
 
-    public var isBroken: Bool { broken }
+    public var isBroken: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return broken
+    }
 }

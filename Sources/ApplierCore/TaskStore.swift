@@ -3,11 +3,19 @@ import TaskModel
 import WebhookModel
 
 /// The applier's side of PostgreSQL: applies one batch of events as one
-/// transaction. Within it, the batch's tasks are locked (advisory locks, in
-/// key order, so concurrent appliers serialise per task and never deadlock),
-/// new events go into `meetperry.task_event` (duplicates fall away on its
-/// primary key), and every task that gained an event is folded again from
-/// all of its events and upserted into `meetperry.task`.
+/// transaction. New events go into `meetperry.task_event` (a duplicate falls
+/// away on its primary key, the event's identity), and every task that gained
+/// an event is folded again from all of its events and upserted into
+/// `meetperry.task`.
+///
+/// Tasks fall into `partitionCount` fixed partitions (a hash of the task id).
+/// A transaction first takes the advisory locks of the partitions its events
+/// belong to, in ascending order (so never a deadlock), and holds them to
+/// commit: two transactions touching one task never overlap, and a fold
+/// always sees every event committed before it, whichever applier or
+/// connection committed it. A handful of partition locks, not one per task,
+/// keeps PostgreSQL's shared lock table small whatever the batch size, and
+/// lets one applier commit disjoint partitions on several connections at once.
 public final class TaskStore {
     /// One event read from the stream, with where it came from.
     public struct Incoming: Sendable {
@@ -22,6 +30,22 @@ public final class TaskStore {
         }
     }
 
+    /// A batch encoded for the database. Preparing is pure CPU work, done by
+    /// the reading thread while the previous batch is being committed.
+    public struct PreparedBatch: Sendable {
+        public let items: [Incoming]
+        /// The identity of each item (UUID text), in item order.
+        let identities: [String]
+        /// `COPY incoming_event FROM STDIN` text rows.
+        let copyData: [UInt8]
+        /// The partitions of the batch's tasks, ascending.
+        let partitions: [Int]
+
+        public var firstLine: Int { items.first?.line ?? 0 }
+        public var lastLine: Int { items.last?.line ?? 0 }
+        public var count: Int { items.count }
+    }
+
     /// What one committed batch did.
     public struct BatchOutcome: Sendable {
         public var applied = 0
@@ -34,6 +58,21 @@ public final class TaskStore {
     /// The schema is not there or not what this version needs.
     public struct SchemaError: Error, CustomStringConvertible {
         public var description: String
+    }
+
+    /// Fixed for all versions: appliers must agree on which lock guards which task.
+    public static let partitionCount = 16
+    /// `pg_advisory_xact_lock` key of partition 0 ("meetappl" in ASCII); partition p is this + p.
+    static let firstLockKey: Int64 = 7_882_826_979_082_792_044
+
+    /// The partition of a task: FNV-1a (64-bit) of its id, modulo `partitionCount`.
+    public static func partition(ofTask taskId: String) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in taskId.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return Int(hash % UInt64(partitionCount))
     }
 
     private let connection: PGConnection
@@ -66,11 +105,36 @@ public final class TaskStore {
         }
     }
 
+    /// Computes identities and encodes the staging rows.
+    public static func prepare(_ items: [Incoming]) -> PreparedBatch {
+        var encoder = CopyEncoder()
+        var identities: [String] = []
+        identities.reserveCapacity(items.count)
+        var partitions = Set<Int>()
+        for item in items {
+            let w = item.record.webhook
+            partitions.insert(partition(ofTask: w.taskId))
+            let identity = EventIdentity.uuid(of: w)
+            identities.append(identity)
+            encoder.addRaw(identity.utf8)
+            encoder.addRaw(w.event.rawValue.utf8)
+            encoder.add(w.taskId)
+            encoder.add(w.userId)
+            encoder.add(w.content)
+            encoder.addRaw(w.isCompleted ? "t".utf8 : "f".utf8)
+            encoder.addTimestamp(w.timestamp)
+            encoder.addTimestamp(item.record.receivedAt)
+            encoder.add(item.record.deliveryId)
+            encoder.endRow()
+        }
+        return PreparedBatch(items: items, identities: identities, copyData: encoder.bytes, partitions: partitions.sorted())
+    }
+
     /// Applies a batch atomically. On any error the transaction is rolled
     /// back (or the connection is gone) and nothing of the batch is kept, so
     /// the caller can retry the same batch on a new connection.
-    public func apply(_ batch: [Incoming]) throws -> BatchOutcome {
-        guard !batch.isEmpty else { return BatchOutcome() }
+    public func apply(_ batch: PreparedBatch) throws -> BatchOutcome {
+        guard batch.count > 0 else { return BatchOutcome() }
         try connection.execute("BEGIN")
         do {
             let outcome = try applyInTransaction(batch)
@@ -82,67 +146,60 @@ public final class TaskStore {
         }
     }
 
-    private func applyInTransaction(_ batch: [Incoming]) throws -> BatchOutcome {
-        // 1. Lock every task of the batch, in key order.
-        let keys = Set(batch.map { EventIdentity.lockKey(taskId: $0.record.webhook.taskId) }).sorted()
+    private func applyInTransaction(_ batch: PreparedBatch) throws -> BatchOutcome {
+        // 1. Lock the batch's partitions, in ascending order.
+        let keys = batch.partitions.map { String(Self.firstLockKey + Int64($0)) }
         try connection.execute(
             "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest($1::int8[]) AS k ORDER BY k) AS locks",
-            ["{" + keys.map(String.init).joined(separator: ",") + "}"]
+            ["{" + keys.joined(separator: ",") + "}"]
         )
 
         // 2. Stage the batch and keep the events never seen before.
-        var identities: [String: [Incoming]] = [:]
-        encoder.removeAll()
-        for item in batch {
-            let w = item.record.webhook
-            let identity = EventIdentity.uuid(of: w)
-            identities[identity, default: []].append(item)
-            encoder.addRaw(Array(identity.utf8))
-            encoder.addRaw(Array(w.event.rawValue.utf8))
-            encoder.add(w.taskId)
-            encoder.add(w.userId)
-            encoder.add(w.content)
-            encoder.addRaw(w.isCompleted ? [UInt8(ascii: "t")] : [UInt8(ascii: "f")])
-            encoder.addRaw(Array(w.timestamp.canonical.utf8))
-            encoder.add(item.record.receivedAt?.canonical)
-            encoder.add(item.record.deliveryId)
-            encoder.endRow()
-        }
-        try connection.copyIn("COPY incoming_event FROM STDIN", data: encoder.bytes)
-        let inserted = try connection.execute("""
+        try connection.copyIn("COPY incoming_event FROM STDIN", data: batch.copyData)
+        var newIdentities = Set<String>()
+        var touchedTasks = Set<String>()
+        try connection.query("""
             INSERT INTO meetperry.task_event
                 (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id)
-            SELECT DISTINCT ON (identity)
+            SELECT DISTINCT ON (external_id, identity)
                 identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id
             FROM incoming_event
-            ON CONFLICT (identity) DO NOTHING
-            RETURNING identity::text
-            """)
-        let newIdentities = Set(inserted.rows.compactMap { $0.first ?? nil })
+            ORDER BY external_id, identity
+            ON CONFLICT (external_id, identity) DO NOTHING
+            RETURNING identity::text, external_id
+            """) { row in
+            if let identity = row[0], let task = row[1] {
+                newIdentities.insert(identity)
+                touchedTasks.insert(task)
+            }
+        }
 
         var outcome = BatchOutcome()
         // Everything delivered more than once, in this batch or before, is a duplicate.
-        for (identity, items) in identities {
-            outcome.duplicates += newIdentities.contains(identity) ? items.count - 1 : items.count
+        var firstOfIdentity: [String: Int] = [:]
+        for (index, identity) in batch.identities.enumerated() {
+            if firstOfIdentity[identity] == nil && newIdentities.contains(identity) {
+                firstOfIdentity[identity] = index
+            } else {
+                outcome.duplicates += 1
+            }
         }
         guard !newIdentities.isEmpty else { return outcome }
 
         // 3. Fold every task that gained an event from all of its events.
-        let touched = "{" + newIdentities.sorted().joined(separator: ",") + "}"
         var eventsByTask: [String: [Webhook]] = [:]
-        try connection.stream("""
-            SELECT e.event, e.external_id, e.user_id, e.content, e.is_completed,
-                   (extract(epoch FROM e.occurred_at) * 1000000)::int8
-            FROM meetperry.task_event e
-            WHERE e.external_id IN (SELECT external_id FROM incoming_event WHERE identity = ANY($1::uuid[]))
-            """, [touched]) { row in
+        try connection.query("""
+            SELECT event, external_id, user_id, content, is_completed, (extract(epoch FROM occurred_at) * 1000000)::int8
+            FROM meetperry.task_event
+            WHERE external_id = ANY($1::text[])
+            """, [PGArray.literal(touchedTasks)]) { row in
             guard let event = row[0].flatMap(WebhookEvent.init(rawValue:)), let taskId = row[1], let userId = row[2],
-                  let content = row[3], let completed = row[4], let micros = row[5].flatMap(Int64.init) else {
+                  let content = row[3], let completed = row.bool(4), let micros = row.int64(5) else {
                 throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
             }
             eventsByTask[taskId, default: []].append(Webhook(
                 event: event, timestamp: Timestamp(microsecondsSinceEpoch: micros),
-                userId: userId, taskId: taskId, content: content, isCompleted: completed == "t"))
+                userId: userId, taskId: taskId, content: content, isCompleted: completed))
         }
 
         encoder.removeAll()
@@ -155,9 +212,9 @@ public final class TaskStore {
             encoder.add(state.taskId)
             encoder.add(state.userId)
             encoder.add(state.content)
-            encoder.addRaw(Array(state.createdDate.canonical.utf8))
-            encoder.add(state.completedDate?.canonical)
-            encoder.add(state.deletedDate?.canonical)
+            encoder.addTimestamp(state.createdDate)
+            encoder.addTimestamp(state.completedDate)
+            encoder.addTimestamp(state.deletedDate)
             encoder.endRow()
             derivedRows += 1
         }
@@ -176,12 +233,12 @@ public final class TaskStore {
         }
 
         // 4. Say what became of each new event.
-        for identity in newIdentities {
-            guard let items = identities[identity], let first = items.first else { continue }
-            switch dispositions[first.record.webhook] ?? .pending {
+        for index in firstOfIdentity.values.sorted() {
+            let item = batch.items[index]
+            switch dispositions[item.record.webhook] ?? .pending {
             case .applied: outcome.applied += 1
             case .pending: outcome.pending += 1
-            case let other: outcome.rejected.append((first, other.rejectionReason ?? "rejected"))
+            case let other: outcome.rejected.append((item, other.rejectionReason ?? "rejected"))
             }
         }
         return outcome

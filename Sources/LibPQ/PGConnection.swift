@@ -103,6 +103,24 @@ public final class PGConnection {
         }
     }
 
+    /// Runs one statement with bound text parameters and hands each row of its
+    /// result to `body` (no copies into Swift arrays); the result is cleared
+    /// when this returns or throws. For results that fit in memory.
+    public func query(_ sql: String, _ parameters: [String?] = [], _ body: (RowView) throws -> Void) throws {
+        let conn = try handle()
+        let result = withCStrings(parameters) { values in
+            PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        guard let result else { throw connectionError(conn) }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+            for row in 0..<PQntuples(result) { try body(RowView(result: result, row: row)) }
+        default:
+            throw Self.error(from: result, conn: conn)
+        }
+    }
+
     /// Runs several statements separated by `;` with no parameters (scripts such as changeset.sql).
     public func executeScript(_ sql: String) throws(PGError) {
         let conn = try handle()

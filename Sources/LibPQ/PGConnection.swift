@@ -170,10 +170,11 @@ public final class PGConnection {
     /// Runs a query and hands each row to `body` as it arrives (libpq
     /// single-row mode), so a result of any size is never held in memory.
     /// `body` may throw to stop early; the rest of the result is discarded.
-    public func stream(_ sql: String, _ parameters: [String?] = [], _ body: (RowView) throws -> Void) throws {
+    /// With `binary`, values come in PostgreSQL's binary format (see `cursor`).
+    public func stream(_ sql: String, _ parameters: [String?] = [], binary: Bool = false, _ body: (RowView) throws -> Void) throws {
         let conn = try handle()
         let sent = withCStrings(parameters) { values in
-            PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+            PQsendQueryParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, binary ? 1 : 0)
         }
         guard sent == 1 else { throw connectionError(conn) }
         PQsetSingleRowMode(conn)
@@ -199,8 +200,12 @@ extension PGConnection {
     /// fetching `fetchSize` rows at a time: memory holds one batch whatever
     /// the size of the result, at the cost of one round trip per batch.
     /// Must run inside a transaction (`BEGIN` … `COMMIT`).
-    public func cursor(_ sql: String, _ parameters: [String?] = [], fetchSize: Int = 5000, _ body: (RowView) throws -> Void) throws {
-        try execute("DECLARE meetperry_rows NO SCROLL CURSOR FOR " + sql, parameters)
+    ///
+    /// With `binary`, values come in PostgreSQL's binary format: read them
+    /// with `RowView.timestampMicroseconds`, `int64(binary:)` and the text
+    /// accessors (text and json are the same bytes in both formats).
+    public func cursor(_ sql: String, _ parameters: [String?] = [], fetchSize: Int = 5000, binary: Bool = false, _ body: (RowView) throws -> Void) throws {
+        try execute((binary ? "DECLARE meetperry_rows BINARY NO SCROLL CURSOR FOR " : "DECLARE meetperry_rows NO SCROLL CURSOR FOR ") + sql, parameters)
         let fetch = "FETCH \(max(1, fetchSize)) FROM meetperry_rows"
         while true {
             let count = try withResult(fetch) { result in

@@ -55,6 +55,21 @@ public struct RowView {
         return Int64(value)
     }
 
+    /// A binary-format `int8` column; nil for NULL.
+    public func int64(binary column: Int) -> Int64? {
+        let c = Int32(column)
+        guard PQgetisnull(result, row, c) == 0, PQgetlength(result, row, c) == 8, let raw = PQgetvalue(result, row, c) else { return nil }
+        var value: UInt64 = 0
+        for i in 0..<8 { value = value << 8 | UInt64(UInt8(bitPattern: raw[i])) }
+        return Int64(bitPattern: value)
+    }
+
+    /// A binary-format `timestamptz` column as microseconds since 1970-01-01
+    /// UTC (the wire value counts from 2000-01-01); nil for NULL.
+    public func timestampMicroseconds(binary column: Int) -> Int64? {
+        int64(binary: column).map { $0 + 946_684_800_000_000 }
+    }
+
     /// A boolean column (`t` / `f`); nil for NULL.
     public func bool(_ column: Int) -> Bool? {
         let c = Int32(column)

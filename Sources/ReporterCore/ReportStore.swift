@@ -51,20 +51,19 @@ public final class ReportStore {
     }
 
     /// Every task that may be in a list of the window, ordered by user (bytes)
-    /// then task id, streamed through a cursor. A task with events after the
+    /// then task id, streamed in libpq's single-row mode (one row in memory at a
+    /// time; unlike a cursor, the server may plan it in parallel). A task with events after the
     /// window's end is judged from its events up to the end; any other task
     /// from its row, which then is exactly its state at the end.
     public func streamTasks(_ window: ReportWindow, user: String?, _ body: (String, TaskSnapshot) throws -> Void) throws {
         try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         do {
-            try connection.cursor("""
+            try connection.stream("""
                 WITH later AS (
                     SELECT DISTINCT external_id FROM meetperry.task_event WHERE occurred_at > $2::timestamptz
                 )
                 SELECT t.user_id, t.external_id, coalesce(t.content, ''),
-                       (extract(epoch FROM t.created_date) * 1000000)::int8,
-                       (extract(epoch FROM t.completed_date) * 1000000)::int8,
-                       (extract(epoch FROM t.deleted_date) * 1000000)::int8,
+                       t.created_date, t.completed_date, t.deleted_date,
                        CASE WHEN l.external_id IS NOT NULL THEN (
                            SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
                                                             (extract(epoch FROM e.occurred_at) * 1000000)::int8))
@@ -77,15 +76,15 @@ public final class ReportStore {
                   AND (t.deleted_date IS NULL OR t.deleted_date > $1::timestamptz)
                   AND ($3::text IS NULL OR t.user_id = $3::text)
                 ORDER BY t.user_id COLLATE "C", t.external_id COLLATE "C"
-                """, [window.start.canonical, window.end.canonical, user]) { row in
-                guard let userId = row[0], let taskId = row[1], let content = row[2], let created = row.int64(3) else {
+                """, [window.start.canonical, window.end.canonical, user], binary: true) { row in
+                guard let userId = row[0], let taskId = row[1], let content = row[2], let created = row.timestampMicroseconds(binary: 3) else {
                     throw SchemaError(description: "meetperry.task holds a row the reporter cannot read")
                 }
                 var snapshot = TaskSnapshot(
                     taskId: taskId, content: content,
                     createdDate: Timestamp(microsecondsSinceEpoch: created),
-                    completedDate: row.int64(4).map(Timestamp.init(microsecondsSinceEpoch:)),
-                    deletedDate: row.int64(5).map(Timestamp.init(microsecondsSinceEpoch:))
+                    completedDate: row.timestampMicroseconds(binary: 4).map(Timestamp.init(microsecondsSinceEpoch:)),
+                    deletedDate: row.timestampMicroseconds(binary: 5).map(Timestamp.init(microsecondsSinceEpoch:))
                 )
                 if let history = row[6], let asOfEnd = try Self.judge(history, taskId: taskId, asOf: window.end) {
                     snapshot = asOfEnd

@@ -89,20 +89,6 @@ public final class PGConnection {
         return try consume(result, conn)
     }
 
-    /// Runs a statement without parameters and lends its result to `body`;
-    /// the result is cleared when `body` returns or throws.
-    func withResult<R>(_ sql: String, _ body: (OpaquePointer) throws -> R) throws -> R {
-        let conn = try handle()
-        guard let result = PQexec(conn, sql) else { throw connectionError(conn) }
-        defer { PQclear(result) }
-        switch PQresultStatus(result) {
-        case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
-            return try body(result)
-        default:
-            throw Self.error(from: result, conn: conn)
-        }
-    }
-
     /// Runs one statement with bound text parameters and hands each row of its
     /// result to `body` (no copies into Swift arrays); the result is cleared
     /// when this returns or throws. For results that fit in memory.
@@ -170,7 +156,9 @@ public final class PGConnection {
     /// Runs a query and hands each row to `body` as it arrives (libpq
     /// single-row mode), so a result of any size is never held in memory.
     /// `body` may throw to stop early; the rest of the result is discarded.
-    /// With `binary`, values come in PostgreSQL's binary format (see `cursor`).
+    /// With `binary`, values come in PostgreSQL's binary format: read them
+    /// with `RowView.timestampMicroseconds(binary:)`, `int64(binary:)` and the
+    /// text accessors (text and json are the same bytes in both formats).
     public func stream(_ sql: String, _ parameters: [String?] = [], binary: Bool = false, _ body: (RowView) throws -> Void) throws {
         let conn = try handle()
         let sent = withCStrings(parameters) { values in
@@ -192,30 +180,6 @@ public final class PGConnection {
             }
         }
         if let failure { throw failure }
-    }
-}
-
-extension PGConnection {
-    /// Runs a query through a server-side cursor and hands each row to `body`,
-    /// fetching `fetchSize` rows at a time: memory holds one batch whatever
-    /// the size of the result, at the cost of one round trip per batch.
-    /// Must run inside a transaction (`BEGIN` … `COMMIT`).
-    ///
-    /// With `binary`, values come in PostgreSQL's binary format: read them
-    /// with `RowView.timestampMicroseconds`, `int64(binary:)` and the text
-    /// accessors (text and json are the same bytes in both formats).
-    public func cursor(_ sql: String, _ parameters: [String?] = [], fetchSize: Int = 5000, binary: Bool = false, _ body: (RowView) throws -> Void) throws {
-        try execute((binary ? "DECLARE meetperry_rows BINARY NO SCROLL CURSOR FOR " : "DECLARE meetperry_rows NO SCROLL CURSOR FOR ") + sql, parameters)
-        let fetch = "FETCH \(max(1, fetchSize)) FROM meetperry_rows"
-        while true {
-            let count = try withResult(fetch) { result in
-                let rows = PQntuples(result)
-                for row in 0..<rows { try body(RowView(result: result, row: row)) }
-                return Int(rows)
-            }
-            if count == 0 { break }
-        }
-        try execute("CLOSE meetperry_rows")
     }
 }
 

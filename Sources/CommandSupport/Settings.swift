@@ -47,5 +47,18 @@ public struct Settings: Sendable {
     }
 }
 
+extension Settings {
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    public func bool(_ flag: Bool?, _ name: String, default defaultValue: Bool) throws -> Bool {
+        if let flag { return flag }
+        guard let text = string(name) else { return defaultValue }
+        switch text.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw InvalidSetting(name: name, value: text, expected: "true or false")
+        }
+    }
+}
+
 /// The version every program answers to `--version`.
 public let meetperryVersion = "0.1.0"

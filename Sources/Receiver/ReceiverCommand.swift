@@ -24,6 +24,8 @@ struct ReceiverCommand: AsyncParsableCommand {
     @Option(help: "Largest accepted body in bytes [MAX_BODY_BYTES, default 1048576].") var maxBodyBytes: Int?
     @Option(help: "Standard Webhooks secret 'whsec_…'; unset means no signature check [WEBHOOK_SECRET].") var webhookSecret: String?
     @Option(help: "Append-only, fsynced copy of every accepted line [ARCHIVE_PATH].") var archivePath: String?
+    @Option(help: "Rotate the archive before it passes this many bytes; 0: never by size [ARCHIVE_ROTATE_BYTES, default 67108864].") var archiveRotateBytes: Int?
+    @Option(help: "Rotate the archive at each new UTC day: true or false [ARCHIVE_ROTATE_DAILY, default true].") var archiveRotateDaily: Bool?
     @Option(help: "Lines waiting for stdout before answering 503 [QUEUE_CAPACITY, default 4096].") var queueCapacity: Int?
     @Option(help: "Bytes waiting for stdout before answering 503 [QUEUE_BYTES, default 8388608].") var queueBytes: Int?
     @Option(help: "Seconds an idle connection is kept [IDLE_TIMEOUT_SECONDS, default 60].") var idleTimeoutSeconds: Int?
@@ -37,6 +39,8 @@ struct ReceiverCommand: AsyncParsableCommand {
         config.maxBodyBytes = try settings.int(maxBodyBytes, "MAX_BODY_BYTES", default: config.maxBodyBytes, range: 1...(1 << 30))
         config.webhookSecret = webhookSecret ?? settings.string("WEBHOOK_SECRET")
         config.archivePath = archivePath ?? settings.string("ARCHIVE_PATH")
+        config.archiveRotateBytes = try settings.int(archiveRotateBytes, "ARCHIVE_ROTATE_BYTES", default: config.archiveRotateBytes, range: 0...(1 << 40))
+        config.archiveRotateDaily = try settings.bool(archiveRotateDaily, "ARCHIVE_ROTATE_DAILY", default: config.archiveRotateDaily)
         config.queueCapacity = try settings.int(queueCapacity, "QUEUE_CAPACITY", default: config.queueCapacity, range: 1...1_000_000)
         config.queueBytes = try settings.int(queueBytes, "QUEUE_BYTES", default: config.queueBytes, range: 1...(1 << 34))
         config.idleTimeoutSeconds = try settings.int(idleTimeoutSeconds, "IDLE_TIMEOUT_SECONDS", default: config.idleTimeoutSeconds, range: 1...86_400)

@@ -8,13 +8,22 @@ public func buildApplication(
     configuration: ReceiverConfiguration,
     writer: StreamWriter,
     state: ReceiverState,
+    metrics: ReceiverMetrics,
     logger: Logger
 ) throws -> some ApplicationProtocol {
     let verifier = try configuration.webhookSecret.map { try SignatureVerifier(secret: $0) }
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: MetricsMiddleware(metrics: metrics))
     router.add(middleware: JSONErrorMiddleware())
     WebhookController(configuration: configuration, writer: writer, state: state, verifier: verifier)
         .addRoutes(to: router)
+    router.get("/metrics") { _, _ -> Response in
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition()))
+        )
+    }
     return Application(
         router: router,
         server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
@@ -33,16 +42,20 @@ public func buildApplication(
 /// and new webhooks get 503), then the HTTP server finishes in-flight
 /// requests, then the writer writes and syncs what is queued.
 public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 1, logger: Logger) async throws {
-    let archive = try configuration.archivePath.map { try ArchiveFile(path: $0) }
+    let archive = try configuration.archivePath.map {
+        try ArchiveFile(path: $0, rotateBytes: configuration.archiveRotateBytes, rotateDaily: configuration.archiveRotateDaily, logger: logger)
+    }
+    let metrics = ReceiverMetrics()
     let writer = StreamWriter(
         outputFD: outputFD,
         archive: archive,
         capacity: configuration.queueCapacity,
         maxQueuedBytes: configuration.queueBytes,
+        metrics: metrics,
         logger: logger
     )
     let state = ReceiverState()
-    let app = try buildApplication(configuration: configuration, writer: writer, state: state, logger: logger)
+    let app = try buildApplication(configuration: configuration, writer: writer, state: state, metrics: metrics, logger: logger)
     let group = ServiceGroup(
         configuration: .init(
             services: [

@@ -1,5 +1,7 @@
 import FileIO
 import Foundation
+import Logging
+import WebhookModel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,15 +10,38 @@ import Glibc
 /// written and `fdatasync`ed before any of its requests is answered 202; a
 /// batch that cannot be written whole is cut off again, so the file never
 /// holds half a line.
+///
+/// The archive rotates: before a batch that would take it past `rotateBytes`,
+/// or the first batch of a new UTC day, the file is renamed to
+/// `<path>.<yyyyMMdd'T'HHmmss.ffffff'Z'>` (names sort by time) and a new one
+/// is started. Rotated segments are complete and never written again, so an
+/// operator (or pipeline.sh) can verify, replay or delete them while the
+/// receiver runs.
 public final class ArchiveFile: @unchecked Sendable {
     public let path: String
-    private let fd: Int32
+    /// Rotate before the file would pass this many bytes; 0: never by size.
+    public let rotateBytes: Int
+    /// Rotate at the first write of each new UTC day.
+    public let rotateDaily: Bool
+    private let logger: Logger
+    private var fd: Int32
     private var size: off_t
+    /// The UTC day (days since 1970) the current segment was last written on.
+    private var segmentDay: Int64
 
     /// Opens (creating) the archive for appending; throws `SystemCallError`.
-    public init(path: String) throws {
+    public init(path: String, rotateBytes: Int = 0, rotateDaily: Bool = false, logger: Logger = Logger(label: "archive")) throws {
         self.path = path
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        self.rotateBytes = rotateBytes
+        self.rotateDaily = rotateDaily
+        self.logger = logger
+        (fd, size, segmentDay) = try Self.open(path)
+    }
+
+    deinit { close(fd) }
+
+    private static func open(_ path: String) throws -> (Int32, off_t, Int64) {
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
         guard fd >= 0 else { throw SystemCallError(operation: "open", path: path, errno: errno) }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
@@ -24,19 +49,18 @@ public final class ArchiveFile: @unchecked Sendable {
             close(fd)
             throw SystemCallError(operation: "stat", path: path, errno: e)
         }
-        self.fd = fd
-        self.size = info.st_size
+        var size = info.st_size
         // A torn last line from a crash mid-write is ended here, so the next line starts clean.
-        if size > 0, let last = Self.lastByte(path: path), last != UInt8(ascii: "\n") {
+        if size > 0, let last = lastByte(path: path), last != UInt8(ascii: "\n") {
             _ = "\n".utf8CString.withUnsafeBytes { writeFully(fd, UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
             size += 1
         }
+        let day = size > 0 ? Int64(info.st_mtim.tv_sec) / 86_400 : Timestamp.now().microsecondsSinceEpoch / 86_400_000_000
+        return (fd, size, day)
     }
 
-    deinit { close(fd) }
-
     private static func lastByte(path: String) -> UInt8? {
-        let rfd = open(path, O_RDONLY | O_CLOEXEC)
+        let rfd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard rfd >= 0 else { return nil }
         defer { close(rfd) }
         var byte: UInt8 = 0
@@ -46,7 +70,12 @@ public final class ArchiveFile: @unchecked Sendable {
     }
 
     /// Appends whole lines and makes them durable. Called from the writer thread only.
-    func append(_ bytes: [UInt8]) throws {
+    func append(_ bytes: [UInt8], now: Timestamp = .now()) throws {
+        let today = now.microsecondsSinceEpoch / 86_400_000_000
+        if size > 0 && ((rotateBytes > 0 && Int(size) + bytes.count > rotateBytes) || (rotateDaily && today != segmentDay)) {
+            rotate(now)
+        }
+        segmentDay = today
         let result = bytes.withUnsafeBytes { writeFully(fd, $0) }
         if result == 0 && fdatasync(fd) == 0 {
             size += off_t(bytes.count)
@@ -56,5 +85,43 @@ public final class ArchiveFile: @unchecked Sendable {
         // Take back whatever part of the batch reached the file.
         _ = ftruncate(fd, size)
         throw SystemCallError(operation: result != 0 ? "write" : "fsync", path: path, errno: error)
+    }
+
+    /// Renames the current segment aside and starts a new one. A failure is
+    /// logged and the current file kept: rotation must never cost a webhook.
+    private func rotate(_ now: Timestamp) {
+        let rotated = path + "." + Self.segmentSuffix(now)
+        guard rename(path, rotated) == 0 else {
+            logger.error("archive rotation failed; appending to the current file", metadata: [
+                "error": "\(SystemCallError(operation: "rename", path: path, errno: errno))",
+            ])
+            return
+        }
+        syncDirectory()
+        do {
+            let (newFD, newSize, day) = try Self.open(path)
+            close(fd)
+            (fd, size, segmentDay) = (newFD, newSize, day)
+            syncDirectory()
+            logger.info("archive rotated", metadata: ["segment": "\(rotated)"])
+        } catch {
+            // Keep writing to the renamed file: nothing is lost, it only grows on.
+            logger.error("cannot start a new archive segment; appending to the rotated one", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func syncDirectory() {
+        let directory = (path as NSString).deletingLastPathComponent
+        let dfd = Glibc.open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dfd >= 0 else { return }
+        fsync(dfd)
+        close(dfd)
+    }
+
+    /// `20261125T065300.123456Z`: sorts like the time it names.
+    static func segmentSuffix(_ now: Timestamp) -> String {
+        var canonical = Array(now.canonical.utf8)  // 2026-11-25T06:53:00.123456Z
+        canonical.removeAll { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":") }
+        return String(decoding: canonical, as: UTF8.self)
     }
 }

@@ -8,6 +8,10 @@ public struct ReceiverConfiguration: Sendable {
     public var webhookSecret: String?
     /// Durable append-only copy of every accepted line; nil for none.
     public var archivePath: String?
+    /// Rotate the archive before it would pass this many bytes; 0: never by size.
+    public var archiveRotateBytes: Int = 64 * 1_048_576
+    /// Rotate the archive at the first write of each UTC day.
+    public var archiveRotateDaily: Bool = true
     /// Lines accepted but not yet written; past this the receiver answers 503.
     public var queueCapacity: Int = 4096
     /// Bytes accepted but not yet written; past this the receiver answers 503.

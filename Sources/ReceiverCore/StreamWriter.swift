@@ -50,6 +50,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
     private let archive: ArchiveFile?
     private let capacity: Int
     private let maxQueuedBytes: Int
+    private let metrics: ReceiverMetrics?
     private let logger: Logger
 
     private let condition = NSCondition()
@@ -66,11 +67,12 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// - Parameters:
     ///   - outputFD: where the stream goes (stdout, 1, in production).
     ///   - archive: a durable copy written before the output, or nil.
-    public init(outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int, logger: Logger) {
+    public init(outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int, metrics: ReceiverMetrics? = nil, logger: Logger) {
         self.outputFD = outputFD
         self.archive = archive
         self.capacity = max(1, capacity)
         self.maxQueuedBytes = max(1, maxQueuedBytes)
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -186,15 +188,23 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
             if let archive {
                 do {
+                    let started = DispatchTime.now()
                     try archive.append(buffer)
+                    metrics?.archiveDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
                 } catch {
                     logger.error("archive write failed; answering 503 until it recovers", metadata: ["error": "\(error)", "lines": "\(batch.count)"])
                     finish(batch, with: .unavailable("the archive cannot be written"))
                     continue
                 }
             }
+            let started = DispatchTime.now()
             let result = buffer.withUnsafeBytes { writeFully(outputFD, $0) }
             if result == 0 {
+                if let metrics {
+                    metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+                    metrics.bytesWritten.increment(by: buffer.count)
+                    metrics.linesWritten.increment(by: batch.count)
+                }
                 finish(batch, with: .written)
                 continue
             }
@@ -216,7 +226,9 @@ public final class StreamWriter: Service, @unchecked Sendable {
     private func finish(_ entries: [Entry], with outcome: Outcome) {
         condition.lock()
         inFlight = 0
+        let depth = queue.count
         condition.unlock()
+        metrics?.queueDepth.record(depth)
         for entry in entries { entry.continuation.resume(returning: outcome) }
     }
 }

@@ -58,6 +58,18 @@ import WebhookModel
         #expect(health.status == 200)
         #expect(try json(health.body) == .object([("status", .string("ok"))]))
 
+        // Every answer above is counted by status; the write path is measured.
+        let metrics = try httpRequest(port: port, "GET", "/metrics", headers: [:])
+        #expect(metrics.status == 200)
+        #expect(metrics.header("content-type")?.hasPrefix("text/plain") == true)
+        for (status, count) in [(202, 1), (400, 1), (401, 0), (404, 1), (405, 2), (413, 1), (415, 2), (422, 2)] where count > 0 {
+            #expect(metrics.text.contains(#"meetperry_receiver_requests_total{status="\#(status)"} \#(count)"#), "status \(status)")
+        }
+        #expect(metrics.text.contains("meetperry_receiver_stream_lines_total 1"))
+        #expect(metrics.text.contains("meetperry_receiver_stream_write_seconds_count 1"))
+        #expect(metrics.text.contains("meetperry_receiver_queue_depth"))
+        #expect(metrics.text.contains("meetperry_receiver_stream_bytes_total"))
+
         // Only the one valid webhook reached the stream.
         receiver.process.signal(SIGTERM)
         #expect(try receiver.process.waitForExit() == 0)
@@ -259,6 +271,32 @@ import WebhookModel
         let archived = try String(contentsOfFile: archive, encoding: .utf8).split(separator: "\n").map(String.init)
         #expect(archived == out)
         #expect(out.count == 400)
+    }
+
+    @Test func rotatesTheArchiveBySizeWithoutLosingOrSplittingALine() throws {
+        let dir = try makeTemporaryDirectory()
+        let archive = dir + "/archive.ndjson"
+        let receiver = try RunningReceiver(environment: ["ARCHIVE_PATH": archive, "ARCHIVE_ROTATE_BYTES": "2000"])
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        onThreads(4) { t in
+            for i in 0..<25 { _ = try? httpRequest(port: receiver.port, body: webhookJSON(id: "r\(t)-\(i)")) }
+        }
+        receiver.process.signal(SIGTERM)
+        #expect(try receiver.process.waitForExit() == 0)
+        let out = try lines.waitForEOF()
+        #expect(out.count == 100)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        let segments = files.filter { $0.hasPrefix("archive.ndjson.") }
+        #expect(segments.count >= 5, "segments: \(files)")
+        #expect(segments.allSatisfy { $0.range(of: #"^archive\.ndjson\.\d{8}T\d{6}\.\d{6}Z$"#, options: .regularExpression) != nil })
+        var archived: [String] = []
+        for name in segments + ["archive.ndjson"] {
+            let text = try String(contentsOfFile: dir + "/" + name, encoding: .utf8)
+            #expect(text.isEmpty || text.hasSuffix("\n"))
+            if name != "archive.ndjson" { #expect(text.utf8.count <= 2000 || text.split(separator: "\n").count == 1) }
+            archived += text.split(separator: "\n").map(String.init)
+        }
+        #expect(archived == out, "segments in name order hold every line once, in stream order")
     }
 
     @Test func refusesBadSettingsWithUsageExit() throws {

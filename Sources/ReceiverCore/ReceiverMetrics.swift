@@ -1,0 +1,59 @@
+import CoreMetrics
+import Foundation
+import Prometheus
+
+/// The receiver's Prometheus metrics, served on `GET /metrics`: requests by
+/// status, the queue in front of stdout, bytes written, and how long writing
+/// and archiving (write + fdatasync) take. Built on swift-metrics with an
+/// explicit `PrometheusMetricsFactory`, so nothing is bootstrapped globally
+/// and every test can have its own registry.
+public final class ReceiverMetrics: @unchecked Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+    private let lock = NSLock()
+    private var requestCounters: [Int: CoreMetrics.Counter] = [:]
+    let queueDepth: CoreMetrics.Gauge
+    let bytesWritten: CoreMetrics.Counter
+    let linesWritten: CoreMetrics.Counter
+    let writeDuration: CoreMetrics.Timer
+    let archiveDuration: CoreMetrics.Timer
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let latencyBuckets: [Duration] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+            .milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5),
+        ]
+        factory.durationHistogramBuckets = [
+            "meetperry_receiver_stream_write_seconds": latencyBuckets,
+            "meetperry_receiver_archive_append_seconds": latencyBuckets,
+        ]
+        self.factory = factory
+        queueDepth = Gauge(label: "meetperry_receiver_queue_depth", factory: factory)
+        bytesWritten = Counter(label: "meetperry_receiver_stream_bytes_total", factory: factory)
+        linesWritten = Counter(label: "meetperry_receiver_stream_lines_total", factory: factory)
+        writeDuration = Timer(label: "meetperry_receiver_stream_write_seconds", factory: factory)
+        archiveDuration = Timer(label: "meetperry_receiver_archive_append_seconds", factory: factory)
+    }
+
+    /// Counts one answered request.
+    func countRequest(status: Int) {
+        lock.lock()
+        let counter: CoreMetrics.Counter
+        if let existing = requestCounters[status] {
+            counter = existing
+        } else {
+            counter = Counter(label: "meetperry_receiver_requests_total", dimensions: [("status", String(status))], factory: factory)
+            requestCounters[status] = counter
+        }
+        lock.unlock()
+        counter.increment()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func exposition() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+}

@@ -110,6 +110,10 @@ let package = Package(
             dependencies: ["ApplierCore", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "Receiver"]
         ),
         .testTarget(
+            name: "PipelineTests",
+            dependencies: ["LibPQ", "TestSupport", "WebhookModel", "Receiver", "ApplierCommand", "ReporterCommand"]
+        ),
+        .testTarget(
             name: "ReporterTests",
             dependencies: [
                 "ReporterCore", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ReporterCommand", "ApplierCommand",

@@ -1,0 +1,187 @@
+import Foundation
+import LibPQ
+import Testing
+import TestSupport
+import WebhookModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `pipeline.sh` itself, as an operator runs it: its own private cluster in a
+/// temporary state directory, the built binaries, real HTTP, real signals.
+@Suite(.serialized) struct PipelineTests {
+    /// One pipeline.sh run and where it keeps its state.
+    final class Pipeline: @unchecked Sendable {
+        let varDir: String
+        let httpPort: Int
+        let pgPort: Int
+        let reportDir: String
+        private(set) var process: ChildProcess?
+        private var runs = 0
+
+        init() throws {
+            varDir = try makeTemporaryDirectory("pipeline")
+            chmod(varDir, 0o755)  // the postgres user must reach the cluster inside
+            httpPort = freePort()
+            pgPort = 20_000 + Int.random(in: 0..<20_000)
+            reportDir = varDir + "/reports"
+        }
+
+        func start() throws {
+            runs += 1
+            let binDir = (executable("receiver") as NSString).deletingLastPathComponent
+            process = try ChildProcess("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: [
+                "MEETPERRY_VAR_DIR": varDir,
+                "MEETPERRY_BIN_DIR": binDir,
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": String(httpPort),
+                "PIPELINE_PG_PORT": String(pgPort),
+                "REPORT_DIR": reportDir,
+                "REPORT_INTERVAL_SECONDS": "1",
+                "DATABASE_URL": "",
+                "DB_HOST": "",
+                "LOG_LEVEL": "info",
+            ], stdout: .file(varDir + "/pipeline-\(runs).out"), stderr: .file(varDir + "/pipeline-\(runs).err"))
+            let deadline = Date().addingTimeInterval(120)
+            while Date() < deadline {
+                if let health = try? httpRequest(port: httpPort, "GET", "/healthz", headers: [:]), health.status == 200 { return }
+                guard process!.isRunning else { throw TestFailure("pipeline.sh exited early: \(log)") }
+                usleep(100_000)
+            }
+            throw TestFailure("pipeline.sh did not come up: \(log)")
+        }
+
+        var log: String { (try? String(contentsOfFile: varDir + "/pipeline-\(runs).err", encoding: .utf8)) ?? "" }
+
+        func pid(_ name: String) -> pid_t? {
+            (try? String(contentsOfFile: varDir + "/run/\(name).pid", encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+
+        var conninfo: String { "host=\(varDir)/postgres port=\(pgPort) user=postgres dbname=meetperry connect_timeout=5" }
+
+        /// Every process still running that was started by this pipeline (they inherit its environment).
+        func survivors() -> [String] {
+            let marker = Array("MEETPERRY_VAR_DIR=\(varDir)".utf8) + [0]
+            var found: [String] = []
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = Int32(entry), pid != getpid() else { continue }
+                guard let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { continue }
+                let bytes = [UInt8](environ)
+                let cmdline = String(decoding: FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") ?? Data(), as: UTF8.self)
+                    .replacingOccurrences(of: "\0", with: " ")
+                if bytes.firstRange(of: marker) != nil || cmdline.contains("\(varDir)/postgres/data") {
+                    found.append("\(pid): \(cmdline)")
+                }
+            }
+            return found
+        }
+
+        func stop(_ signal: Int32 = SIGINT) throws -> Int32 {
+            guard let process else { return 0 }
+            process.signal(signal)
+            return try process.waitForExit(timeout: 120)
+        }
+    }
+
+    @Test func everyAcknowledgedWebhookSurvivesAKilledApplier() throws {
+        let pipeline = try Pipeline()
+        try pipeline.start()
+        let accepted = Collected<String>()
+        let stopPosting = Atomic(false)
+        let posters = DispatchGroup()
+        posters.enter()
+        Thread {
+            onThreads(4) { t in
+                var i = 0
+                while !stopPosting.value {
+                    let id = "p\(t)-\(i)"
+                    i += 1
+                    let body = webhookJSON(id: id, userId: "u\(t)", isCompleted: i % 3 == 0, timestamp: Timestamp.now().canonical)
+                    if let result = try? httpRequest(port: pipeline.httpPort, body: body), result.status == 202 {
+                        accepted.append(id)
+                    } else {
+                        usleep(20_000)
+                    }
+                }
+            }
+            posters.leave()
+        }.start()
+
+        // Mid-stream: the applier is killed outright.
+        try waitUntil("300 webhooks accepted") { accepted.all.count >= 300 }
+        guard let applier = pipeline.pid("applier") else { throw TestFailure("no applier pid: \(pipeline.log)") }
+        kill(applier, SIGKILL)
+        // The pipeline notices, stops acknowledging and exits non-zero for its supervisor.
+        #expect(try pipeline.process!.waitForExit(timeout: 60) == 1)
+        #expect(pipeline.log.contains("the applier exited"))
+        let acknowledgedBeforeRestart = accepted.all.count
+
+        // The supervisor starts it again: the replay puts back whatever the dead applier held.
+        try pipeline.start()
+        #expect(pipeline.log.contains("replaying"))
+        try waitUntil("100 more accepted after the restart") { accepted.all.count >= acknowledgedBeforeRestart + 100 }
+        stopPosting.value = true
+        posters.wait()
+
+        let ids = Set(accepted.all)
+        let db = try PGConnection(conninfo: pipeline.conninfo)
+        try waitUntil("every accepted webhook stored") {
+            let stored = (try? db.execute("SELECT count(*) FROM meetperry.task WHERE external_id = ANY($1::text[])", [PGArray.literal(ids)]).scalar) ?? nil
+            return stored == String(ids.count)
+        }
+        let missing = try db.execute("SELECT count(*) FROM unnest($1::text[]) AS a(id) WHERE NOT EXISTS (SELECT 1 FROM meetperry.task t WHERE t.external_id = a.id)",
+                                     [PGArray.literal(ids)]).scalar
+        #expect(missing == "0", "every webhook that got a 202 is in meetperry.task")
+        db.close()
+
+        // The reporter runs every second and writes per-user files.
+        try waitUntil("report files") { ((try? FileManager.default.contentsOfDirectory(atPath: pipeline.reportDir)) ?? []).contains { $0.hasPrefix("task_report_u") } }
+
+        #expect(try pipeline.stop(SIGINT) == 0)
+        #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
+    }
+
+    @Test func ctrlCStopsEveryProcessItStartedAndTheNextStartReusesTheData() throws {
+        let pipeline = try Pipeline()
+        try pipeline.start()
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "kept")).status == 202)
+        let started = ["receiver", "applier", "pipeline"].compactMap(pipeline.pid)
+        #expect(started.count == 3)
+        #expect(!pipeline.survivors().isEmpty)
+
+        #expect(try pipeline.stop(SIGINT) == 0, "\(pipeline.log)")
+        #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
+        #expect(started.allSatisfy { kill($0, 0) != 0 })
+        #expect(pipeline.log.contains("stopped"))
+        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: pipeline.reportDir)) ?? []).filter { !$0.hasPrefix("task_report_") }
+        #expect(leftovers.isEmpty, "no half-written report files: \(leftovers)")
+
+        // Second start: the same cluster and data, nothing to initialise again.
+        try pipeline.start()
+        #expect(!pipeline.log.contains("creating a private PostgreSQL cluster"))
+        let db = try PGConnection(conninfo: pipeline.conninfo)
+        #expect(try db.execute("SELECT count(*) FROM meetperry.task WHERE external_id = 'kept'").scalar == "1")
+        db.close()
+        #expect(try pipeline.stop(SIGTERM) == 0)
+        #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
+    }
+}
+
+/// A flag shared with posting threads.
+final class Atomic<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T
+    init(_ value: T) { stored = value }
+    var value: T {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}
+
+func waitUntil(_ what: String, timeout: Double = 60, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !condition() {
+        if Date() > deadline { throw TestFailure("not within \(timeout)s: \(what)") }
+        usleep(50_000)
+    }
+}

@@ -48,7 +48,15 @@ struct ApplierCommand: ParsableCommand {
         signal(SIGPIPE, SIG_IGN)
         ShutdownSignal.install()
         logger.info("applier reading stdin", metadata: ["database": "\(ConnectionString.redacted(config.conninfo))", "batch.size": "\(config.batchSize)", "batch.ms": "\(config.batchMilliseconds)"])
-        let exit = Applier(configuration: config, logger: logger).run()
+        let applier = Applier(configuration: config, logger: logger)
+        let display = TerminalProgress()
+        if let display {
+            applier.progress = { counts, done in
+                if done { return display.finish() }
+                display.update("read \(counts.read) lines, applied \(counts.applied), duplicates \(counts.duplicates), rejected \(counts.rejected), \(Int(Double(counts.read) / max(counts.seconds, 0.001))) events/s")
+            }
+        }
+        let exit = applier.run()
         if exit != .done { throw ExitCode(exit.rawValue) }
     }
 }

@@ -25,6 +25,9 @@ public final class Applier {
     private let rejects: RejectWriter
     private let committers: [BatchCommitter]
     public private(set) var summary = ApplierSummary()
+    /// Called now and then with the counts so far (the executable draws them
+    /// on a terminal), and once with `done` before the summary is logged.
+    public var progress: ((_ counts: ApplierSummary, _ done: Bool) -> Void)?
 
     public init(configuration: ApplierConfiguration, logger: Logger, inputFD: Int32 = 0, outputFD: Int32 = 1) {
         self.configuration = configuration
@@ -44,6 +47,7 @@ public final class Applier {
             summary = committers.reduce(decoded) { $0.adding($1.countsSoFar) }
             summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
             rejects.flush()
+            progress?(summary, true)
             logger.notice("applier finished: \(summary.line)")
         }
         do {
@@ -61,6 +65,7 @@ public final class Applier {
 
     /// Reads until EOF or a stop request; `counts` gets what decoding saw (read, rejected).
     private func loop(_ counts: inout ApplierSummary) throws {
+        let started = DispatchTime.now().uptimeNanoseconds
         var batch: [TaskStore.Incoming] = []
         batch.reserveCapacity(configuration.batchSize)
         var batchStarted: UInt64 = 0
@@ -119,6 +124,11 @@ public final class Applier {
                 return
             }
             try take(item)
+            if let progress, counts.read & 1023 == 0 || item.isIdle {
+                var sofar = committers.reduce(counts) { $0.adding($1.countsSoFar) }
+                sofar.seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                progress(sofar, false)
+            }
             // A steady trickle never times out the poll: the latency bound is checked after every line too.
             if !batch.isEmpty && elapsedMilliseconds() >= configuration.batchMilliseconds { try flushBatch() }
         }

@@ -15,6 +15,14 @@ public final class LineReader {
         /// A signal interrupted the wait (the caller checks why).
         case interrupted
         case endOfFile
+
+        /// Nothing was read (a timeout or a signal).
+        public var isIdle: Bool {
+            switch self {
+            case .timeout, .interrupted: return true
+            default: return false
+            }
+        }
     }
 
     /// Why reading failed (not EOF, not a signal).

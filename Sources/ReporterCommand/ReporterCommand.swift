@@ -71,7 +71,17 @@ struct ReporterCommand: ParsableCommand {
         LogSetup.bootstrap(level: logLevel ?? Settings().string("LOG_LEVEL"))
         let logger = Logger(label: "reporter")
         do {
-            switch try Reporter(configuration: config, logger: logger).run() {
+            var reporter = Reporter(configuration: config, logger: logger)
+            let display = TerminalProgress()
+            if let display {
+                reporter.progress = { display.update("users \($0.users), files \($0.files), tasks \($0.tasks), \(String(format: "%.1f", $0.seconds)) s") }
+            }
+            let outcome: Reporter.Outcome
+            do {
+                defer { display?.finish() }
+                outcome = try reporter.run()
+            }
+            switch outcome {
             case .done(let summary):
                 logger.notice("reporter finished: \(summary)")
             case .locked:

@@ -32,6 +32,8 @@ public struct Reporter {
     public let logger: Logger
     /// Called after each file is renamed into place (tests use it to fail mid-run).
     public var afterEachFile: ((Int) throws -> Void)?
+    /// Called after each user with the counts so far (the executable draws them on a terminal).
+    public var progress: ((Summary) -> Void)?
 
     public init(configuration: ReporterConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -67,11 +69,17 @@ public struct Reporter {
             summary.tasks += report.taskCount
             try afterEachFile?(summary.files)
         }
+        func report() {
+            guard let progress else { return }
+            summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+            progress(summary)
+        }
         try store.streamTasks(window, user: configuration.user) { userId, task in
             if current?.userId != userId {
                 try finish(current)
                 current = UserReport(userId: userId, window: window)
                 summary.users += 1
+                report()
             }
             current!.add(task)
         }

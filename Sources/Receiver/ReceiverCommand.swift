@@ -29,6 +29,8 @@ struct ReceiverCommand: AsyncParsableCommand {
     @Option(help: "Lines waiting for stdout before answering 503 [QUEUE_CAPACITY, default 4096].") var queueCapacity: Int?
     @Option(help: "Bytes waiting for stdout before answering 503 [QUEUE_BYTES, default 8388608].") var queueBytes: Int?
     @Option(help: "Seconds an idle connection is kept [IDLE_TIMEOUT_SECONDS, default 60].") var idleTimeoutSeconds: Int?
+    @Option(help: "Seconds a connection has to send each whole request [REQUEST_TIMEOUT_SECONDS, default 30].") var requestTimeoutSeconds: Int?
+    @Option(help: "Connections open at once; more wait to be accepted [MAX_CONNECTIONS, default 4096].") var maxConnections: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
 
     func resolve() throws -> ReceiverConfiguration {
@@ -43,6 +45,8 @@ struct ReceiverCommand: AsyncParsableCommand {
         config.archiveRotateDaily = try settings.bool(archiveRotateDaily, "ARCHIVE_ROTATE_DAILY", default: config.archiveRotateDaily)
         config.queueCapacity = try settings.int(queueCapacity, "QUEUE_CAPACITY", default: config.queueCapacity, range: 1...1_000_000)
         config.queueBytes = try settings.int(queueBytes, "QUEUE_BYTES", default: config.queueBytes, range: 1...(1 << 34))
+        config.requestTimeoutSeconds = try settings.int(requestTimeoutSeconds, "REQUEST_TIMEOUT_SECONDS", default: config.requestTimeoutSeconds, range: 1...86_400)
+        config.maxConnections = try settings.int(maxConnections, "MAX_CONNECTIONS", default: config.maxConnections, range: 1...1_000_000)
         config.idleTimeoutSeconds = try settings.int(idleTimeoutSeconds, "IDLE_TIMEOUT_SECONDS", default: config.idleTimeoutSeconds, range: 1...86_400)
         if let secret = config.webhookSecret {
             do { _ = try SignatureVerifier(secret: secret) } catch { throw ValidationError("\(error)") }
@@ -55,8 +59,11 @@ struct ReceiverCommand: AsyncParsableCommand {
         do { config = try resolve() } catch let error as Settings.InvalidSetting { throw ValidationError(error.description) }
         LogSetup.bootstrap(level: logLevel ?? Settings().string("LOG_LEVEL"))
         let logger = Logger(label: "receiver")
-        // A closed stdout must surface as EPIPE from write(), not kill the process.
+        // A closed stdout must surface as EPIPE from write(), not kill the process;
+        // an archive past the file-size limit as EFBIG (503), not SIGXFSZ.
         signal(SIGPIPE, SIG_IGN)
+        signal(SIGXFSZ, SIG_IGN)
+        raiseOpenFileLimit(to: config.maxConnections + 64, logger: logger)
         do {
             try await runReceiver(configuration: config, logger: logger)
         } catch let failure as StreamWriter.Failure {
@@ -69,3 +76,14 @@ struct ReceiverCommand: AsyncParsableCommand {
     }
 }
 
+
+/// Lifts the soft limit on open files (often 1024) towards the hard limit, so
+/// that `MAX_CONNECTIONS` connections can actually be open.
+func raiseOpenFileLimit(to wanted: Int, logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < rlim_t(wanted) else { return }
+    limit.rlim_cur = min(rlim_t(wanted), limit.rlim_max)
+    if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) != 0 || limit.rlim_cur < rlim_t(wanted) {
+        logger.warning("the open-file limit is below MAX_CONNECTIONS", metadata: ["limit": "\(limit.rlim_cur)"])
+    }
+}

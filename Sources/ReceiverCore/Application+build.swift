@@ -1,4 +1,6 @@
 import Hummingbird
+import HummingbirdCore
+import NIOCore
 import Logging
 import ServiceLifecycle
 
@@ -24,12 +26,18 @@ public func buildApplication(
             body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition()))
         )
     }
+    let requestTimeout = TimeAmount.seconds(Int64(configuration.requestTimeoutSeconds))
     return Application(
         router: router,
-        server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
+        server: .http1(configuration: .init(
+            additionalChannelHandlers: [RequestDeadlineHandler(timeout: requestTimeout, logger: logger)],
+            idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
+        )),
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port),
-            serverName: nil
+            serverName: nil,
+            backlog: 1024,
+            availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)
         ),
         logger: logger
     )

@@ -20,6 +20,11 @@ public struct ReceiverConfiguration: Sendable {
     public var retryAfterSeconds: Int = 1
     /// Seconds an idle keep-alive connection is kept open.
     public var idleTimeoutSeconds: Int = 60
+    /// Seconds a connection has to deliver each whole request (from opening,
+    /// or from the answer to its previous request); slow clients are closed.
+    public var requestTimeoutSeconds: Int = 30
+    /// Connections open at once; past this, new ones wait in the listen backlog.
+    public var maxConnections: Int = 4096
 
     public init() {}
 }

@@ -37,6 +37,8 @@ public final class ChildProcess: @unchecked Sendable {
         // by another test thread never inherits this child's pipe ends.
         spawnLock.lock()
         defer { spawnLock.unlock() }
+        // (Every descriptor this test process opens is close-on-exec: a child
+        // must not inherit another test's sockets or pipes.)
         // A child that exits while the test still writes to it must be an
         // assertion failure, not SIGPIPE killing the whole test process.
         _ = Glibc.signal(SIGPIPE, SIG_IGN)

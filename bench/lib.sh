@@ -26,7 +26,7 @@ bench_cluster_start() {
     as_postgres "$PG_BIN/initdb" -D "$BENCH_WORK/pg" -U postgres -A trust -E UTF8 --locale=C >/dev/null
     export PGHOST=$BENCH_WORK PGPORT=$((20000 + RANDOM % 20000)) PGUSER=postgres
     as_postgres "$PG_BIN/pg_ctl" -D "$BENCH_WORK/pg" -l "$BENCH_WORK/pg.log" -w \
-        -o "-p $PGPORT -k $BENCH_WORK -c listen_addresses=''" start >/dev/null
+        -o "-p $PGPORT -k $BENCH_WORK -c listen_addresses='' ${BENCH_PG_OPTIONS:-}" start >/dev/null
     export DB_HOST=$PGHOST DB_PORT=$PGPORT DB_USER=postgres
 }
 

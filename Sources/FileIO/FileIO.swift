@@ -22,7 +22,10 @@ public struct SystemCallError: Error, Sendable, CustomStringConvertible {
 /// Writes all of `bytes` to `fd`, retrying on EINTR, partial writes and
 /// EAGAIN (a non-blocking descriptor inherited from the parent). Returns 0 on
 /// success or the errno that stopped it.
-public func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
+///
+/// On a non-blocking descriptor, `whileBlocked` is called about every 100 ms
+/// while the reader is not taking data, so the caller can do its housekeeping.
+public func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, whileBlocked: (() -> Void)? = nil) -> Int32 {
     guard var pointer = bytes.baseAddress else { return 0 }
     var remaining = bytes.count
     while remaining > 0 {
@@ -36,7 +39,7 @@ public func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
         if error == EINTR { continue }
         if error == EAGAIN || error == EWOULDBLOCK {
             var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&pfd, 1, 1000)
+            if poll(&pfd, 1, 100) == 0 { whileBlocked?() }
             continue
         }
         return error

@@ -59,6 +59,7 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
         archive: archive,
         capacity: configuration.queueCapacity,
         maxQueuedBytes: configuration.queueBytes,
+        queueTimeout: .seconds(configuration.queueTimeoutSeconds),
         metrics: metrics,
         logger: logger
     )

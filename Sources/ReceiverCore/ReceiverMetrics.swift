@@ -11,6 +11,8 @@ public final class ReceiverMetrics: @unchecked Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
     private let lock = NSLock()
+    /// The statuses the receiver answers, made up front: counting them takes no lock.
+    private let commonRequestCounters: [Int: CoreMetrics.Counter]
     private var requestCounters: [Int: CoreMetrics.Counter] = [:]
     let queueDepth: CoreMetrics.Gauge
     let bytesWritten: CoreMetrics.Counter
@@ -31,6 +33,11 @@ public final class ReceiverMetrics: @unchecked Sendable {
             "meetperry_receiver_archive_append_seconds": latencyBuckets,
         ]
         self.factory = factory
+        var common: [Int: CoreMetrics.Counter] = [:]
+        for status in [200, 202, 400, 401, 404, 405, 413, 415, 422, 500, 503] {
+            common[status] = Counter(label: "meetperry_receiver_requests_total", dimensions: [("status", String(status))], factory: factory)
+        }
+        commonRequestCounters = common
         queueDepth = Gauge(label: "meetperry_receiver_queue_depth", factory: factory)
         bytesWritten = Counter(label: "meetperry_receiver_stream_bytes_total", factory: factory)
         linesWritten = Counter(label: "meetperry_receiver_stream_lines_total", factory: factory)
@@ -40,6 +47,7 @@ public final class ReceiverMetrics: @unchecked Sendable {
 
     /// Counts one answered request.
     func countRequest(status: Int) {
+        if let counter = commonRequestCounters[status] { return counter.increment() }
         lock.lock()
         let counter: CoreMetrics.Counter
         if let existing = requestCounters[status] {

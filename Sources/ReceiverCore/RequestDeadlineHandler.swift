@@ -18,7 +18,10 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private let timeout: TimeAmount
     private let logger: Logger
-    private var deadline: Scheduled<Void>?
+    /// When the connection started waiting for its client; nil while a complete request is answered.
+    private var waitingSince: NIODeadline?
+    /// One repeating check per connection (not a timer per request: this runs for every request).
+    private var check: RepeatedTask?
     /// Requests received whole and not yet answered.
     private var unanswered = 0
 
@@ -28,27 +31,29 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { arm(context) }
+        if context.channel.isActive { start(context) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        arm(context)
+        start(context)
         context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        disarm()
+        check?.cancel()
+        check = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        disarm()
+        check?.cancel()
+        check = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .end = unwrapInboundIn(data) {
             unanswered += 1
-            disarm()
+            waitingSince = nil
         }
         context.fireChannelRead(data)
     }
@@ -56,24 +61,25 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data) {
             unanswered = max(0, unanswered - 1)
-            if unanswered == 0 { arm(context) }
+            if unanswered == 0 { waitingSince = .now() }
         }
         context.write(data, promise: promise)
     }
 
-    private func arm(_ context: ChannelHandlerContext) {
-        disarm()
-        let timeout = self.timeout
-        let logger = self.logger
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.scheduleTask(in: timeout) {
-            logger.info("closing a connection that sent no whole request in time", metadata: ["timeout": "\(timeout)"])
-            loopBound.value.close(promise: nil)
+    private func start(_ context: ChannelHandlerContext) {
+        guard check == nil else { return }
+        waitingSince = .now()
+        // Checked four times per timeout (at most once a second): a connection
+        // is closed between `timeout` and 1.25 × `timeout` after it began waiting.
+        let interval = max(TimeAmount.milliseconds(250), min(.seconds(1), TimeAmount.nanoseconds(timeout.nanoseconds / 4)))
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        check = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+            let (handler, context) = loopBound.value
+            guard let since = handler.waitingSince, NIODeadline.now() - since >= handler.timeout else { return }
+            task.cancel()
+            handler.check = nil
+            handler.logger.info("closing a connection that sent no whole request in time", metadata: ["timeout": "\(handler.timeout)"])
+            context.close(promise: nil)
         }
-    }
-
-    private func disarm() {
-        deadline?.cancel()
-        deadline = nil
     }
 }

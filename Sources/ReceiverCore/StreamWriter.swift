@@ -43,6 +43,8 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
     private struct Entry {
         var line: [UInt8]
+        /// When it was queued (monotonic nanoseconds).
+        var queuedAt: UInt64 = DispatchTime.now().uptimeNanoseconds
         var continuation: UnsafeContinuation<Outcome, Never>
     }
 
@@ -67,7 +69,16 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// - Parameters:
     ///   - outputFD: where the stream goes (stdout, 1, in production).
     ///   - archive: a durable copy written before the output, or nil.
-    public init(outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int, metrics: ReceiverMetrics? = nil, logger: Logger) {
+    private let queueTimeoutNanoseconds: UInt64
+
+    /// - Parameter queueTimeout: a line still queued (not yet being written)
+    ///   this long after it arrived is taken back and refused with 503, so a
+    ///   stalled reader never holds a sender for longer than that.
+    public init(
+        outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int, queueTimeout: Duration = .seconds(10),
+        metrics: ReceiverMetrics? = nil, logger: Logger
+    ) {
+        self.queueTimeoutNanoseconds = UInt64(queueTimeout.components.seconds) * 1_000_000_000 + UInt64(queueTimeout.components.attoseconds / 1_000_000_000)
         self.outputFD = outputFD
         self.archive = archive
         self.capacity = max(1, capacity)
@@ -113,6 +124,13 @@ public final class StreamWriter: Service, @unchecked Sendable {
         defer { condition.unlock() }
         guard !started else { return }
         started = true
+        // A pipe or socket is written without blocking, so that while its reader
+        // stalls the writer can still refuse lines that waited too long. (Not a
+        // terminal or file: their descriptions may be shared with the shell.)
+        var info = stat()
+        if fstat(outputFD, &info) == 0 && (info.st_mode & S_IFMT == S_IFIFO || info.st_mode & S_IFMT == S_IFSOCK) {
+            _ = fcntl(outputFD, F_SETFL, fcntl(outputFD, F_GETFL) | O_NONBLOCK)
+        }
         let thread = Thread { [self] in self.writeLoop() }
         thread.name = "stream-writer"
         thread.start()
@@ -167,7 +185,17 @@ public final class StreamWriter: Service, @unchecked Sendable {
         var buffer: [UInt8] = []
         while true {
             condition.lock()
-            while queue.isEmpty && !stopRequested { condition.wait() }
+            while queue.isEmpty && !stopRequested {
+                // Idle: look at the output once a second, so a reader that went
+                // away is noticed (and the receiver exits for a restart) even
+                // when no webhook arrives to find out by writing.
+                if !condition.wait(until: Date().addingTimeInterval(1)) && queue.isEmpty && !stopRequested && outputHungUp() {
+                    failure = .outputClosed(errno: EPIPE)
+                    closedReason = "the output stream is closed"
+                    stopRequested = true
+                    logger.critical("stream output failed; refusing all further webhooks", metadata: ["error": "\(failure!)"])
+                }
+            }
             if queue.isEmpty {
                 threadExited = true
                 let waiters = exitWaiters
@@ -198,7 +226,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
                 }
             }
             let started = DispatchTime.now()
-            let result = buffer.withUnsafeBytes { writeFully(outputFD, $0) }
+            let result = buffer.withUnsafeBytes { writeFully(outputFD, $0, whileBlocked: expireStaleEntries) }
             if result == 0 {
                 if let metrics {
                     metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
@@ -221,6 +249,31 @@ public final class StreamWriter: Service, @unchecked Sendable {
             finish(batch, with: .unavailable("the output stream is closed"))
             finish(stranded, with: .unavailable("the output stream is closed"))
         }
+    }
+
+    /// While the reader is not taking data: refuses (503) every line that has
+    /// waited in the queue longer than the queue timeout. Only lines not yet
+    /// handed to write() are taken back, so nothing refused was written.
+    private func expireStaleEntries() {
+        let cutoff = DispatchTime.now().uptimeNanoseconds &- queueTimeoutNanoseconds
+        condition.lock()
+        guard let first = queue.first, first.queuedAt < cutoff else {
+            condition.unlock()
+            return
+        }
+        let stale = queue.filter { $0.queuedAt < cutoff }
+        queue.removeAll { $0.queuedAt < cutoff }
+        queuedBytes = queue.reduce(0) { $0 + $1.line.count }
+        condition.unlock()
+        logger.warning("the stream reader is stalled: refusing lines queued too long", metadata: ["lines": "\(stale.count)"])
+        for entry in stale { entry.continuation.resume(returning: .overloaded) }
+    }
+
+    /// Whether the output is a pipe or socket whose reader has gone (POLLERR/POLLHUP on the write end).
+    private func outputHungUp() -> Bool {
+        var pfd = pollfd(fd: outputFD, events: Int16(POLLOUT), revents: 0)
+        guard poll(&pfd, 1, 0) == 1 else { return false }
+        return pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0
     }
 
     private func finish(_ entries: [Entry], with outcome: Outcome) {

@@ -133,6 +133,32 @@ import WebhookModel
         #expect(run.stderr.contains("rejected=7"))
     }
 
+    @Test func sqlInEveryFieldIsStoredAsTextAndNeverExecuted() throws {
+        let db = try freshDatabase()
+        let hostile = [
+            "'); DROP TABLE meetperry.task; --",
+            "\"; DELETE FROM meetperry.task_event WHERE ''='",
+            "$1::text) OR 1=1 --",
+            "\\N\ttab\nnew line\\.",
+            "{\"a\",b}",
+            "'||pg_sleep(10)||'",
+        ]
+        let events = hostile.enumerated().flatMap { i, text in
+            [event(.created, i, id: text, user: text, content: text), event(.updated, i + 1, id: text, user: text, content: text + " v2", done: true)]
+        }
+        let started = Date()
+        let run = try runApplier(stream(events), conninfo: db)
+        #expect(run.exitCode == 0)
+        #expect(run.rejects.isEmpty)
+        #expect(Date().timeIntervalSince(started) < 10, "no pg_sleep ran")
+        let rows = try taskRows(db)
+        #expect(rows.map { $0[0]! }.sorted() == hostile.sorted())
+        for row in rows { #expect(row[1] == row[0] && row[2] == row[0]! + " v2") }
+        // The other tables are intact too.
+        let events2 = try PGConnection(conninfo: db).execute("SELECT count(*) FROM meetperry.task_event").scalar
+        #expect(events2 == String(events.count))
+    }
+
     @Test func aLineLongerThanTheLimitIsRejectedNotBuffered() throws {
         let db = try freshDatabase()
         let long = webhookJSON(id: "long", content: String(repeating: "z", count: 5000))

@@ -51,6 +51,14 @@ import Glibc
             throw TestFailure("pipeline.sh did not come up: \(log)")
         }
 
+        /// A test that fails midway still stops what it started.
+        deinit {
+            if let process, process.isRunning {
+                process.signal(SIGTERM)
+                _ = try? process.waitForExit(timeout: 60)
+            }
+        }
+
         var log: String { (try? String(contentsOfFile: varDir + "/pipeline-\(runs).err", encoding: .utf8)) ?? "" }
 
         func pid(_ name: String) -> pid_t? {
@@ -58,6 +66,24 @@ import Glibc
         }
 
         var conninfo: String { "host=\(varDir)/postgres port=\(pgPort) user=postgres dbname=meetperry connect_timeout=5" }
+
+        /// Waits for a process of the built `name` started by this pipeline; returns its pid.
+        func waitForProcess(named name: String, timeout: Double) throws -> pid_t {
+            let binary = URL(fileURLWithPath: executable(name)).resolvingSymlinksInPath().path
+            let marker = Array("MEETPERRY_VAR_DIR=\(varDir)".utf8) + [0]
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                    guard let pid = pid_t(entry),
+                          (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(entry)/exe")) == binary,
+                          let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ"),
+                          [UInt8](environ).firstRange(of: marker) != nil else { continue }
+                    return pid
+                }
+                usleep(1_000)
+            }
+            throw TestFailure("no \(name) of this pipeline ran within \(timeout)s")
+        }
 
         /// Every process still running that was started by this pipeline (they inherit its environment).
         func survivors() -> [String] {

@@ -220,6 +220,14 @@ import WebhookModel
         #expect(receiver.stderr.contains("EPIPE"))
     }
 
+    @Test func aReaderThatGoesAwayIsNoticedWithoutTraffic() throws {
+        let receiver = try RunningReceiver()
+        receiver.process.closeStdout()
+        // No webhook arrives to hit EPIPE: the idle writer looks at its output itself.
+        #expect(try receiver.process.waitForExit(timeout: 10) == 74)
+        #expect(receiver.stderr.contains("EPIPE"))
+    }
+
     @Test func verifiesStandardWebhooksSignatures() throws {
         let secret = "whsec_" + Data("a test secret of some length".utf8).base64EncodedString()
         let receiver = try RunningReceiver(environment: ["WEBHOOK_SECRET": secret])

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The whole pipeline under load, against its two halves alone, in one run.
+#   bash bench/e2e.sh [seconds] [connections]        (default 60 64)
+#
+# 1. receiver alone (archive on, stdout to /dev/null): wrk req/s.
+# 2. applier alone: `applier < archive` of as many webhooks, fresh database: events/s.
+# 3. receiver --archive-path … | applier (what pipeline.sh runs), fresh database,
+#    wrk at full speed: webhooks applied per second (rows / time until the last
+#    row is visible), peak RSS of both, and rows against 202s (nothing lost).
+# 4. the same at half that rate: p50/p99 of 202-to-row-visible latency, from the
+#    receiver's receivedAt stamp to the commit time of the row's transaction
+#    (track_commit_timestamp=on, the one setting changed from the defaults).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-60}
+CONNECTIONS=${2:-64}
+export BENCH_PG_OPTIONS="-c track_commit_timestamp=on"
+source bench/lib.sh
+for tool in wrk; do command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install wrk)" >&2; exit 1; }; done
+[ -x .build/release/receiver ] && [ -x .build/release/applier ] || swift build -c release >&2
+bench_cluster_start
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: nothing listens on $1" >&2; exit 1; }
+
+# Every request a new task (so rows must equal 202s); RATE_DELAY_MS > 0 paces each connection.
+cat > "$BENCH_WORK/post.lua" <<'LUA'
+local counter = 0
+local thread_id = 0
+local delay_ms = tonumber(os.getenv("RATE_DELAY_MS") or "0")
+setup = function(thread) thread:set("id", thread_id); thread_id = thread_id + 1 end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"event":"created","timestamp":"2026-11-24T19:%02d:%02d.%03dZ","metadata":{"userId":"user%d","id":"w%d-%d-%d","content":"Buy milk, eggs and bread for the weekend #%d","isCompleted":%s}}',
+    counter % 60, counter % 59, counter % 1000, counter % 10000, id, counter, math.random(1000000000), counter, (counter % 3 == 0) and "true" or "false")
+  return wrk.format(nil, nil, nil, body)
+end
+if delay_ms > 0 then delay = function() return delay_ms end end
+LUA
+
+run_wrk() { # port seconds → "requests non2xx rps"
+    wrk -t2 -c"$CONNECTIONS" -d"${2}s" -s "$BENCH_WORK/post.lua" "http://127.0.0.1:$1/webhook" > "$BENCH_WORK/wrk.out"
+    local total non rps
+    total=$(awk '/requests in/ {print $1}' "$BENCH_WORK/wrk.out")
+    non=$(awk '/Non-2xx/ {print $5}' "$BENCH_WORK/wrk.out")
+    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$BENCH_WORK/wrk.out")
+    echo "$total ${non:-0} $rps"
+}
+hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "-"; }
+
+echo "1/4 receiver alone" >&2
+port=$(free_port)
+HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/alone.ndjson LOG_LEVEL=warning .build/release/receiver > /dev/null 2>"$BENCH_WORK/r.err" &
+rpid=$!; BENCH_PIDS+=($rpid); wait_port "$port"
+read -r _ _ receiver_rps < <(run_wrk "$port" "$DURATION")
+kill -TERM "$rpid"; wait "$rpid" 2>/dev/null || true
+
+echo "2/4 applier alone" >&2
+bench_fresh_db bench_alone
+lines=$(wc -l < "$BENCH_WORK/alone.ndjson")
+DB_NAME=bench_alone LOG_LEVEL=notice .build/release/applier < "$BENCH_WORK/alone.ndjson" > /dev/null 2> "$BENCH_WORK/a.err"
+applier_rps=$(grep -o 'events/s=[0-9]*' "$BENCH_WORK/a.err" | tail -n 1 | cut -d= -f2)
+
+pipeline() { # db seconds delay → "requests non2xx rps rows applied_per_s receiver_rss applier_rss"
+    local db=$1 seconds=$2 delay=$3 port fifo=$BENCH_WORK/stream
+    bench_fresh_db "$db"
+    port=$(free_port)
+    rm -f "$fifo"; mkfifo "$fifo"
+    DB_NAME=$db LOG_LEVEL=warning .build/release/applier --batch-ms 20 < "$fifo" > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
+    local apid=$!; BENCH_PIDS+=($apid)
+    HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/$db.ndjson LOG_LEVEL=warning .build/release/receiver > "$fifo" 2> "$BENCH_WORK/$db.receiver.err" &
+    local rpid=$!; BENCH_PIDS+=($rpid)
+    wait_port "$port"
+    local start; start=$(date +%s.%N)
+    local total non rps
+    read -r total non rps < <(RATE_DELAY_MS=$delay run_wrk "$port" "$seconds")
+    # Wait for the applier to catch up: rows stop growing.
+    local rows=0 previous=-1
+    while [ "$rows" != "$previous" ]; do
+        previous=$rows; sleep 1
+        rows=$(psql -At -d "$db" -c "SELECT count(*) FROM meetperry.task")
+    done
+    local last; last=$(psql -At -d "$db" -c "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM meetperry.task")
+    local rr ar; rr=$(hwm "$rpid"); ar=$(hwm "$apid")
+    kill -TERM "$rpid"; wait "$rpid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true
+    local applied; applied=$(awk -v r="$rows" -v s="$start" -v e="$last" 'BEGIN { printf "%.0f", r / (e - s) }')
+    echo "$total $non $rps $rows $applied $rr $ar"
+}
+
+echo "3/4 receiver | applier at full speed" >&2
+read -r e_total e_non e_rps e_rows e_applied e_rrss e_arss < <(pipeline bench_full "$DURATION" 0)
+e_ok=$((e_total - e_non))
+
+echo "4/4 receiver | applier at half that rate, latency" >&2
+half=$((e_applied / 2))
+delay=$(awk -v c="$CONNECTIONS" -v r="$half" 'BEGIN { d = c * 1000 / r; if (d < 1) d = 1; printf "%d", d }')
+read -r h_total h_non h_rps h_rows _ _ _ < <(pipeline bench_half "$((DURATION / 2))" "$delay")
+read -r p50 p99 pmax < <(psql -At -F ' ' -d bench_half -c "
+    SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 1),
+           round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 1), round(max(ms)::numeric, 1)
+    FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(t.xmin) - e.received_at) * 1000 AS ms
+          FROM meetperry.task t JOIN meetperry.task_event e ON e.external_id = t.external_id) AS l")
+
+slower=$(awk -v a="$receiver_rps" -v b="$applier_rps" 'BEGIN { print (a < b) ? a : b }')
+echo "PostgreSQL $(psql -At -d postgres -c 'SHOW server_version'), defaults + track_commit_timestamp; ${DURATION}s runs, $CONNECTIONS connections"
+printf '%-52s %12s\n' "run" "per second"
+printf '%-52s %12s\n' "receiver alone (archive on), req/s" "$receiver_rps"
+printf '%-52s %12s\n' "applier alone ($lines webhooks), events/s" "$applier_rps"
+printf '%-52s %12s\n' "receiver | applier, webhooks applied/s" "$e_applied"
+echo "ratio e2e / slower alone:  $(ratio "$e_applied" "$slower") (target >= 0.8)"
+echo "nothing lost:              $e_ok answered 202, $e_rows rows ($e_non non-2xx; rows may exceed 202s by requests cut off when wrk stopped)"
+echo "peak RSS:                  receiver $e_rrss MB, applier $e_arss MB"
+echo "half load (~$half/s asked, $h_rps/s done): 202-to-visible latency p50 ${p50} ms, p99 ${p99} ms, max ${pmax} ms (target p99 <= 100 ms); $((h_total - h_non)) 202s, $h_rows rows"

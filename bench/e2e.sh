@@ -52,7 +52,7 @@ hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || 
 
 echo "1/4 receiver alone" >&2
 port=$(free_port)
-HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/alone.ndjson LOG_LEVEL=warning .build/release/receiver > /dev/null 2>"$BENCH_WORK/r.err" &
+HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/alone.ndjson ARCHIVE_ROTATE_BYTES=0 LOG_LEVEL=warning .build/release/receiver > /dev/null 2>"$BENCH_WORK/r.err" &
 rpid=$!; BENCH_PIDS+=($rpid); wait_port "$port"
 read -r _ _ receiver_rps < <(run_wrk "$port" "$DURATION")
 kill -TERM "$rpid"; wait "$rpid" 2>/dev/null || true
@@ -68,7 +68,7 @@ pipeline() { # db seconds delay → "requests non2xx rps rows applied_per_s rece
     bench_fresh_db "$db"
     port=$(free_port)
     rm -f "$fifo"; mkfifo "$fifo"
-    DB_NAME=$db LOG_LEVEL=warning .build/release/applier --batch-ms 20 < "$fifo" > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
+    DB_NAME=$db LOG_LEVEL=warning .build/release/applier < "$fifo" > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
     local apid=$!; BENCH_PIDS+=($apid)
     HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/$db.ndjson LOG_LEVEL=warning .build/release/receiver > "$fifo" 2> "$BENCH_WORK/$db.receiver.err" &
     local rpid=$!; BENCH_PIDS+=($rpid)

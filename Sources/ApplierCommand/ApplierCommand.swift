@@ -22,7 +22,7 @@ struct ApplierCommand: ParsableCommand {
     )
 
     @Option(help: "Events per transaction at most [APPLIER_BATCH_SIZE, default 5000].") var batchSize: Int?
-    @Option(help: "Commit a batch at the latest this many ms after its first event [APPLIER_BATCH_MS, default 200].") var batchMs: Int?
+    @Option(help: "Commit a batch at the latest this many ms after its first event [APPLIER_BATCH_MS, default 50].") var batchMs: Int?
     @Option(help: "Connections committing in parallel, each for its own share of the tasks [APPLIER_CONNECTIONS, default 2].") var connections: Int?
     @Option(help: "Longest accepted line in bytes [APPLIER_MAX_LINE_BYTES, default 4194304].") var maxLineBytes: Int?
     @Option(help: "Seconds to keep retrying an unreachable database after SIGTERM [APPLIER_SHUTDOWN_TIMEOUT, default 30].") var shutdownTimeout: Int?

@@ -111,7 +111,9 @@ public final class Applier {
         }
 
         while ShutdownSignal.requests == 0 {
-            let timeout = batch.isEmpty ? 500 : Int32(max(0, min(500, configuration.batchMilliseconds - elapsedMilliseconds())))
+            // Past the latency bound with every committer still busy, look again
+            // soon: the batch goes as soon as one is free, not before.
+            let timeout = batch.isEmpty ? 500 : Int32(max(2, min(500, configuration.batchMilliseconds - elapsedMilliseconds())))
             let item: LineReader.Item
             do {
                 item = try reader.next(timeoutMilliseconds: timeout)
@@ -130,7 +132,11 @@ public final class Applier {
                 progress(sofar, false)
             }
             // A steady trickle never times out the poll: the latency bound is checked after every line too.
-            if !batch.isEmpty && elapsedMilliseconds() >= configuration.batchMilliseconds { try flushBatch() }
+            // While the committers are busy the batch keeps growing (up to --batch-size) instead of
+            // queueing behind them: it could not commit sooner, and larger batches keep up with load.
+            if !batch.isEmpty && elapsedMilliseconds() >= configuration.batchMilliseconds && committers.allSatisfy(\.isReady) {
+                try flushBatch()
+            }
         }
         // Stop reading, but lines already taken off the pipe were read: apply them too.
         var drained = 0

@@ -5,7 +5,7 @@ public struct ApplierConfiguration: Sendable {
     /// Events per transaction at most.
     public var batchSize: Int = 5000
     /// A batch is committed at the latest this long after its first event arrived.
-    public var batchMilliseconds: Int = 200
+    public var batchMilliseconds: Int = 50
     /// Longer lines are rejected (and skipped), not buffered.
     public var maxLineBytes: Int = 4 * 1_048_576
     /// After SIGTERM/SIGINT, how long to keep retrying an unreachable database before giving up (exit 75).

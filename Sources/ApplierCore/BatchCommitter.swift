@@ -62,6 +62,13 @@ final class BatchCommitter: @unchecked Sendable {
         condition.broadcast()
     }
 
+    /// Whether a batch handed over now would start committing without waiting behind another.
+    var isReady: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return waiting == nil && !busy
+    }
+
     /// Waits until every submitted batch is committed; returns the counts.
     @discardableResult
     func finish() throws -> ApplierSummary {

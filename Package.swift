@@ -99,7 +99,7 @@ let package = Package(
         ),
         // Helpers for tests that run the real executables: processes, pipes, HTTP.
         .target(name: "TestSupport", dependencies: ["LibPQ", "WebhookModel"], path: "Tests/TestSupport"),
-        .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel"]),
+        .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel", "TestSupport"]),
         .testTarget(
             name: "ReceiverTests",
             dependencies: [

@@ -144,7 +144,7 @@ import Glibc
     /// pipeline when it went down. Afterwards: every 202 is in the database,
     /// every report file is whole, and the cron record has no gap or overlap.
     @Test func killNineAnywhereOverManyRoundsLosesNothing() throws {
-        var random = SplitMix(seed: 20261125)
+        var random = SeededGenerator(seed: 20261125)
         let pipeline = try PipelineTests.Pipeline()
         try pipeline.start()
         let poster = Poster(port: { pipeline.httpPort }, prefix: "k")
@@ -199,18 +199,5 @@ import Glibc
         db.close()
         #expect(try pipeline.stop(SIGINT) == 0)
         #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
-    }
-}
-
-/// SplitMix64: a small seeded generator, so a failing round can be replayed.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import WebhookModel
 
 /// Seeded fuzzing of the decoders, run in every test run, plus a replay of
@@ -16,7 +17,7 @@ import Testing
                                     "2025-02-30", "24:00:00", "+99:99", ".0000000001", "\"event\"", "\"metadata\"", "{\"a\":"].map { Array($0.utf8) }
         + [[0xFF], [0xC3], [0xED, 0xA0, 0x80], [0xF4, 0x90, 0x80, 0x80], [0x0A], [0x0D]]
 
-    static func mutate(_ input: [UInt8], _ g: inout SplitMix64) -> [UInt8] {
+    static func mutate(_ input: [UInt8], _ g: inout SeededGenerator) -> [UInt8] {
         var bytes = input
         for _ in 0..<(1 + Int(g.next() % 4)) {
             let at = bytes.isEmpty ? 0 : Int(g.next() % UInt64(bytes.count))
@@ -46,7 +47,7 @@ import Testing
     }
 
     @Test func mutatedWebhooksAreAcceptedOrRefusedWithAReason() {
-        var g = SplitMix64(seed: 2026)
+        var g = SeededGenerator(seed: 2026)
         var accepted = 0
         for _ in 0..<40_000 {
             let input = Self.mutate(Self.seeds[Int(g.next() % UInt64(Self.seeds.count))], &g)
@@ -57,7 +58,7 @@ import Testing
     }
 
     @Test func randomTimestampsParseToTheSameInstantOrFailWithAReason() {
-        var g = SplitMix64(seed: 7)
+        var g = SeededGenerator(seed: 7)
         let alphabet = Array("0123456789-:T tZz+.,".utf8) + [0x41, 0xFF, 0x00]
         var parsed = 0
         for _ in 0..<50_000 {
@@ -98,18 +99,5 @@ import Testing
         for name in files {
             Self.check(Array(try Data(contentsOf: directory.appendingPathComponent(name))))
         }
-    }
-}
-
-/// SplitMix64: small, seeded, repeatable.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

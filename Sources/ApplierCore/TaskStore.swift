@@ -154,24 +154,40 @@ public final class TaskStore {
             ["{" + keys.joined(separator: ",") + "}"]
         )
 
-        // 2. Stage the batch and keep the events never seen before.
+        // 2. Stage the batch, keep the events never seen before, and in the same
+        //    statement read the earlier events of every task that gained one (the
+        //    statement's own inserts are invisible to its scan: only old rows come
+        //    back; the new ones are already here).
         try connection.copyIn("COPY incoming_event FROM STDIN", data: batch.copyData)
         var newIdentities = Set<String>()
-        var touchedTasks = Set<String>()
+        var eventsByTask: [String: [Webhook]] = [:]
         try connection.query("""
-            INSERT INTO meetperry.task_event
-                (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id)
-            SELECT DISTINCT ON (external_id, identity)
-                identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id
-            FROM incoming_event
-            ORDER BY external_id, identity
-            ON CONFLICT (external_id, identity) DO NOTHING
-            RETURNING identity::text, external_id
+            WITH inserted AS (
+                INSERT INTO meetperry.task_event
+                    (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id)
+                SELECT identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id
+                FROM incoming_event
+                ON CONFLICT (external_id, identity) DO NOTHING
+                RETURNING identity, external_id
+            )
+            SELECT identity::text, NULL, NULL, NULL, NULL, NULL, NULL FROM inserted
+            UNION ALL
+            SELECT NULL, e.event, e.external_id, e.user_id, e.content, e.is_completed,
+                   (extract(epoch FROM e.occurred_at) * 1000000)::int8
+            FROM meetperry.task_event e
+            WHERE e.external_id IN (SELECT external_id FROM inserted)
             """) { row in
-            if let identity = row[0], let task = row[1] {
+            if let identity = row[0] {
                 newIdentities.insert(identity)
-                touchedTasks.insert(task)
+                return
             }
+            guard let event = row[1].flatMap(WebhookEvent.init(rawValue:)), let taskId = row[2], let userId = row[3],
+                  let content = row[4], let completed = row.bool(5), let micros = row.int64(6) else {
+                throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
+            }
+            eventsByTask[taskId, default: []].append(Webhook(
+                event: event, timestamp: Timestamp(microsecondsSinceEpoch: micros),
+                userId: userId, taskId: taskId, content: content, isCompleted: completed))
         }
 
         var outcome = BatchOutcome()
@@ -180,6 +196,8 @@ public final class TaskStore {
         for (index, identity) in batch.identities.enumerated() {
             if firstOfIdentity[identity] == nil && newIdentities.contains(identity) {
                 firstOfIdentity[identity] = index
+                let webhook = batch.items[index].record.webhook
+                eventsByTask[webhook.taskId, default: []].append(webhook)
             } else {
                 outcome.duplicates += 1
             }
@@ -187,27 +205,12 @@ public final class TaskStore {
         guard !newIdentities.isEmpty else { return outcome }
 
         // 3. Fold every task that gained an event from all of its events.
-        var eventsByTask: [String: [Webhook]] = [:]
-        try connection.query("""
-            SELECT event, external_id, user_id, content, is_completed, (extract(epoch FROM occurred_at) * 1000000)::int8
-            FROM meetperry.task_event
-            WHERE external_id = ANY($1::text[])
-            """, [PGArray.literal(touchedTasks)]) { row in
-            guard let event = row[0].flatMap(WebhookEvent.init(rawValue:)), let taskId = row[1], let userId = row[2],
-                  let content = row[3], let completed = row.bool(4), let micros = row.int64(5) else {
-                throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
-            }
-            eventsByTask[taskId, default: []].append(Webhook(
-                event: event, timestamp: Timestamp(microsecondsSinceEpoch: micros),
-                userId: userId, taskId: taskId, content: content, isCompleted: completed))
-        }
-
         encoder.removeAll()
         var derivedRows = 0
-        var dispositions: [Webhook: EventDisposition] = [:]
-        for (_, events) in eventsByTask {
-            let (state, byEvent) = TaskRules.fold(events)
-            dispositions.merge(byEvent) { a, _ in a }
+        var creations: [String: Webhook] = [:]
+        for (taskId, events) in eventsByTask {
+            let (state, creation) = TaskRules.foldState(events)
+            creations[taskId] = creation
             guard let state else { continue }
             encoder.add(state.taskId)
             encoder.add(state.userId)
@@ -235,7 +238,8 @@ public final class TaskStore {
         // 4. Say what became of each new event.
         for index in firstOfIdentity.values.sorted() {
             let item = batch.items[index]
-            switch dispositions[item.record.webhook] ?? .pending {
+            let webhook = item.record.webhook
+            switch TaskRules.disposition(of: webhook, creation: creations[webhook.taskId]) {
             case .applied: outcome.applied += 1
             case .pending: outcome.pending += 1
             case let other: outcome.rejected.append((item, other.rejectionReason ?? "rejected"))

@@ -113,7 +113,7 @@ public final class ReportStore {
             events.append(Webhook(event: event, timestamp: Timestamp(microsecondsSinceEpoch: at), userId: userId,
                                   taskId: taskId, content: content, isCompleted: done))
         }
-        guard let state = TaskRules.fold(events, asOf: asOf).state else { return nil }
+        guard let state = TaskRules.foldState(events, asOf: asOf).state else { return nil }
         return TaskSnapshot(taskId: taskId, content: state.content, createdDate: state.createdDate,
                             completedDate: state.completedDate, deletedDate: state.deletedDate)
     }

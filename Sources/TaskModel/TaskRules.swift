@@ -74,44 +74,54 @@ public enum TaskRules {
     /// - Returns: the task's state (nil while no `created` is known) and what
     ///   became of each distinct event.
     public static func fold(_ events: [Webhook], asOf: Timestamp? = nil) -> (state: TaskState?, dispositions: [Webhook: EventDisposition]) {
-        var distinct = Array(Set(events))
-        if let asOf { distinct.removeAll { $0.timestamp > asOf } }
-        distinct.sort(by: precedes)
+        let (state, creation) = foldState(events, asOf: asOf)
         var dispositions: [Webhook: EventDisposition] = [:]
+        for event in events where asOf.map({ event.timestamp <= $0 }) ?? true {
+            dispositions[event] = disposition(of: event, creation: creation)
+        }
+        return (state, dispositions)
+    }
 
+    /// What became of `event`, given the `created` that made its task (nil while none is known).
+    public static func disposition(of event: Webhook, creation: Webhook?) -> EventDisposition {
+        guard let creation else { return .pending }
+        if event.userId != creation.userId { return .rejectedOwner }
+        if event.event == .created && event != creation { return .rejectedConflict }
+        return .applied
+    }
+
+    /// The state alone, and the `created` that made the task: one sort and one
+    /// walk, no hashing (this runs for every task of every batch).
+    public static func foldState(_ events: [Webhook], asOf: Timestamp? = nil) -> (state: TaskState?, creation: Webhook?) {
+        var sorted = asOf.map { limit in events.filter { $0.timestamp <= limit } } ?? events
+        sorted.sort(by: precedes)
         // The earliest `created` (ties: smaller identity) makes the task.
-        guard let creation = distinct.first(where: { $0.event == .created }) else {
-            for event in distinct { dispositions[event] = .pending }
-            return (nil, dispositions)
-        }
-        var valid: [Webhook] = []
-        for event in distinct {
-            if event.userId != creation.userId {
-                dispositions[event] = .rejectedOwner
-            } else if event.event == .created && event != creation {
-                dispositions[event] = .rejectedConflict
-            } else {
-                dispositions[event] = .applied
-                valid.append(event)
-            }
-        }
+        guard let creation = sorted.first(where: { $0.event == .created }) else { return (nil, nil) }
 
-        // The earliest deletion ends the task's history.
-        let deletedDate = valid.first(where: { $0.event == .deleted })?.timestamp
-
-        // Content and completion: walk the created/updated events from the
-        // creation to the deletion (inclusive). Events before the creation or
-        // after the deletion are kept but change nothing.
+        // Walk in time order. Duplicates are equal under the order, so adjacent.
+        // The earliest deletion ends the history: later events are kept but change
+        // nothing, as do updates timestamped before the creation.
         var content = creation.content
         var completedDate: Timestamp? = creation.isCompleted ? creation.timestamp : nil
-        for event in valid where event.event == .updated {
-            guard event.timestamp >= creation.timestamp else { continue }
-            if let deletedDate, event.timestamp > deletedDate { break }
-            content = event.content
-            if event.isCompleted {
-                if completedDate == nil { completedDate = event.timestamp }
-            } else {
-                completedDate = nil
+        var deletedDate: Timestamp?
+        var previous: Webhook?
+        for event in sorted {
+            if event == previous { continue }
+            previous = event
+            guard disposition(of: event, creation: creation) == .applied else { continue }
+            switch event.event {
+            case .created:
+                continue
+            case .deleted:
+                if deletedDate == nil { deletedDate = event.timestamp }
+            case .updated:
+                guard deletedDate == nil, event.timestamp >= creation.timestamp else { continue }
+                content = event.content
+                if event.isCompleted {
+                    if completedDate == nil { completedDate = event.timestamp }
+                } else {
+                    completedDate = nil
+                }
             }
         }
         let state = TaskState(
@@ -122,6 +132,6 @@ public enum TaskRules {
             completedDate: completedDate,
             deletedDate: deletedDate
         )
-        return (state, dispositions)
+        return (state, creation)
     }
 }

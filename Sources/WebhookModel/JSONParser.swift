@@ -186,6 +186,13 @@ public struct JSONParser {
         for byte in String(Character(Unicode.Scalar(value)!)).utf8 { scratch.append(byte) }
     }
 
+    /// UTF-8 bytes as a String, nil if they are not valid UTF-8. Plain ASCII,
+    /// the common case, skips the (generic, slower) validating initializer.
+    private static func string(validating bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        if !bytes.contains(where: { $0 >= 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
     private mutating func parseString() throws(JSONSyntaxError) -> String {
         let start = index
         index += 1
@@ -241,14 +248,14 @@ public struct JSONParser {
         if sawEscape {
             scratch.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
             index += 1
-            guard let s = scratch.withUnsafeBufferPointer({ String(validating: $0, as: UTF8.self) }) else {
+            guard let s = scratch.withUnsafeBufferPointer({ Self.string(validating: $0) }) else {
                 throw fail("invalid UTF-8 in a string", at: start)
             }
             return s
         }
         raw = UnsafeBufferPointer(rebasing: bytes[runStart..<index])
         index += 1
-        guard let s = String(validating: raw, as: UTF8.self) else {
+        guard let s = Self.string(validating: raw) else {
             throw fail("invalid UTF-8 in a string", at: start)
         }
         return s

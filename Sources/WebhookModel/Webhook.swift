@@ -111,7 +111,8 @@ extension Webhook {
                 return nil
             }
             // PostgreSQL text cannot hold U+0000; refuse it here rather than fail a batch later.
-            if s.utf8.contains(0) {
+            var text = s
+            if text.withUTF8({ $0.contains(0) }) {
                 issues.append(FieldIssue(loc: loc, msg: "must not contain the NUL character (\\u0000)"))
                 return nil
             }

@@ -30,6 +30,7 @@
 #   PIPELINE_REPORTER        on|off: run the reporter loop (off when cron or a systemd timer does)
 #   ARCHIVE_RETENTION_DAYS   verified segments older than this are deleted (default 7; 0 keeps all)
 #   PIPELINE_PG_PORT         the private cluster's port number (socket only; default 54329)
+#   PIPELINE_HOUSEKEEPING_SECONDS  how often rotated archive segments are verified (default 30)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -179,7 +180,7 @@ replay_archive() {
 housekeeping_loop() {
     trap 'exit 0' TERM
     while :; do
-        sleep 30 & wait $!
+        sleep "${PIPELINE_HOUSEKEEPING_SECONDS:-30}" & wait $!
         local segment
         for segment in $(unverified_segments); do
             # A rotated segment is complete; replaying it proves every line is applied.

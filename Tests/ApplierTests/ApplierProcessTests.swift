@@ -235,6 +235,23 @@ import WebhookModel
         #expect(Date().timeIntervalSince(start) < 20)
     }
 
+    @Test func drawsProgressOnlyOnATerminal() throws {
+        let db = try freshDatabase()
+        let dir = try makeTemporaryDirectory("progress")
+        let input = dir + "/input.ndjson"
+        FileManager.default.createFile(atPath: input, contents: Data(stream((0..<3000).map { event(.created, $0, id: "p\($0)") })))
+        // Under a pseudo-terminal (script(1)) the applier redraws one line in place…
+        let tty = try ChildProcess("/usr/bin/script", arguments: ["-qec", "\(executable("applier")) < \(input) > /dev/null", "/dev/null"],
+                                   environment: ["DATABASE_URL": db], stdout: .file(dir + "/tty.out"))
+        #expect(try tty.waitForExit() == 0)
+        let drawn = (try? String(contentsOfFile: dir + "/tty.out", encoding: .utf8)) ?? ""
+        #expect(drawn.contains("\r\u{1B}[K") && drawn.contains("events/s"), "\(drawn)")
+        // …and on a pipe or file it only logs, line by line.
+        let plain = try runApplier(Array(try Data(contentsOf: URL(fileURLWithPath: input))), conninfo: db)
+        #expect(!plain.stderr.contains("\u{1B}[K") && !plain.stderr.contains("\r"))
+        #expect(plain.stderr.contains("applier finished"))
+    }
+
     @Test func badSettingsExitWithUsage() throws {
         let bad = try ChildProcess(executable("applier"), environment: ["APPLIER_BATCH_SIZE": "lots"], stdout: .null)
         #expect(try bad.waitForExit() == 64)

@@ -27,6 +27,8 @@ import Glibc
             reportDir = varDir + "/reports"
         }
 
+        var extraEnvironment: [String: String] = [:]
+
         func start() throws {
             runs += 1
             let binDir = (executable("receiver") as NSString).deletingLastPathComponent
@@ -41,7 +43,7 @@ import Glibc
                 "DATABASE_URL": "",
                 "DB_HOST": "",
                 "LOG_LEVEL": "info",
-            ], stdout: .file(varDir + "/pipeline-\(runs).out"), stderr: .file(varDir + "/pipeline-\(runs).err"))
+            ].merging(extraEnvironment) { $1 }, stdout: .file(varDir + "/pipeline-\(runs).out"), stderr: .file(varDir + "/pipeline-\(runs).err"))
             let deadline = Date().addingTimeInterval(120)
             while Date() < deadline {
                 if let health = try? httpRequest(port: httpPort, "GET", "/healthz", headers: [:]), health.status == 200 { return }
@@ -165,6 +167,28 @@ import Glibc
 
         #expect(try pipeline.stop(SIGINT) == 0)
         #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
+    }
+
+    @Test func rotatedArchiveSegmentsAreVerifiedSoAStartReplaysOnlyWhatIsNeeded() throws {
+        let pipeline = try Pipeline()
+        pipeline.extraEnvironment = ["ARCHIVE_ROTATE_BYTES": "2000", "PIPELINE_HOUSEKEEPING_SECONDS": "1"]
+        try pipeline.start()
+        for i in 0..<60 { #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "seg\(i)")).status == 202) }
+        let archive = pipeline.varDir + "/archive"
+        let applied = archive + "/applied"
+        // The receiver rotated several segments; the housekeeper replays each and moves it aside.
+        try waitUntil("segments verified") { ((try? FileManager.default.contentsOfDirectory(atPath: applied)) ?? []).count >= 2 }
+        #expect(try pipeline.stop(SIGTERM) == 0)
+        let pending = try FileManager.default.contentsOfDirectory(atPath: archive).filter { $0.hasPrefix("archive.ndjson.") }
+        try pipeline.start()
+        // The next start replays the unverified rest only, never the verified segments.
+        let replayed = pipeline.log.components(separatedBy: "\n").first { $0.contains("replaying") } ?? ""
+        #expect(replayed.isEmpty || replayed.contains("replaying \(pending.count + 1) archive segment") || replayed.contains("replaying \(pending.count) archive segment"),
+                "\(replayed) with \(pending.count) unverified")
+        let db = try PGConnection(conninfo: pipeline.conninfo)
+        #expect(try db.execute("SELECT count(*) FROM meetperry.task WHERE external_id LIKE 'seg%'").scalar == "60")
+        db.close()
+        #expect(try pipeline.stop(SIGTERM) == 0)
     }
 
     @Test func ctrlCStopsEveryProcessItStartedAndTheNextStartReusesTheData() throws {

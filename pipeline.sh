@@ -181,6 +181,7 @@ housekeeping_loop() {
     trap 'exit 0' TERM
     while :; do
         sleep "${PIPELINE_HOUSEKEEPING_SECONDS:-30}" & wait $!
+        kill -0 $$ 2>/dev/null || exit 0   # pipeline.sh itself was killed
         local segment
         for segment in $(unverified_segments); do
             # A rotated segment is complete; replaying it proves every line is applied.
@@ -198,6 +199,7 @@ reporter_loop() {
     trap 'exit 0' TERM
     while :; do
         sleep "$REPORT_INTERVAL_SECONDS" & wait $!
+        kill -0 $$ 2>/dev/null || exit 0   # pipeline.sh itself was killed
         # A run that fails is redone by the next: its window is not recorded.
         "$BIN/reporter" >> "$VAR/reporter.log" 2>&1 || log "reporter exited $? (see $VAR/reporter.log)"
     done
@@ -238,9 +240,20 @@ stop_leftovers() {
         fi
         rm -f "$RUN/$name.pid"
     done
+    # Its loops notice within their interval; stop them (and their sleeps) now.
+    if [ -f "$RUN/loops.pid" ]; then
+        for pid in $(cat "$RUN/loops.pid"); do
+            if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "pipeline.sh"; then
+                kill -TERM -- "-$pid" 2>/dev/null || true
+            fi
+        done
+        rm -f "$RUN/loops.pid"
+    fi
 }
 
 main() {
+    # Interrupted while starting: stop (the EXIT trap below stops a cluster we started).
+    trap 'log "interrupted during start-up"; exit 130' INT TERM
     mkdir -p "$RUN" "$ARCHIVE_DIR" "$REPORT_DIR"
     ensure_packages
     build
@@ -266,6 +279,7 @@ main() {
     set +m
     echo "$APPLIER_PID" > "$RUN/applier.pid"
     echo "$RECEIVER_PID" > "$RUN/receiver.pid"
+    echo "${LOOP_PIDS[*]}" > "$RUN/loops.pid"
     echo $$ > "$RUN/pipeline.pid"
     trap 'shutdown 0' INT TERM
     trap - EXIT

@@ -23,11 +23,18 @@ python3 bench/generate.py taskrows "$EVENTS" > "$BENCH_WORK/rows.tsv"
 lines=$(wc -l < "$BENCH_WORK/archive.ndjson")
 head -n $((lines / 4)) "$BENCH_WORK/archive.ndjson" > "$BENCH_WORK/quarter.ndjson"
 
+# Each timed run starts right after a checkpoint, so none of them pays for the WAL
+# an earlier run left behind (with max_wal_size's default, whichever run crossed
+# 1 GB of WAL paid for a checkpoint and its full-page writes, and the runs swung by 50 %).
+checkpoint() { psql -q -d postgres -c CHECKPOINT; }
+
 apply() { # db, file → "seconds rss"
+    checkpoint
     DB_NAME=$1 LOG_LEVEL=notice bench_time .build/release/applier < "$2" 3>&1 > "$BENCH_WORK/rejects.ndjson" 2> "$BENCH_WORK/applier.err"
 }
 
 bench_fresh_db bench_copy
+checkpoint
 read -r copy_s _ < <(bench_time psql -q -d bench_copy -c "\\copy meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date) FROM '$BENCH_WORK/rows.tsv'" 3>&1)
 
 bench_fresh_db bench_apply

@@ -46,7 +46,10 @@ import Glibc
             ].merging(extraEnvironment) { $1 }, stdout: .file(varDir + "/pipeline-\(runs).out"), stderr: .file(varDir + "/pipeline-\(runs).err"))
             let deadline = Date().addingTimeInterval(120)
             while Date() < deadline {
-                if let health = try? httpRequest(port: httpPort, "GET", "/healthz", headers: [:]), health.status == 200 { return }
+                // Ready once this run's children are up (pipeline.pid is written then) and answer;
+                // a receiver left over from a killed run must not pass for the new one.
+                if pid("pipeline") == process!.pid,
+                   let health = try? httpRequest(port: httpPort, "GET", "/healthz", headers: [:]), health.status == 200 { return }
                 guard process!.isRunning else { throw TestFailure("pipeline.sh exited early: \(log)") }
                 usleep(100_000)
             }
@@ -189,6 +192,26 @@ import Glibc
         #expect(try db.execute("SELECT count(*) FROM meetperry.task WHERE external_id LIKE 'seg%'").scalar == "60")
         db.close()
         #expect(try pipeline.stop(SIGTERM) == 0)
+    }
+
+    @Test func aKilledPipelineScriptIsCleanedUpByTheNextStart() throws {
+        let pipeline = try Pipeline()
+        try pipeline.start()
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "before-kill")).status == 202)
+        let oldReceiver = pipeline.pid("receiver")
+        pipeline.process!.signal(SIGKILL)
+        _ = try pipeline.process!.waitForExit()
+        // Its loops notice within a second; its receiver and applier are stopped by the next start.
+        try pipeline.start()
+        #expect(pipeline.log.contains("a previous pipeline left running") || oldReceiver.map { kill($0, 0) != 0 } == true)
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "after-kill")).status == 202)
+        let db = try PGConnection(conninfo: pipeline.conninfo)
+        try waitUntil("both stored") {
+            (try? db.execute("SELECT count(*) FROM meetperry.task WHERE external_id IN ('before-kill', 'after-kill')").scalar) == "2"
+        }
+        db.close()
+        #expect(try pipeline.stop(SIGINT) == 0)
+        #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
     }
 
     @Test func ctrlCStopsEveryProcessItStartedAndTheNextStartReusesTheData() throws {

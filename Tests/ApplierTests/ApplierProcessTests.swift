@@ -296,7 +296,7 @@ import WebhookModel
         let total = 3000
         let events = (0..<total).map { event(.created, $0, id: "r\($0)") }
         process.writeStdin(stream(Array(events[0..<1000])))
-        try waitFor { (try? taskRows(db).count) ?? 0 >= 1000 }
+        try waitUntil("the first 1,000 events committed") { (try? taskRows(db).count) ?? 0 >= 1000 }
         try cluster.stop(mode: "immediate")
         // Keep writing while the server is down (the pipe fills: the applier
         // waits for the database, not reading), then bring it back.
@@ -370,12 +370,4 @@ func rawForm(_ t: Timestamp) -> String {
 
 func row(_ s: TaskState) -> [String?] {
     [s.taskId, s.userId, s.content, text(s.createdDate), s.completedDate.map(text), s.deletedDate.map(text)]
-}
-
-func waitFor(timeout: Double = 60, _ condition: () -> Bool) throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while !condition() {
-        if Date() > deadline { throw TestFailure("condition not met within \(timeout)s") }
-        usleep(50_000)
-    }
 }

@@ -250,11 +250,3 @@ final class Atomic<T>: @unchecked Sendable {
         set { lock.lock(); stored = newValue; lock.unlock() }
     }
 }
-
-func waitUntil(_ what: String, timeout: Double = 60, _ condition: () -> Bool) throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while !condition() {
-        if Date() > deadline { throw TestFailure("not within \(timeout)s: \(what)") }
-        usleep(50_000)
-    }
-}

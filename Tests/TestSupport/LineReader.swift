@@ -106,3 +106,12 @@ public final class Collected<T>: @unchecked Sendable {
     public func append(_ item: T) { lock.lock(); items.append(item); lock.unlock() }
     public var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
 }
+
+/// Polls `condition` every 50 ms; throws, naming `what`, if it is not met within `timeout` seconds.
+public func waitUntil(_ what: String, timeout: Double = 60, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while !condition() {
+        if Date() > deadline { throw TestFailure("not within \(timeout)s: \(what)") }
+        usleep(50_000)
+    }
+}

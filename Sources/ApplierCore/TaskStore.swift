@@ -82,6 +82,10 @@ public final class TaskStore {
         self.connection = connection
         try Self.checkSchema(connection)
         try connection.execute("SET TIME ZONE 'UTC'")
+        // The batch statements are many small index look-ups whose row counts
+        // the planner cannot know (a temp table, a CTE); its guesses easily
+        // pass jit_above_cost, and compiling then costs more than running.
+        try connection.execute("SET jit = off")
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS incoming_event (
                 identity uuid, event text, external_id text, user_id text, content text,
@@ -157,7 +161,12 @@ public final class TaskStore {
         // 2. Stage the batch, keep the events never seen before, and in the same
         //    statement read the earlier events of every task that gained one (the
         //    statement's own inserts are invisible to its scan: only old rows come
-        //    back; the new ones are already here).
+        //    back; the new ones are already here). Each touched task is looked up
+        //    on its own through the primary key: `OFFSET 0` keeps the lateral
+        //    subquery from being flattened into a join, because with the
+        //    planner's guess of 200 distinct ids it would otherwise hash-join
+        //    against a scan of the whole event log — every batch, so a load
+        //    slowed down with the log's size.
         try connection.copyIn("COPY incoming_event FROM STDIN", data: batch.copyData)
         var newIdentities = Set<String>()
         var eventsByTask: [String: [Webhook]] = [:]
@@ -172,10 +181,15 @@ public final class TaskStore {
             )
             SELECT identity::text, NULL, NULL, NULL, NULL, NULL, NULL FROM inserted
             UNION ALL
-            SELECT NULL, e.event, e.external_id, e.user_id, e.content, e.is_completed,
-                   (extract(epoch FROM e.occurred_at) * 1000000)::int8
-            FROM meetperry.task_event e
-            WHERE e.external_id IN (SELECT external_id FROM inserted)
+            SELECT NULL, e.event, e.external_id, e.user_id, e.content, e.is_completed, e.occurred_micros
+            FROM (SELECT DISTINCT external_id FROM inserted) AS touched,
+            LATERAL (
+                SELECT event, external_id, user_id, content, is_completed,
+                       (extract(epoch FROM occurred_at) * 1000000)::int8 AS occurred_micros
+                FROM meetperry.task_event
+                WHERE external_id = touched.external_id
+                OFFSET 0
+            ) AS e
             """) { row in
             if let identity = row[0] {
                 newIdentities.insert(identity)

@@ -7,24 +7,37 @@ import WebhookModel
 /// event log's primary key, so a duplicate is a conflict the database sees.
 public enum EventIdentity {
     public static func uuid(of webhook: Webhook) -> String {
+        bytes(of: webhook).withUnsafeBytes { format($0) }
+    }
+
+    /// The same identity as the 16 bytes of a binary `uuid`.
+    public static func bytes(of webhook: Webhook) -> [UInt8] {
         var message: [UInt8] = []
         message.reserveCapacity(64 + webhook.taskId.utf8.count + webhook.userId.utf8.count + webhook.content.utf8.count)
-        func field(_ bytes: some Collection<UInt8>) {
-            let length = UInt32(bytes.count)
+        func length(_ count: Int) {
+            let length = UInt32(count)
             message.append(UInt8(truncatingIfNeeded: length >> 24))
             message.append(UInt8(truncatingIfNeeded: length >> 16))
             message.append(UInt8(truncatingIfNeeded: length >> 8))
             message.append(UInt8(truncatingIfNeeded: length))
-            message.append(contentsOf: bytes)
         }
-        field(webhook.event.rawValue.utf8)
-        field(webhook.taskId.utf8)
-        field(webhook.userId.utf8)
-        field(webhook.content.utf8)
-        field(CollectionOfOne(webhook.isCompleted ? 1 : 0))
+        func field(_ text: String) {
+            var text = text
+            text.withUTF8 { utf8 in
+                length(utf8.count)
+                message.append(contentsOf: utf8)
+            }
+        }
+        field(webhook.event.rawValue)
+        field(webhook.taskId)
+        field(webhook.userId)
+        field(webhook.content)
+        length(1)
+        message.append(webhook.isCompleted ? 1 : 0)
+        length(8)
         let micros = UInt64(bitPattern: webhook.timestamp.microsecondsSinceEpoch)
-        field((0..<8).map { UInt8(truncatingIfNeeded: micros >> (56 - 8 * $0)) })
-        return SHA256.hash(data: message).withUnsafeBytes { format(UnsafeRawBufferPointer(rebasing: $0.prefix(16))) }
+        for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: micros >> UInt64(shift))) }
+        return SHA256.hash(data: message).withUnsafeBytes { Array($0.prefix(16)) }
     }
 
     static func format(_ bytes: UnsafeRawBufferPointer) -> String {

@@ -34,9 +34,9 @@ public final class TaskStore {
     /// the reading thread while the previous batch is being committed.
     public struct PreparedBatch: Sendable {
         public let items: [Incoming]
-        /// The identity of each item (UUID text), in item order.
-        let identities: [String]
-        /// `COPY incoming_event FROM STDIN` text rows.
+        /// The identity of each item, in item order.
+        let identities: [EventKey]
+        /// `COPY incoming_event FROM STDIN (FORMAT binary)` data.
         let copyData: [UInt8]
         /// The partitions of the batch's tasks, ascending.
         let partitions: [Int]
@@ -44,6 +44,22 @@ public final class TaskStore {
         public var firstLine: Int { items.first?.line ?? 0 }
         public var lastLine: Int { items.last?.line ?? 0 }
         public var count: Int { items.count }
+    }
+
+    /// An event identity as a cheap dictionary key (the 16 bytes of its uuid).
+    struct EventKey: Hashable, Sendable {
+        var high: UInt64
+        var low: UInt64
+
+        init?(_ bytes: some Collection<UInt8>) {
+            guard bytes.count == 16 else { return nil }
+            var high: UInt64 = 0, low: UInt64 = 0
+            for (i, byte) in bytes.enumerated() {
+                if i < 8 { high = high << 8 | UInt64(byte) } else { low = low << 8 | UInt64(byte) }
+            }
+            self.high = high
+            self.low = low
+        }
     }
 
     /// What one committed batch did.
@@ -76,16 +92,18 @@ public final class TaskStore {
     }
 
     private let connection: PGConnection
-    private var encoder = CopyEncoder()
+    private var derivedRows = BinaryCopyEncoder(columns: 6)
 
     public init(connection: PGConnection) throws {
         self.connection = connection
         try Self.checkSchema(connection)
         try connection.execute("SET TIME ZONE 'UTC'")
         // The batch statements are many small index look-ups whose row counts
-        // the planner cannot know (a temp table, a CTE); its guesses easily
-        // pass jit_above_cost, and compiling then costs more than running.
+        // the planner cannot know (a temp table, a CTE): its guesses easily
+        // pass jit_above_cost, and compiling then costs more than running; and
+        // a bitmap scan only adds work to a look-up that finds a row or two.
         try connection.execute("SET jit = off")
+        try connection.execute("SET enable_bitmapscan = off")
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS incoming_event (
                 identity uuid, event text, external_id text, user_id text, content text,
@@ -111,27 +129,28 @@ public final class TaskStore {
 
     /// Computes identities and encodes the staging rows.
     public static func prepare(_ items: [Incoming]) -> PreparedBatch {
-        var encoder = CopyEncoder()
-        var identities: [String] = []
+        var encoder = BinaryCopyEncoder(columns: 9)
+        var identities: [EventKey] = []
         identities.reserveCapacity(items.count)
-        var partitions = Set<Int>()
+        var partitionMask: UInt32 = 0
         for item in items {
             let w = item.record.webhook
-            partitions.insert(partition(ofTask: w.taskId))
-            let identity = EventIdentity.uuid(of: w)
-            identities.append(identity)
-            encoder.addRaw(identity.utf8)
-            encoder.addRaw(w.event.rawValue.utf8)
+            partitionMask |= 1 << UInt32(partition(ofTask: w.taskId))
+            let identity = EventIdentity.bytes(of: w)
+            identities.append(EventKey(identity)!)
+            encoder.addUUID(identity)
+            encoder.add(w.event.rawValue)
             encoder.add(w.taskId)
             encoder.add(w.userId)
             encoder.add(w.content)
-            encoder.addRaw(w.isCompleted ? "t".utf8 : "f".utf8)
-            encoder.addTimestamp(w.timestamp)
-            encoder.addTimestamp(item.record.receivedAt)
+            encoder.add(w.isCompleted)
+            encoder.addTimestamp(microsecondsSinceUnixEpoch: w.timestamp.microsecondsSinceEpoch)
+            encoder.addTimestamp(microsecondsSinceUnixEpoch: item.record.receivedAt?.microsecondsSinceEpoch)
             encoder.add(item.record.deliveryId)
             encoder.endRow()
         }
-        return PreparedBatch(items: items, identities: identities, copyData: encoder.bytes, partitions: partitions.sorted())
+        let partitions = (0..<partitionCount).filter { partitionMask & (1 << UInt32($0)) != 0 }
+        return PreparedBatch(items: items, identities: identities, copyData: encoder.data, partitions: partitions)
     }
 
     /// Applies a batch atomically. On any error the transaction is rolled
@@ -167,8 +186,9 @@ public final class TaskStore {
         //    planner's guess of 200 distinct ids it would otherwise hash-join
         //    against a scan of the whole event log — every batch, so a load
         //    slowed down with the log's size.
-        try connection.copyIn("COPY incoming_event FROM STDIN", data: batch.copyData)
-        var newIdentities = Set<String>()
+        try connection.copyIn("COPY incoming_event FROM STDIN (FORMAT binary)", data: batch.copyData)
+        var newIdentities = Set<EventKey>()
+        newIdentities.reserveCapacity(batch.count)
         var eventsByTask: [String: [Webhook]] = [:]
         try connection.query("""
             WITH inserted AS (
@@ -179,24 +199,25 @@ public final class TaskStore {
                 ON CONFLICT (external_id, identity) DO NOTHING
                 RETURNING identity, external_id
             )
-            SELECT identity::text, NULL, NULL, NULL, NULL, NULL, NULL FROM inserted
+            SELECT identity, NULL::text, NULL::text, NULL::text, NULL::text, NULL::boolean, NULL::timestamptz FROM inserted
             UNION ALL
-            SELECT NULL, e.event, e.external_id, e.user_id, e.content, e.is_completed, e.occurred_micros
+            SELECT NULL::uuid, e.event, e.external_id, e.user_id, e.content, e.is_completed, e.occurred_at
             FROM (SELECT DISTINCT external_id FROM inserted) AS touched,
             LATERAL (
-                SELECT event, external_id, user_id, content, is_completed,
-                       (extract(epoch FROM occurred_at) * 1000000)::int8 AS occurred_micros
+                SELECT event, external_id, user_id, content, is_completed, occurred_at
                 FROM meetperry.task_event
                 WHERE external_id = touched.external_id
                 OFFSET 0
             ) AS e
-            """) { row in
-            if let identity = row[0] {
+            """, binary: true) { row in
+            if let identity = row.withBytes(0, { EventKey($0) }) {
+                guard let identity else { throw SchemaError(description: "meetperry.task_event.identity is not a uuid") }
                 newIdentities.insert(identity)
                 return
             }
-            guard let event = row[1].flatMap(WebhookEvent.init(rawValue:)), let taskId = row[2], let userId = row[3],
-                  let content = row[4], let completed = row.bool(5), let micros = row.int64(6) else {
+            guard let event = row.string(1).flatMap(WebhookEvent.init(rawValue:)), let taskId = row.string(2),
+                  let userId = row.string(3), let content = row.string(4), let completed = row.bool(binary: 5),
+                  let micros = row.timestampMicroseconds(binary: 6) else {
                 throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
             }
             eventsByTask[taskId, default: []].append(Webhook(
@@ -205,38 +226,39 @@ public final class TaskStore {
         }
 
         var outcome = BatchOutcome()
-        // Everything delivered more than once, in this batch or before, is a duplicate.
-        var firstOfIdentity: [String: Int] = [:]
+        // Everything delivered more than once, in this batch or before, is a
+        // duplicate: an identity is new once, for its first item in the batch.
+        var newItems: [Int] = []
+        newItems.reserveCapacity(newIdentities.count)
         for (index, identity) in batch.identities.enumerated() {
-            if firstOfIdentity[identity] == nil && newIdentities.contains(identity) {
-                firstOfIdentity[identity] = index
+            if newIdentities.remove(identity) != nil {
+                newItems.append(index)
                 let webhook = batch.items[index].record.webhook
                 eventsByTask[webhook.taskId, default: []].append(webhook)
             } else {
                 outcome.duplicates += 1
             }
         }
-        guard !newIdentities.isEmpty else { return outcome }
+        guard !newItems.isEmpty else { return outcome }
 
         // 3. Fold every task that gained an event from all of its events.
-        encoder.removeAll()
-        var derivedRows = 0
+        derivedRows.removeAll()
         var creations: [String: Webhook] = [:]
+        creations.reserveCapacity(eventsByTask.count)
         for (taskId, events) in eventsByTask {
             let (state, creation) = TaskRules.foldState(events)
             creations[taskId] = creation
             guard let state else { continue }
-            encoder.add(state.taskId)
-            encoder.add(state.userId)
-            encoder.add(state.content)
-            encoder.addTimestamp(state.createdDate)
-            encoder.addTimestamp(state.completedDate)
-            encoder.addTimestamp(state.deletedDate)
-            encoder.endRow()
-            derivedRows += 1
+            derivedRows.add(state.taskId)
+            derivedRows.add(state.userId)
+            derivedRows.add(state.content)
+            derivedRows.addTimestamp(microsecondsSinceUnixEpoch: state.createdDate.microsecondsSinceEpoch)
+            derivedRows.addTimestamp(microsecondsSinceUnixEpoch: state.completedDate?.microsecondsSinceEpoch)
+            derivedRows.addTimestamp(microsecondsSinceUnixEpoch: state.deletedDate?.microsecondsSinceEpoch)
+            derivedRows.endRow()
         }
-        if derivedRows > 0 {
-            try connection.copyIn("COPY derived_task FROM STDIN", data: encoder.bytes)
+        if !derivedRows.isEmpty {
+            try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)
             // Rows that would not change are left alone, so a replay never touches updated_date.
             try connection.execute("""
                 INSERT INTO meetperry.task AS t (external_id, user_id, content, created_date, completed_date, deleted_date)
@@ -250,7 +272,7 @@ public final class TaskStore {
         }
 
         // 4. Say what became of each new event.
-        for index in firstOfIdentity.values.sorted() {
+        for index in newItems {
             let item = batch.items[index]
             let webhook = item.record.webhook
             switch TaskRules.disposition(of: webhook, creation: creations[webhook.taskId]) {

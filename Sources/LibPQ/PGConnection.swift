@@ -91,11 +91,12 @@ public final class PGConnection {
 
     /// Runs one statement with bound text parameters and hands each row of its
     /// result to `body` (no copies into Swift arrays); the result is cleared
-    /// when this returns or throws. For results that fit in memory.
-    public func query(_ sql: String, _ parameters: [String?] = [], _ body: (RowView) throws -> Void) throws {
+    /// when this returns or throws. For results that fit in memory. With
+    /// `binary`, values come in PostgreSQL's binary format (see `stream`).
+    public func query(_ sql: String, _ parameters: [String?] = [], binary: Bool = false, _ body: (RowView) throws -> Void) throws {
         let conn = try handle()
         let result = withCStrings(parameters) { values in
-            PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+            PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, binary ? 1 : 0)
         }
         guard let result else { throw connectionError(conn) }
         defer { PQclear(result) }
@@ -113,7 +114,7 @@ public final class PGConnection {
         _ = try consume(PQexec(conn, sql), conn)
     }
 
-    /// Sends `data` (text-format COPY rows, see `CopyEncoder`) through `COPY … FROM STDIN`.
+    /// Sends `data` (COPY rows, see `CopyEncoder` and `BinaryCopyEncoder`) through `COPY … FROM STDIN`.
     /// Returns the number of rows the server reports.
     @discardableResult
     public func copyIn(_ sql: String, data: [UInt8]) throws(PGError) -> Int {

@@ -70,6 +70,24 @@ public struct RowView {
         int64(binary: column).map { $0 + 946_684_800_000_000 }
     }
 
+    /// The raw bytes of a column (binary format: the type's wire form), valid
+    /// only inside `body`; nil for NULL.
+    public func withBytes<R>(_ column: Int, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        let c = Int32(column)
+        guard PQgetisnull(result, row, c) == 0, let raw = PQgetvalue(result, row, c) else { return nil }
+        return try body(UnsafeRawBufferPointer(start: raw, count: Int(PQgetlength(result, row, c))))
+    }
+
+    /// A text column by its length (either format; text may not end at a NUL); nil for NULL.
+    public func string(_ column: Int) -> String? {
+        withBytes(column) { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// A binary-format `boolean` column; nil for NULL.
+    public func bool(binary column: Int) -> Bool? {
+        withBytes(column) { $0.count == 1 ? $0[0] != 0 : nil } ?? nil
+    }
+
     /// A boolean column (`t` / `f`); nil for NULL.
     public func bool(_ column: Int) -> Bool? {
         let c = Int32(column)

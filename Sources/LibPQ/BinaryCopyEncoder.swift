@@ -1,0 +1,112 @@
+/// Encodes rows for `COPY … FROM STDIN (FORMAT binary)`: each value as its
+/// length and PostgreSQL's binary form. Nothing is escaped or parsed on
+/// either side (no timestamp or UUID text), which is what makes it cheaper
+/// than the text format for the applier's staging tables. Every row must
+/// carry the `columns` values its table expects, in order.
+public struct BinaryCopyEncoder {
+    public private(set) var bytes: [UInt8] = []
+    private let columns: Int
+    private var rowStart = -1
+    private var columnInRow = 0
+
+    /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01T00:00:00Z).
+    static let postgresEpochOffsetMicros: Int64 = 946_684_800_000_000
+
+    public init(columns: Int) {
+        self.columns = columns
+        removeAll()
+    }
+
+    /// Starts over with an empty stream (the header only), keeping capacity.
+    public mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        bytes.append(contentsOf: [0x50, 0x47, 0x43, 0x4F, 0x50, 0x59, 0x0A, 0xFF, 0x0D, 0x0A, 0x00]) // "PGCOPY\n\377\r\n\0"
+        appendInt32(0) // flags
+        appendInt32(0) // header extension length
+        rowStart = -1
+        columnInRow = 0
+    }
+
+    /// Whether any row has been added since the last `removeAll`.
+    public var isEmpty: Bool { bytes.count == 19 }
+
+    /// The stream to send: the rows and the trailer. The encoder is left as it was.
+    public var data: [UInt8] {
+        precondition(rowStart < 0, "BinaryCopyEncoder: a row was started but not ended")
+        var out = bytes
+        out.append(0xFF); out.append(0xFF)
+        return out
+    }
+
+    private mutating func beginValue() {
+        if rowStart < 0 {
+            rowStart = bytes.count
+            appendInt16(UInt16(columns))
+        }
+        columnInRow += 1
+        precondition(columnInRow <= columns, "BinaryCopyEncoder: more values than the \(columns) columns")
+    }
+
+    public mutating func endRow() {
+        precondition(columnInRow == columns, "BinaryCopyEncoder: \(columnInRow) values for \(columns) columns")
+        rowStart = -1
+        columnInRow = 0
+    }
+
+    public mutating func addNull() {
+        beginValue()
+        appendInt32(UInt32(bitPattern: -1))
+    }
+
+    /// A `text` value (its UTF-8 bytes), or NULL.
+    public mutating func add(_ text: String?) {
+        guard var text else { return addNull() }
+        beginValue()
+        text.withUTF8 { utf8 in
+            appendInt32(UInt32(utf8.count))
+            bytes.append(contentsOf: utf8)
+        }
+    }
+
+    /// A `uuid` value: exactly 16 bytes.
+    public mutating func addUUID(_ uuid: some Collection<UInt8>) {
+        precondition(uuid.count == 16, "BinaryCopyEncoder: a uuid is 16 bytes")
+        beginValue()
+        appendInt32(16)
+        bytes.append(contentsOf: uuid)
+    }
+
+    public mutating func add(_ value: Bool) {
+        beginValue()
+        appendInt32(1)
+        bytes.append(value ? 1 : 0)
+    }
+
+    public mutating func add(_ value: Int32) {
+        beginValue()
+        appendInt32(4)
+        appendInt32(UInt32(bitPattern: value))
+    }
+
+    /// A `timestamptz` value from microseconds since the Unix epoch, or NULL.
+    public mutating func addTimestamp(microsecondsSinceUnixEpoch micros: Int64?) {
+        guard let micros else { return addNull() }
+        beginValue()
+        appendInt32(8)
+        let value = UInt64(bitPattern: micros - Self.postgresEpochOffsetMicros)
+        appendInt32(UInt32(truncatingIfNeeded: value >> 32))
+        appendInt32(UInt32(truncatingIfNeeded: value))
+    }
+
+    private mutating func appendInt16(_ value: UInt16) {
+        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
+        bytes.append(UInt8(truncatingIfNeeded: value))
+    }
+
+    private mutating func appendInt32(_ value: UInt32) {
+        bytes.append(UInt8(truncatingIfNeeded: value >> 24))
+        bytes.append(UInt8(truncatingIfNeeded: value >> 16))
+        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
+        bytes.append(UInt8(truncatingIfNeeded: value))
+    }
+}

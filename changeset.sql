@@ -29,9 +29,10 @@ CREATE TRIGGER task_set_updated_date
     BEFORE UPDATE ON meetperry.task
     FOR EACH ROW EXECUTE FUNCTION meetperry.set_updated_date();
 
--- Every distinct event ever received, keyed by its identity (SPEC §4). A
--- duplicate is a primary-key conflict; events waiting for their `created`
--- (pending) and events the rules reject stay here for audit and recompute.
+-- Every distinct event ever received, keyed by its identity (SPEC §4): the
+-- applier stores an identity once (a duplicate never gets here); events
+-- waiting for their `created` (pending) and events the rules reject stay here
+-- for audit and recompute.
 CREATE TABLE IF NOT EXISTS meetperry.task_event (
     identity     uuid NOT NULL,
     event        text NOT NULL CHECK (event IN ('created', 'updated', 'deleted')),

@@ -129,7 +129,7 @@ final class BatchCommitter: @unchecked Sendable {
                 let outcome = try store.apply(batch)
                 record(outcome)
                 return
-            } catch let error as PGError where error.isTransient {
+            } catch let error as PGError where error.isTransient || Self.isWriteConflict(error) {
                 attempt += 1
                 logger.warning("batch not committed, retrying", metadata: [
                     "lines": "\(lines)", "attempt": "\(attempt)", "error": "\(error)",
@@ -155,6 +155,13 @@ final class BatchCommitter: @unchecked Sendable {
                 throw Fatal(description: "PostgreSQL refused the batch (lines \(lines)): \(error)")
             }
         }
+    }
+
+    /// A unique key taken between our read and our write: by a writer that
+    /// takes no partition locks, or an id the task table's sequence handed out
+    /// that a row inserted by other means already holds. Read again and retry.
+    static func isWriteConflict(_ error: PGError) -> Bool {
+        error.sqlState == "23505"
     }
 
     static func isDataError(_ error: PGError) -> Bool {

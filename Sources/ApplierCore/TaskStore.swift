@@ -3,19 +3,23 @@ import TaskModel
 import WebhookModel
 
 /// The applier's side of PostgreSQL: applies one batch of events as one
-/// transaction. New events go into `meetperry.task_event` (a duplicate falls
-/// away on its primary key, the event's identity), and every task that gained
-/// an event is folded again from all of its events and upserted into
+/// transaction. It reads which events of the batch's tasks are already stored,
+/// copies only the new ones into `meetperry.task_event` (a duplicate — an
+/// identity already there or earlier in the batch — is dropped here), and
+/// folds every task that gained an event again from all of its events into
 /// `meetperry.task`.
 ///
 /// Tasks fall into `partitionCount` fixed partitions (a hash of the task id).
 /// A transaction first takes the advisory locks of the partitions its events
 /// belong to, in ascending order (so never a deadlock), and holds them to
-/// commit: two transactions touching one task never overlap, and a fold
-/// always sees every event committed before it, whichever applier or
-/// connection committed it. A handful of partition locks, not one per task,
-/// keeps PostgreSQL's shared lock table small whatever the batch size, and
-/// lets one applier commit disjoint partitions on several connections at once.
+/// commit: two transactions touching one task never overlap, so what it read
+/// is still all there is when it writes, and a fold always sees every event
+/// committed before it, whichever applier or connection committed it. A
+/// handful of partition locks, not one per task, keeps PostgreSQL's shared
+/// lock table small whatever the batch size, and lets one applier commit
+/// disjoint partitions on several connections at once. (The event log's
+/// primary key still guards against a writer that takes no locks: such a
+/// conflict fails the batch, which is then retried.)
 public final class TaskStore {
     /// One event read from the stream, with where it came from.
     public struct Incoming: Sendable {
@@ -36,8 +40,10 @@ public final class TaskStore {
         public let items: [Incoming]
         /// The identity of each item, in item order.
         let identities: [EventKey]
-        /// `COPY incoming_event FROM STDIN (FORMAT binary)` data.
-        let copyData: [UInt8]
+        /// One `COPY meetperry.task_event` row per item, in item order.
+        let eventRows: BinaryCopyEncoder
+        /// The batch's distinct task ids, as a `text[]` parameter.
+        let taskIds: String
         /// The partitions of the batch's tasks, ascending.
         let partitions: [Int]
 
@@ -98,18 +104,16 @@ public final class TaskStore {
         self.connection = connection
         try Self.checkSchema(connection)
         try connection.execute("SET TIME ZONE 'UTC'")
-        // The batch statements are many small index look-ups whose row counts
-        // the planner cannot know (a temp table, a CTE): its guesses easily
-        // pass jit_above_cost, and compiling then costs more than running; and
-        // a bitmap scan only adds work to a look-up that finds a row or two.
+        // The batch statements are thousands of small index look-ups (a task's
+        // few events) whose row counts the planner cannot know. Its guesses
+        // easily pass jit_above_cost, and compiling then costs more than
+        // running; they can make a scan of the whole event log look cheaper
+        // (it never is: that would slow every batch down as the log grows);
+        // and a bitmap scan only adds work to a look-up that finds a row or
+        // two. The only tables scanned whole are this session's temp tables.
         try connection.execute("SET jit = off")
         try connection.execute("SET enable_bitmapscan = off")
-        try connection.execute("""
-            CREATE TEMP TABLE IF NOT EXISTS incoming_event (
-                identity uuid, event text, external_id text, user_id text, content text,
-                is_completed boolean, occurred_at timestamptz, received_at timestamptz, delivery_id text
-            ) ON COMMIT DELETE ROWS
-            """)
+        try connection.execute("SET enable_seqscan = off")
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS derived_task (
                 external_id text, user_id text, content text,
@@ -127,15 +131,18 @@ public final class TaskStore {
         }
     }
 
-    /// Computes identities and encodes the staging rows.
+    /// Computes identities and encodes the event log rows.
     public static func prepare(_ items: [Incoming]) -> PreparedBatch {
         var encoder = BinaryCopyEncoder(columns: 9)
         var identities: [EventKey] = []
         identities.reserveCapacity(items.count)
+        var taskIds = Set<String>()
         var partitionMask: UInt32 = 0
         for item in items {
             let w = item.record.webhook
-            partitionMask |= 1 << UInt32(partition(ofTask: w.taskId))
+            if taskIds.insert(w.taskId).inserted {
+                partitionMask |= 1 << UInt32(partition(ofTask: w.taskId))
+            }
             let identity = EventIdentity.bytes(of: w)
             identities.append(EventKey(identity)!)
             encoder.addUUID(identity)
@@ -150,7 +157,8 @@ public final class TaskStore {
             encoder.endRow()
         }
         let partitions = (0..<partitionCount).filter { partitionMask & (1 << UInt32($0)) != 0 }
-        return PreparedBatch(items: items, identities: identities, copyData: encoder.data, partitions: partitions)
+        return PreparedBatch(items: items, identities: identities, eventRows: encoder,
+                             taskIds: PGArray.literal(taskIds), partitions: partitions)
     }
 
     /// Applies a batch atomically. On any error the transaction is rolled
@@ -177,61 +185,26 @@ public final class TaskStore {
             ["{" + keys.joined(separator: ",") + "}"]
         )
 
-        // 2. Stage the batch, keep the events never seen before, and in the same
-        //    statement read the earlier events of every task that gained one (the
-        //    statement's own inserts are invisible to its scan: only old rows come
-        //    back; the new ones are already here). Each touched task is looked up
-        //    on its own through the primary key: `OFFSET 0` keeps the lateral
-        //    subquery from being flattened into a join, because with the
-        //    planner's guess of 200 distinct ids it would otherwise hash-join
-        //    against a scan of the whole event log — every batch, so a load
-        //    slowed down with the log's size.
-        try connection.copyIn("COPY incoming_event FROM STDIN (FORMAT binary)", data: batch.copyData)
-        var newIdentities = Set<EventKey>()
-        newIdentities.reserveCapacity(batch.count)
-        var eventsByTask: [String: [Webhook]] = [:]
+        // 2. Which events of these tasks are stored already? Identities only
+        //    (the primary key holds them all), one index look-up per task.
+        var known = Set<EventKey>()
+        var tasksWithHistory = Set<String>()
         try connection.query("""
-            WITH inserted AS (
-                INSERT INTO meetperry.task_event
-                    (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id)
-                SELECT identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id
-                FROM incoming_event
-                ON CONFLICT (external_id, identity) DO NOTHING
-                RETURNING identity, external_id
-            )
-            SELECT identity, NULL::text, NULL::text, NULL::text, NULL::text, NULL::boolean, NULL::timestamptz FROM inserted
-            UNION ALL
-            SELECT NULL::uuid, e.event, e.external_id, e.user_id, e.content, e.is_completed, e.occurred_at
-            FROM (SELECT DISTINCT external_id FROM inserted) AS touched,
-            LATERAL (
-                SELECT event, external_id, user_id, content, is_completed, occurred_at
-                FROM meetperry.task_event
-                WHERE external_id = touched.external_id
-                OFFSET 0
-            ) AS e
-            """, binary: true) { row in
-            if let identity = row.withBytes(0, { EventKey($0) }) {
-                guard let identity else { throw SchemaError(description: "meetperry.task_event.identity is not a uuid") }
-                newIdentities.insert(identity)
-                return
-            }
-            guard let event = row.string(1).flatMap(WebhookEvent.init(rawValue:)), let taskId = row.string(2),
-                  let userId = row.string(3), let content = row.string(4), let completed = row.bool(binary: 5),
-                  let micros = row.timestampMicroseconds(binary: 6) else {
+            SELECT external_id, identity FROM meetperry.task_event WHERE external_id = ANY($1::text[])
+            """, [batch.taskIds], binary: true) { row in
+            guard let taskId = row.string(0), let identity = row.withBytes(1, { EventKey($0) }) ?? nil else {
                 throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
             }
-            eventsByTask[taskId, default: []].append(Webhook(
-                event: event, timestamp: Timestamp(microsecondsSinceEpoch: micros),
-                userId: userId, taskId: taskId, content: content, isCompleted: completed))
+            known.insert(identity)
+            tasksWithHistory.insert(taskId)
         }
 
+        // 3. Everything delivered more than once, before or in this batch, is a duplicate.
         var outcome = BatchOutcome()
-        // Everything delivered more than once, in this batch or before, is a
-        // duplicate: an identity is new once, for its first item in the batch.
         var newItems: [Int] = []
-        newItems.reserveCapacity(newIdentities.count)
+        var eventsByTask: [String: [Webhook]] = [:]
         for (index, identity) in batch.identities.enumerated() {
-            if newIdentities.remove(identity) != nil {
+            if known.insert(identity).inserted {
                 newItems.append(index)
                 let webhook = batch.items[index].record.webhook
                 eventsByTask[webhook.taskId, default: []].append(webhook)
@@ -241,7 +214,32 @@ public final class TaskStore {
         }
         guard !newItems.isEmpty else { return outcome }
 
-        // 3. Fold every task that gained an event from all of its events.
+        // 4. The earlier events of the tasks that gained one and have a history.
+        let refold = eventsByTask.keys.filter(tasksWithHistory.contains)
+        if !refold.isEmpty {
+            try connection.query("""
+                SELECT event, external_id, user_id, content, is_completed, occurred_at
+                FROM meetperry.task_event WHERE external_id = ANY($1::text[])
+                """, [PGArray.literal(refold)], binary: true) { row in
+                guard let event = row.string(0).flatMap(WebhookEvent.init(rawValue:)), let taskId = row.string(1),
+                      let userId = row.string(2), let content = row.string(3), let completed = row.bool(binary: 4),
+                      let micros = row.timestampMicroseconds(binary: 5) else {
+                    throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
+                }
+                let webhook = Webhook(event: event, timestamp: Timestamp(microsecondsSinceEpoch: micros),
+                                      userId: userId, taskId: taskId, content: content, isCompleted: completed)
+                eventsByTask[taskId, default: []].append(webhook)
+            }
+        }
+
+        // 5. The new events go into the event log as they were encoded.
+        try connection.copyIn("""
+            COPY meetperry.task_event
+                (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id)
+            FROM STDIN (FORMAT binary)
+            """, data: batch.eventRows.data(rows: newItems))
+
+        // 6. Fold every task that gained an event from all of its events.
         derivedRows.removeAll()
         var creations: [String: Webhook] = [:]
         creations.reserveCapacity(eventsByTask.count)
@@ -271,7 +269,7 @@ public final class TaskStore {
                 """)
         }
 
-        // 4. Say what became of each new event.
+        // 7. Say what became of each new event.
         for index in newItems {
             let item = batch.items[index]
             let webhook = item.record.webhook

@@ -3,11 +3,13 @@
 /// either side (no timestamp or UUID text), which is what makes it cheaper
 /// than the text format for the applier's staging tables. Every row must
 /// carry the `columns` values its table expects, in order.
-public struct BinaryCopyEncoder {
+public struct BinaryCopyEncoder: Sendable {
     public private(set) var bytes: [UInt8] = []
     private let columns: Int
     private var rowStart = -1
     private var columnInRow = 0
+    /// Where each finished row starts in `bytes`, and the end of the last one.
+    private var rowBounds: [Int] = []
 
     /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01T00:00:00Z).
     static let postgresEpochOffsetMicros: Int64 = 946_684_800_000_000
@@ -25,15 +27,31 @@ public struct BinaryCopyEncoder {
         appendInt32(0) // header extension length
         rowStart = -1
         columnInRow = 0
+        rowBounds.removeAll(keepingCapacity: true)
+        rowBounds.append(bytes.count)
     }
 
     /// Whether any row has been added since the last `removeAll`.
-    public var isEmpty: Bool { bytes.count == 19 }
+    public var isEmpty: Bool { rowCount == 0 }
+
+    /// How many rows have been added.
+    public var rowCount: Int { rowBounds.count - 1 }
 
     /// The stream to send: the rows and the trailer. The encoder is left as it was.
     public var data: [UInt8] {
         precondition(rowStart < 0, "BinaryCopyEncoder: a row was started but not ended")
         var out = bytes
+        out.append(0xFF); out.append(0xFF)
+        return out
+    }
+
+    /// A stream of only some of the rows (by their position, in the order
+    /// given), copied as they were encoded.
+    public func data(rows: some Sequence<Int>) -> [UInt8] {
+        precondition(rowStart < 0, "BinaryCopyEncoder: a row was started but not ended")
+        var out: [UInt8] = []
+        out.append(contentsOf: bytes[..<rowBounds[0]])
+        for row in rows { out.append(contentsOf: bytes[rowBounds[row]..<rowBounds[row + 1]]) }
         out.append(0xFF); out.append(0xFF)
         return out
     }
@@ -51,6 +69,7 @@ public struct BinaryCopyEncoder {
         precondition(columnInRow == columns, "BinaryCopyEncoder: \(columnInRow) values for \(columns) columns")
         rowStart = -1
         columnInRow = 0
+        rowBounds.append(bytes.count)
     }
 
     public mutating func addNull() {

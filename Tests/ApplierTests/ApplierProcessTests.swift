@@ -283,6 +283,25 @@ import WebhookModel
         try connection.execute("UPDATE meetperry.task SET updated_date = '2000-01-01' WHERE external_id = 'seed-1'")
         #expect(try connection.execute("SELECT updated_date > '2001-01-01' FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "t")
     }
+
+    /// A unique key already taken when the batch writes (here: seed rows
+    /// inserted with explicit ids the task sequence will hand out next) is a
+    /// conflict to retry, never a reason to reject the events.
+    @Test func aTakenKeyIsRetriedNotRejected() throws {
+        let db = try freshDatabase()
+        let connection = try PGConnection(conninfo: db)
+        defer { connection.close() }
+        try connection.execute("""
+            INSERT INTO meetperry.task (id, external_id, user_id, content)
+            SELECT n, 'seed-' || n, 'u9', 'from the seed' FROM generate_series(1, 3) AS n
+            """)
+        let run = try runApplier(stream([event(.created, 0, id: "new")]), conninfo: db, arguments: ["--batch-size", "1"])
+        #expect(run.exitCode == 0)
+        #expect(run.rejects.isEmpty)
+        #expect(run.stderr.contains("read=1 applied=1 duplicates=0 pending=0 rejected=0"))
+        #expect(run.stderr.contains("batch not committed, retrying"))
+        #expect(try taskRows(db).map { $0[0] } == ["new", "seed-1", "seed-2", "seed-3"])
+    }
 }
 
 /// Faults: the database going away under a running applier.

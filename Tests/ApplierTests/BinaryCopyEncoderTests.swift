@@ -66,6 +66,18 @@ import TestSupport
         encoder.endRow()
         #expect(try db.copyIn("COPY t FROM STDIN (FORMAT binary)", data: encoder.data) == 1)
         #expect(try db.execute("SELECT count(*) FROM t").scalar == String(rows.count + 1))
+
+        // Some of the rows only, as the applier copies just a batch's new events.
+        encoder.removeAll()
+        for n in Int32(10)..<Int32(14) {
+            encoder.add(n); encoder.addUUID(uuid); encoder.add("row \(n)"); encoder.add(false)
+            encoder.addTimestamp(microsecondsSinceUnixEpoch: nil)
+            encoder.endRow()
+        }
+        #expect(encoder.rowCount == 4)
+        #expect(try db.copyIn("COPY t FROM STDIN (FORMAT binary)", data: encoder.data(rows: [3, 1])) == 2)
+        #expect(try db.execute("SELECT n, s FROM t WHERE n >= 10 ORDER BY n").rows == [["11", "row 11"], ["13", "row 13"]])
+        #expect(try db.copyIn("COPY t FROM STDIN (FORMAT binary)", data: encoder.data(rows: [])) == 0)
     }
 
     /// Text PostgreSQL cannot store (a NUL byte) is refused by the server as a

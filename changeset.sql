@@ -16,6 +16,13 @@ CREATE TABLE IF NOT EXISTS meetperry.task (
     updated_date   timestamptz NOT NULL DEFAULT now()
 );
 
+-- Rows put in with explicit ids (a restore, the seed's own tools) can leave the
+-- id sequence behind them; the applier would then collide with them and retry.
+-- Only ever moves the sequence forward.
+SELECT setval(pg_get_serial_sequence('meetperry.task', 'id'), m)
+FROM (SELECT max(id) AS m FROM meetperry.task) AS t
+WHERE m IS NOT NULL AND m >= (SELECT last_value FROM meetperry.task_id_seq);
+
 CREATE OR REPLACE FUNCTION meetperry.set_updated_date() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -98,6 +98,8 @@ public final class TaskStore {
     }
 
     private let connection: PGConnection
+    /// Folded tasks that have no row yet, and those that have one.
+    private var newTaskRows = BinaryCopyEncoder(columns: 6)
     private var derivedRows = BinaryCopyEncoder(columns: 6)
 
     public init(connection: PGConnection) throws {
@@ -114,6 +116,9 @@ public final class TaskStore {
         try connection.execute("SET jit = off")
         try connection.execute("SET enable_bitmapscan = off")
         try connection.execute("SET enable_seqscan = off")
+        // Nor are they worth parallel workers: starting them (a process each,
+        // every batch) cost more than the look-ups they were meant to share.
+        try connection.execute("SET max_parallel_workers_per_gather = 0")
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS derived_task (
                 external_id text, user_id text, content text,
@@ -185,15 +190,26 @@ public final class TaskStore {
             ["{" + keys.joined(separator: ",") + "}"]
         )
 
-        // 2. Which events of these tasks are stored already? Identities only
-        //    (the primary key holds them all), one index look-up per task.
+        // 2. Which events of these tasks are stored already, and which tasks
+        //    have a row? Identities only (the event log's primary key holds them
+        //    all) and ids only: index look-ups, one per task and table.
         var known = Set<EventKey>()
         var tasksWithHistory = Set<String>()
+        var tasksWithRow = Set<String>()
         try connection.query("""
             SELECT external_id, identity FROM meetperry.task_event WHERE external_id = ANY($1::text[])
+            UNION ALL
+            SELECT external_id, NULL FROM meetperry.task WHERE external_id = ANY($1::text[])
             """, [batch.taskIds], binary: true) { row in
-            guard let taskId = row.string(0), let identity = row.withBytes(1, { EventKey($0) }) ?? nil else {
+            guard let taskId = row.string(0) else {
                 throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
+            }
+            guard let bytes = row.withBytes(1, { Array($0) }) else {
+                tasksWithRow.insert(taskId)
+                return
+            }
+            guard let identity = EventKey(bytes) else {
+                throw SchemaError(description: "meetperry.task_event.identity is not a uuid")
             }
             known.insert(identity)
             tasksWithHistory.insert(taskId)
@@ -239,7 +255,9 @@ public final class TaskStore {
             FROM STDIN (FORMAT binary)
             """, data: batch.eventRows.data(rows: newItems))
 
-        // 6. Fold every task that gained an event from all of its events.
+        // 6. Fold every task that gained an event from all of its events. A
+        //    task without a row is copied in; one with a row is updated if changed.
+        newTaskRows.removeAll()
         derivedRows.removeAll()
         var creations: [String: Webhook] = [:]
         creations.reserveCapacity(eventsByTask.count)
@@ -247,13 +265,17 @@ public final class TaskStore {
             let (state, creation) = TaskRules.foldState(events)
             creations[taskId] = creation
             guard let state else { continue }
-            derivedRows.add(state.taskId)
-            derivedRows.add(state.userId)
-            derivedRows.add(state.content)
-            derivedRows.addTimestamp(microsecondsSinceUnixEpoch: state.createdDate.microsecondsSinceEpoch)
-            derivedRows.addTimestamp(microsecondsSinceUnixEpoch: state.completedDate?.microsecondsSinceEpoch)
-            derivedRows.addTimestamp(microsecondsSinceUnixEpoch: state.deletedDate?.microsecondsSinceEpoch)
-            derivedRows.endRow()
+            if tasksWithRow.contains(taskId) {
+                Self.encode(state, into: &derivedRows)
+            } else {
+                Self.encode(state, into: &newTaskRows)
+            }
+        }
+        if !newTaskRows.isEmpty {
+            try connection.copyIn("""
+                COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
+                FROM STDIN (FORMAT binary)
+                """, data: newTaskRows.data)
         }
         if !derivedRows.isEmpty {
             try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)
@@ -280,5 +302,16 @@ public final class TaskStore {
             }
         }
         return outcome
+    }
+
+    /// One `meetperry.task` row (its seed columns) for COPY.
+    private static func encode(_ state: TaskState, into rows: inout BinaryCopyEncoder) {
+        rows.add(state.taskId)
+        rows.add(state.userId)
+        rows.add(state.content)
+        rows.addTimestamp(microsecondsSinceUnixEpoch: state.createdDate.microsecondsSinceEpoch)
+        rows.addTimestamp(microsecondsSinceUnixEpoch: state.completedDate?.microsecondsSinceEpoch)
+        rows.addTimestamp(microsecondsSinceUnixEpoch: state.deletedDate?.microsecondsSinceEpoch)
+        rows.endRow()
     }
 }

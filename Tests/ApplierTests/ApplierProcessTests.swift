@@ -271,6 +271,7 @@ import WebhookModel
                 completed_date timestamptz, deleted_date timestamptz,
                 created_date timestamptz NOT NULL DEFAULT now(), updated_date timestamptz NOT NULL DEFAULT now());
             INSERT INTO meetperry.task (external_id, user_id, content) VALUES ('seed-1', 'u9', 'from the seed');
+            INSERT INTO meetperry.task (id, external_id, user_id, content) VALUES (7, 'seed-7', 'u9', 'restored with its id');
             """)
         let changeset = try String(contentsOfFile: packageRoot() + "/changeset.sql", encoding: .utf8)
         try connection.executeScript(changeset)
@@ -278,7 +279,10 @@ import WebhookModel
         #expect(try connection.execute("SELECT content FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "from the seed")
         let run = try runApplier(stream([event(.created, 0, id: "new")]), conninfo: db)
         #expect(run.exitCode == 0)
-        #expect(try taskRows(db).map { $0[0] } == ["new", "seed-1"])
+        #expect(try taskRows(db).map { $0[0] } == ["new", "seed-1", "seed-7"])
+        // The changeset moved the id sequence past the row restored with its id: no collision, no retry.
+        #expect(!run.stderr.contains("retrying"))
+        #expect(try connection.execute("SELECT id FROM meetperry.task WHERE external_id = 'new'").scalar == "8")
         // The trigger keeps updated_date current.
         try connection.execute("UPDATE meetperry.task SET updated_date = '2000-01-01' WHERE external_id = 'seed-1'")
         #expect(try connection.execute("SELECT updated_date > '2001-01-01' FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "t")
@@ -301,6 +305,14 @@ import WebhookModel
         #expect(run.stderr.contains("read=1 applied=1 duplicates=0 pending=0 rejected=0"))
         #expect(run.stderr.contains("batch not committed, retrying"))
         #expect(try taskRows(db).map { $0[0] } == ["new", "seed-1", "seed-2", "seed-3"])
+
+        // A task whose row came without events (from the seed) is updated in place by its first event.
+        let more = try runApplier(stream([event(.created, 5, id: "seed-2", user: "u9", content: "now from a webhook")]), conninfo: db)
+        #expect(more.exitCode == 0)
+        #expect(more.stderr.contains("read=1 applied=1 duplicates=0 pending=0 rejected=0"))
+        #expect(!more.stderr.contains("retrying"))
+        #expect(try connection.execute("SELECT id, content FROM meetperry.task WHERE external_id = 'seed-2'").rows == [["2", "now from a webhook"]])
+        #expect(try connection.execute("SELECT count(*) FROM meetperry.task").scalar == "4")
     }
 }
 

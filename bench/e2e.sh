@@ -10,13 +10,19 @@
 # 4. the same at half that rate: p50/p99 of 202-to-row-visible latency, from the
 #    receiver's receivedAt stamp to the commit time of the row's transaction
 #    (track_commit_timestamp=on, the one setting changed from the defaults).
+# 5. 1–3 again with each half on a CPU of its own (receiver and wrk on CPU 0,
+#    applier and PostgreSQL on CPU 1). On a 2-core machine the unpinned runs
+#    measure a CPU split as much as the pipeline: wrk and the receiver alone
+#    fill both cores, so whatever the applier and PostgreSQL use comes out of
+#    the receiver's share. Pinned, each half has the same CPU alone and in the
+#    pipeline, and the ratio shows what joining them costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-60}
 CONNECTIONS=${2:-64}
 export BENCH_PG_OPTIONS="-c track_commit_timestamp=on"
 source bench/lib.sh
-for tool in wrk; do command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install wrk)" >&2; exit 1; }; done
+for tool in wrk taskset; do command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install wrk util-linux)" >&2; exit 1; }; done
 [ -x .build/release/receiver ] && [ -x .build/release/applier ] || swift build -c release >&2
 bench_cluster_start
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -40,8 +46,18 @@ end
 if delay_ms > 0 then delay = function() return delay_ms end end
 LUA
 
+# Where the receiver and wrk (front) and the applier (back) may run: every CPU,
+# except in the pinned runs. taskset execs its command, so $! is the program's pid.
+ALL_CPUS=0-$(( $(nproc) - 1 ))
+FRONT_CPUS=$ALL_CPUS
+BACK_CPUS=$ALL_CPUS
+pin_postgres() { # cpus: the postmaster and every process it has or will fork
+    local pm; pm=$(head -n 1 "$BENCH_WORK/pg/postmaster.pid")
+    for p in "$pm" $(pgrep -P "$pm"); do taskset -a -p -c "$1" "$p" >/dev/null 2>&1 || true; done
+}
+
 run_wrk() { # port seconds → "requests non2xx rps"
-    wrk -t2 -c"$CONNECTIONS" -d"${2}s" -s "$BENCH_WORK/post.lua" "http://127.0.0.1:$1/webhook" > "$BENCH_WORK/wrk.out"
+    taskset -c "$FRONT_CPUS" wrk -t2 -c"$CONNECTIONS" -d"${2}s" -s "$BENCH_WORK/post.lua" "http://127.0.0.1:$1/webhook" > "$BENCH_WORK/wrk.out"
     local total non rps
     total=$(awk '/requests in/ {print $1}' "$BENCH_WORK/wrk.out")
     non=$(awk '/Non-2xx/ {print $5}' "$BENCH_WORK/wrk.out")
@@ -50,27 +66,38 @@ run_wrk() { # port seconds → "requests non2xx rps"
 }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "-"; }
 
-echo "1/4 receiver alone" >&2
-port=$(free_port)
-HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/alone.ndjson ARCHIVE_ROTATE_BYTES=0 LOG_LEVEL=warning .build/release/receiver > /dev/null 2>"$BENCH_WORK/r.err" &
-rpid=$!; BENCH_PIDS+=($rpid); wait_port "$port"
-read -r _ _ receiver_rps < <(run_wrk "$port" "$DURATION")
-kill -TERM "$rpid"; wait "$rpid" 2>/dev/null || true
+receiver_alone() { # → rps; leaves its archive in alone.ndjson
+    local port rpid
+    port=$(free_port)
+    rm -f "$BENCH_WORK/alone.ndjson"
+    HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/alone.ndjson ARCHIVE_ROTATE_BYTES=0 LOG_LEVEL=warning \
+        taskset -c "$FRONT_CPUS" .build/release/receiver > /dev/null 2>"$BENCH_WORK/r.err" &
+    rpid=$!; BENCH_PIDS+=($rpid); wait_port "$port"
+    local rps; read -r _ _ rps < <(run_wrk "$port" "$DURATION")
+    kill -TERM "$rpid"; wait "$rpid" 2>/dev/null || true
+    echo "$rps"
+}
 
-echo "2/4 applier alone" >&2
-bench_fresh_db bench_alone
-lines=$(wc -l < "$BENCH_WORK/alone.ndjson")
-DB_NAME=bench_alone LOG_LEVEL=notice .build/release/applier < "$BENCH_WORK/alone.ndjson" > /dev/null 2> "$BENCH_WORK/a.err"
-applier_rps=$(grep -o 'events/s=[0-9]*' "$BENCH_WORK/a.err" | tail -n 1 | cut -d= -f2)
+applier_alone() { # → "lines events/s" of alone.ndjson into a fresh database
+    bench_fresh_db bench_alone
+    DB_NAME=bench_alone LOG_LEVEL=notice taskset -c "$BACK_CPUS" .build/release/applier < "$BENCH_WORK/alone.ndjson" > /dev/null 2> "$BENCH_WORK/a.err"
+    echo "$(wc -l < "$BENCH_WORK/alone.ndjson") $(grep -o 'events/s=[0-9]*' "$BENCH_WORK/a.err" | tail -n 1 | cut -d= -f2)"
+}
+
+echo "1/5 receiver alone" >&2
+receiver_rps=$(receiver_alone)
+
+echo "2/5 applier alone" >&2
+read -r lines applier_rps < <(applier_alone)
 
 pipeline() { # db seconds delay → "requests non2xx rps rows applied_per_s receiver_rss applier_rss"
     local db=$1 seconds=$2 delay=$3 port fifo=$BENCH_WORK/stream
     bench_fresh_db "$db"
     port=$(free_port)
     rm -f "$fifo"; mkfifo "$fifo"
-    DB_NAME=$db LOG_LEVEL=warning .build/release/applier < "$fifo" > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
+    DB_NAME=$db LOG_LEVEL=warning taskset -c "$BACK_CPUS" .build/release/applier < "$fifo" > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
     local apid=$!; BENCH_PIDS+=($apid)
-    HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/$db.ndjson LOG_LEVEL=warning .build/release/receiver > "$fifo" 2> "$BENCH_WORK/$db.receiver.err" &
+    HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/$db.ndjson LOG_LEVEL=warning taskset -c "$FRONT_CPUS" .build/release/receiver > "$fifo" 2> "$BENCH_WORK/$db.receiver.err" &
     local rpid=$!; BENCH_PIDS+=($rpid)
     wait_port "$port"
     local start; start=$(date +%s.%N)
@@ -89,11 +116,11 @@ pipeline() { # db seconds delay → "requests non2xx rps rows applied_per_s rece
     echo "$total $non $rps $rows $applied $rr $ar"
 }
 
-echo "3/4 receiver | applier at full speed" >&2
+echo "3/5 receiver | applier at full speed" >&2
 read -r e_total e_non e_rps e_rows e_applied e_rrss e_arss < <(pipeline bench_full "$DURATION" 0)
 e_ok=$((e_total - e_non))
 
-echo "4/4 receiver | applier at half that rate, latency" >&2
+echo "4/5 receiver | applier at half that rate, latency" >&2
 half=$((e_applied / 2))
 delay=$(awk -v c="$CONNECTIONS" -v r="$half" 'BEGIN { d = c * 1000 / r; if (d < 1) d = 1; printf "%d", d }')
 read -r h_total h_non h_rps h_rows _ _ _ < <(pipeline bench_half "$((DURATION / 2))" "$delay")
@@ -103,7 +130,17 @@ read -r p50 p99 pmax < <(psql -At -F ' ' -d bench_half -c "
     FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(t.xmin) - e.received_at) * 1000 AS ms
           FROM meetperry.task t JOIN meetperry.task_event e ON e.external_id = t.external_id) AS l")
 
+echo "5/5 the same with each half on a CPU of its own" >&2
+FRONT_CPUS=0 BACK_CPUS=1
+pin_postgres "$BACK_CPUS"
+pinned_receiver_rps=$(receiver_alone)
+read -r pinned_lines pinned_applier_rps < <(applier_alone)
+read -r pe_total pe_non _ pe_rows pe_applied _ _ < <(pipeline bench_pinned "$DURATION" 0)
+pin_postgres "$ALL_CPUS"
+FRONT_CPUS=$ALL_CPUS BACK_CPUS=$ALL_CPUS
+
 slower=$(awk -v a="$receiver_rps" -v b="$applier_rps" 'BEGIN { print (a < b) ? a : b }')
+pinned_slower=$(awk -v a="$pinned_receiver_rps" -v b="$pinned_applier_rps" 'BEGIN { print (a < b) ? a : b }')
 echo "PostgreSQL $(psql -At -d postgres -c 'SHOW server_version'), defaults + track_commit_timestamp; ${DURATION}s runs, $CONNECTIONS connections"
 printf '%-52s %12s\n' "run" "per second"
 printf '%-52s %12s\n' "receiver alone (archive on), req/s" "$receiver_rps"
@@ -113,3 +150,8 @@ echo "ratio e2e / slower alone:  $(ratio "$e_applied" "$slower") (target >= 0.8)
 echo "nothing lost:              $e_ok answered 202, $e_rows rows ($e_non non-2xx; rows may exceed 202s by requests cut off when wrk stopped)"
 echo "peak RSS:                  receiver $e_rrss MB, applier $e_arss MB"
 echo "half load (~$half/s asked, $h_rps/s done): 202-to-visible latency p50 ${p50} ms, p99 ${p99} ms, max ${pmax} ms (target p99 <= 100 ms); $((h_total - h_non)) 202s, $h_rows rows"
+echo "pinned (receiver + wrk on CPU 0, applier + PostgreSQL on CPU 1):"
+printf '%-52s %12s\n' "  receiver alone, req/s" "$pinned_receiver_rps"
+printf '%-52s %12s\n' "  applier alone ($pinned_lines webhooks), events/s" "$pinned_applier_rps"
+printf '%-52s %12s\n' "  receiver | applier, webhooks applied/s" "$pe_applied"
+echo "  ratio e2e / slower alone: $(ratio "$pe_applied" "$pinned_slower") (target >= 0.8); $((pe_total - pe_non)) 202s, $pe_rows rows"

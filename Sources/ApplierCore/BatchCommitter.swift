@@ -122,6 +122,7 @@ final class BatchCommitter: @unchecked Sendable {
 
     private func commit(_ batch: TaskStore.PreparedBatch) throws {
         var attempt = 0
+        var conflicts = 0
         let lines = "\(batch.firstLine)-\(batch.lastLine)"
         while true {
             do {
@@ -129,7 +130,15 @@ final class BatchCommitter: @unchecked Sendable {
                 let outcome = try store.apply(batch)
                 record(outcome)
                 return
-            } catch let error as PGError where error.isTransient || Self.isWriteConflict(error) {
+            } catch let error as PGError where Self.isWriteConflict(error) && conflicts < Self.writeConflictRetries {
+                // The transaction is rolled back; the connection is fine. Read again.
+                conflicts += 1
+                attempt += 1
+                logger.warning("batch not committed, retrying", metadata: [
+                    "lines": "\(lines)", "attempt": "\(attempt)", "error": "\(error)",
+                ])
+                try backoff(attempt, lines: lines)
+            } catch let error as PGError where error.isTransient {
                 attempt += 1
                 logger.warning("batch not committed, retrying", metadata: [
                     "lines": "\(lines)", "attempt": "\(attempt)", "error": "\(error)",
@@ -159,10 +168,15 @@ final class BatchCommitter: @unchecked Sendable {
 
     /// A unique key taken between our read and our write: by a writer that
     /// takes no partition locks, or an id the task table's sequence handed out
-    /// that a row inserted by other means already holds. Read again and retry.
+    /// that a row inserted by other means already holds. Read again and retry;
+    /// a conflict that outlasts `writeConflictRetries` is treated as the
+    /// data's fault (split, and the event that still fails alone is rejected),
+    /// so nothing can keep the applier retrying one batch for ever.
     static func isWriteConflict(_ error: PGError) -> Bool {
         error.sqlState == "23505"
     }
+
+    static let writeConflictRetries = 4
 
     static func isDataError(_ error: PGError) -> Bool {
         guard let state = error.sqlState else { return false }

@@ -288,6 +288,15 @@ import WebhookModel
         #expect(try connection.execute("SELECT updated_date > '2001-01-01' FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "t")
     }
 
+    /// Task rows `seed-N` put in with explicit ids, as a restore would, after
+    /// `changeset.sql` ran: the id sequence has not reached them.
+    func restoreRowsWithTheirIds(_ ids: ClosedRange<Int>, into connection: PGConnection) throws {
+        try connection.execute("""
+            INSERT INTO meetperry.task (id, external_id, user_id, content)
+            SELECT n, 'seed-' || n, 'u9', 'from the seed' FROM generate_series($1::int, $2::int) AS n
+            """, [String(ids.lowerBound), String(ids.upperBound)])
+    }
+
     /// A unique key already taken when the batch writes (here: seed rows
     /// inserted with explicit ids the task sequence will hand out next) is a
     /// conflict to retry, never a reason to reject the events.
@@ -295,10 +304,7 @@ import WebhookModel
         let db = try freshDatabase()
         let connection = try PGConnection(conninfo: db)
         defer { connection.close() }
-        try connection.execute("""
-            INSERT INTO meetperry.task (id, external_id, user_id, content)
-            SELECT n, 'seed-' || n, 'u9', 'from the seed' FROM generate_series(1, 3) AS n
-            """)
+        try restoreRowsWithTheirIds(1...3, into: connection)
         let run = try runApplier(stream([event(.created, 0, id: "new")]), conninfo: db, arguments: ["--batch-size", "1"])
         #expect(run.exitCode == 0)
         #expect(run.rejects.isEmpty)
@@ -313,6 +319,25 @@ import WebhookModel
         #expect(!more.stderr.contains("retrying"))
         #expect(try connection.execute("SELECT id, content FROM meetperry.task WHERE external_id = 'seed-2'").rows == [["2", "now from a webhook"]])
         #expect(try connection.execute("SELECT count(*) FROM meetperry.task").scalar == "4")
+    }
+
+    /// A key that stays taken however often the batch is read again is not
+    /// retried for ever: after a few attempts the event is rejected with the
+    /// database's reason, and the applier goes on with the rest.
+    @Test func aKeyThatStaysTakenEndsInARejectNotALoop() throws {
+        let db = try freshDatabase()
+        let connection = try PGConnection(conninfo: db)
+        defer { connection.close() }
+        try restoreRowsWithTheirIds(1...12, into: connection)
+        // Each attempt takes one id from the sequence: events 1 and 2 use up ids
+        // 1–10 (five attempts each), event 3 gets 13 on its third, event 4 gets 14.
+        let events = (1...4).map { event(.created, $0, id: "new-\($0)") }
+        let run = try runApplier(stream(events), conninfo: db, arguments: ["--batch-size", "1", "--connections", "1"])
+        #expect(run.exitCode == 0)
+        #expect(run.stderr.contains("read=4 applied=2 duplicates=0 pending=0 rejected=2"))
+        #expect(run.rejectedLines == [1, 2])
+        #expect(run.rejects.allSatisfy { $0.contains("database refused the event") && $0.contains("task_pkey") })
+        #expect(try taskRows(db).map { $0[0] }.filter { $0?.hasPrefix("new") == true } == ["new-3", "new-4"])
     }
 }
 

@@ -142,6 +142,8 @@ import WebhookModel
             "\\N\ttab\nnew line\\.",
             "{\"a\",b}",
             "'||pg_sleep(10)||'",
+            // Hard cases for the text[] parameter the batch look-up binds the ids in.
+            "NULL", " spaced ", "a,b", "a\\b\"c", "{}", "ünï",
         ]
         let events = hostile.enumerated().flatMap { i, text in
             [event(.created, i, id: text, user: text, content: text), event(.updated, i + 1, id: text, user: text, content: text + " v2", done: true)]
@@ -157,6 +159,10 @@ import WebhookModel
         // The other tables are intact too.
         let events2 = try PGConnection(conninfo: db).execute("SELECT count(*) FROM meetperry.task_event").scalar
         #expect(events2 == String(events.count))
+        // Found again by the look-up: a replay is all duplicates, not key conflicts.
+        let replay = try runApplier(stream(events), conninfo: db)
+        #expect(replay.stderr.contains("applied=0 duplicates=\(events.count) pending=0 rejected=0"))
+        #expect(!replay.stderr.contains("retrying"))
     }
 
     @Test func aLineLongerThanTheLimitIsRejectedNotBuffered() throws {

@@ -22,11 +22,10 @@ DURATION=${1:-60}
 CONNECTIONS=${2:-64}
 export BENCH_PG_OPTIONS="-c track_commit_timestamp=on"
 source bench/lib.sh
+source bench/net.sh
 for tool in wrk taskset; do command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install wrk util-linux)" >&2; exit 1; }; done
 [ -x .build/release/receiver ] && [ -x .build/release/applier ] || swift build -c release >&2
 bench_cluster_start
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "bench: nothing listens on $1" >&2; exit 1; }
 
 # Every request a new task (so rows must equal 202s); RATE_DELAY_MS > 0 paces each connection.
 cat > "$BENCH_WORK/post.lua" <<'LUA'

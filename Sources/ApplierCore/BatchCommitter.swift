@@ -130,20 +130,17 @@ final class BatchCommitter: @unchecked Sendable {
                 let outcome = try store.apply(batch)
                 record(outcome)
                 return
-            } catch let error as PGError where Self.isWriteConflict(error) && conflicts < Self.writeConflictRetries {
-                // The transaction is rolled back; the connection is fine. Read again.
-                conflicts += 1
+            } catch let error as PGError
+                where error.isTransient || (Self.isWriteConflict(error) && conflicts < Self.writeConflictRetries) {
                 attempt += 1
                 logger.warning("batch not committed, retrying", metadata: [
                     "lines": "\(lines)", "attempt": "\(attempt)", "error": "\(error)",
                 ])
-                try backoff(attempt, lines: lines)
-            } catch let error as PGError where error.isTransient {
-                attempt += 1
-                logger.warning("batch not committed, retrying", metadata: [
-                    "lines": "\(lines)", "attempt": "\(attempt)", "error": "\(error)",
-                ])
-                dropConnection()
+                if error.isTransient {
+                    dropConnection()
+                } else {
+                    conflicts += 1 // rolled back on a healthy connection: just read again
+                }
                 try backoff(attempt, lines: lines)
             } catch let error as PGError where Self.isDataError(error) {
                 // One event the database cannot take must not hold up the rest:

@@ -204,15 +204,15 @@ public final class TaskStore {
             guard let taskId = row.string(0) else {
                 throw SchemaError(description: "meetperry.task_event holds a row this applier cannot read")
             }
-            guard let bytes = row.withBytes(1, { Array($0) }) else {
+            switch row.withBytes(1, { EventKey($0) }) {
+            case nil: // NULL: a row of meetperry.task
                 tasksWithRow.insert(taskId)
-                return
-            }
-            guard let identity = EventKey(bytes) else {
+            case .some(nil):
                 throw SchemaError(description: "meetperry.task_event.identity is not a uuid")
+            case .some(let identity?):
+                known.insert(identity)
+                tasksWithHistory.insert(taskId)
             }
-            known.insert(identity)
-            tasksWithHistory.insert(taskId)
         }
 
         // 3. Everything delivered more than once, before or in this batch, is a duplicate.

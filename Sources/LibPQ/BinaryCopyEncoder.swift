@@ -1,12 +1,12 @@
 /// Encodes rows for `COPY … FROM STDIN (FORMAT binary)`: each value as its
 /// length and PostgreSQL's binary form. Nothing is escaped or parsed on
 /// either side (no timestamp or UUID text), which is what makes it cheaper
-/// than the text format for the applier's staging tables. Every row must
+/// than the text format for the applier's writes. Every row must
 /// carry the `columns` values its table expects, in order.
 public struct BinaryCopyEncoder: Sendable {
     public private(set) var bytes: [UInt8] = []
     private let columns: Int
-    private var rowStart = -1
+    /// Values added to the row being built; 0 between rows.
     private var columnInRow = 0
     /// Where each finished row starts in `bytes`, and the end of the last one.
     private var rowBounds: [Int] = []
@@ -25,7 +25,6 @@ public struct BinaryCopyEncoder: Sendable {
         bytes.append(contentsOf: [0x50, 0x47, 0x43, 0x4F, 0x50, 0x59, 0x0A, 0xFF, 0x0D, 0x0A, 0x00]) // "PGCOPY\n\377\r\n\0"
         appendInt32(0) // flags
         appendInt32(0) // header extension length
-        rowStart = -1
         columnInRow = 0
         rowBounds.removeAll(keepingCapacity: true)
         rowBounds.append(bytes.count)
@@ -39,7 +38,7 @@ public struct BinaryCopyEncoder: Sendable {
 
     /// The stream to send: the rows and the trailer. The encoder is left as it was.
     public var data: [UInt8] {
-        precondition(rowStart < 0, "BinaryCopyEncoder: a row was started but not ended")
+        precondition(columnInRow == 0, "BinaryCopyEncoder: a row was started but not ended")
         var out = bytes
         out.append(0xFF); out.append(0xFF)
         return out
@@ -48,7 +47,7 @@ public struct BinaryCopyEncoder: Sendable {
     /// A stream of only some of the rows (by their position, in the order
     /// given), copied as they were encoded.
     public func data(rows: some Sequence<Int>) -> [UInt8] {
-        precondition(rowStart < 0, "BinaryCopyEncoder: a row was started but not ended")
+        precondition(columnInRow == 0, "BinaryCopyEncoder: a row was started but not ended")
         var out: [UInt8] = []
         out.append(contentsOf: bytes[..<rowBounds[0]])
         for row in rows { out.append(contentsOf: bytes[rowBounds[row]..<rowBounds[row + 1]]) }
@@ -57,17 +56,13 @@ public struct BinaryCopyEncoder: Sendable {
     }
 
     private mutating func beginValue() {
-        if rowStart < 0 {
-            rowStart = bytes.count
-            appendInt16(UInt16(columns))
-        }
+        if columnInRow == 0 { appendInt16(UInt16(columns)) }
         columnInRow += 1
         precondition(columnInRow <= columns, "BinaryCopyEncoder: more values than the \(columns) columns")
     }
 
     public mutating func endRow() {
         precondition(columnInRow == columns, "BinaryCopyEncoder: \(columnInRow) values for \(columns) columns")
-        rowStart = -1
         columnInRow = 0
         rowBounds.append(bytes.count)
     }

@@ -114,7 +114,7 @@ public final class PGConnection {
         _ = try consume(PQexec(conn, sql), conn)
     }
 
-    /// Sends `data` (COPY rows, see `CopyEncoder` and `BinaryCopyEncoder`) through `COPY … FROM STDIN`.
+    /// Sends `data` (COPY rows in the statement's format, e.g. `BinaryCopyEncoder`'s) through `COPY … FROM STDIN`.
     /// Returns the number of rows the server reports.
     @discardableResult
     public func copyIn(_ sql: String, data: [UInt8]) throws(PGError) -> Int {

@@ -1,7 +1,4 @@
 import CLibPQ
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The rows of a finished statement, copied out of the `PGresult` (which is
 /// cleared at once), as text values; nil is SQL NULL.
@@ -43,18 +40,6 @@ public struct RowView {
         return String(cString: PQgetvalue(result, row, c))
     }
 
-    /// A bigint column without making a String first; nil for NULL or non-numbers.
-    public func int64(_ column: Int) -> Int64? {
-        let c = Int32(column)
-        if PQgetisnull(result, row, c) == 1 { return nil }
-        guard let text = PQgetvalue(result, row, c), text.pointee != 0 else { return nil }
-        var end: UnsafeMutablePointer<CChar>?
-        errno = 0
-        let value = strtoll(text, &end, 10)
-        guard errno == 0, let end, end.pointee == 0 else { return nil }
-        return Int64(value)
-    }
-
     /// A binary-format `int8` column; nil for NULL.
     public func int64(binary column: Int) -> Int64? {
         let c = Int32(column)
@@ -86,12 +71,5 @@ public struct RowView {
     /// A binary-format `boolean` column; nil for NULL.
     public func bool(binary column: Int) -> Bool? {
         withBytes(column) { $0.count == 1 ? $0[0] != 0 : nil } ?? nil
-    }
-
-    /// A boolean column (`t` / `f`); nil for NULL.
-    public func bool(_ column: Int) -> Bool? {
-        let c = Int32(column)
-        if PQgetisnull(result, row, c) == 1 { return nil }
-        return PQgetvalue(result, row, c).pointee == CChar(UInt8(ascii: "t"))
     }
 }

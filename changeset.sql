@@ -62,6 +62,17 @@ CREATE TABLE IF NOT EXISTS meetperry.task_event (
 -- in time order, so a BRIN index answers that for almost nothing on insert.
 CREATE INDEX IF NOT EXISTS task_event_occurred_at ON meetperry.task_event USING brin (occurred_at);
 
+-- The transaction that stored each event (pg_current_xact_id(), its 64-bit
+-- value). The reporter's corrections ask "which events were committed since
+-- my previous run?": an event is new to a run when its transaction is not
+-- visible in the snapshot the previous run read under. That holds however
+-- concurrent appliers' transactions interleave and commit, which neither the
+-- sender's timestamps nor applied_at can promise. A bigint (not xid8) so a BRIN
+-- index can serve it: ids grow with insertion, so a run reads only the tail.
+ALTER TABLE meetperry.task_event
+    ADD COLUMN IF NOT EXISTS xact_id bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
+CREATE INDEX IF NOT EXISTS task_event_xact_id ON meetperry.task_event USING brin (xact_id);
+
 -- The cron cursor: one row per finished reporter run, written only after
 -- every file of its window is on disk. The next run starts at the latest end.
 CREATE TABLE IF NOT EXISTS meetperry.report_run (
@@ -75,3 +86,9 @@ CREATE TABLE IF NOT EXISTS meetperry.report_run (
     CHECK (window_start < window_end)
 );
 CREATE INDEX IF NOT EXISTS report_run_window_end ON meetperry.report_run (window_end);
+-- The snapshot the run read under (pg_current_snapshot()): the next run's
+-- corrections are the events whose transactions it does not see. Late events
+-- the run found and the files it rewrote for them.
+ALTER TABLE meetperry.report_run ADD COLUMN IF NOT EXISTS snapshot pg_snapshot;
+ALTER TABLE meetperry.report_run ADD COLUMN IF NOT EXISTS late_events bigint NOT NULL DEFAULT 0;
+ALTER TABLE meetperry.report_run ADD COLUMN IF NOT EXISTS corrected_files integer NOT NULL DEFAULT 0;

@@ -13,9 +13,12 @@ struct ReporterCommand: ParsableCommand {
         commandName: "reporter",
         abstract: "Write task_report_{userId}_{start}_{end}.json for every user with tasks to report.",
         discussion: """
-        Without --from/--to (cron mode) the window is (end of the last recorded run, now];
-        the first run ever reports the last REPORT_INTERVAL_SECONDS. The run is recorded
-        only after every file is written and synced, so a failed run is redone by the next.
+        Without --from/--to (cron mode) the window is (end of the last recorded run,
+        now - REPORT_DELAY_SECONDS]; the first run ever reports REPORT_INTERVAL_SECONDS up
+        to that watermark. Each cron run also rewrites the earlier reports that events
+        committed since the previous run change (up to REPORT_CORRECTION_HOURS old), then
+        writes manifest_{start}_{end}.json naming every file it wrote, and only then
+        records the run, so a failed run is redone, whole, by the next.
         --from/--to report any window (any timestamp form of the webhook contract) and do
         not move the cron cursor. The database is DATABASE_URL, or DB_HOST/DB_PORT/DB_USER/
         DB_NAME/DB_PASSWORD. Exit status: 0 done, 1 error (named on stderr), 64 bad
@@ -29,6 +32,8 @@ struct ReporterCommand: ParsableCommand {
     @Option(help: "Report only this user.") var user: String?
     @Option(help: "Directory for the files; created if missing [REPORT_DIR, default ./reports].") var out: String?
     @Option(help: "Length of the first cron window in seconds [REPORT_INTERVAL_SECONDS, default 15].") var intervalSeconds: Int?
+    @Option(help: "Cron windows end this many seconds before now [REPORT_DELAY_SECONDS, default 30].") var delaySeconds: Int?
+    @Option(help: "Rewrite reports changed by events up to this many hours late; 0: off [REPORT_CORRECTION_HOURS, default 72].") var correctionHours: Int?
     @Option(help: "libpq connection string; wins over DATABASE_URL and DB_* [DATABASE_URL].") var databaseUrl: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
 
@@ -40,6 +45,8 @@ struct ReporterCommand: ParsableCommand {
         config.outputDirectory = settings.string(out, "REPORT_DIR", default: config.outputDirectory)
         do {
             config.intervalSeconds = try settings.int(intervalSeconds, "REPORT_INTERVAL_SECONDS", default: config.intervalSeconds, range: 1...(366 * 86_400))
+            config.delaySeconds = try settings.int(delaySeconds, "REPORT_DELAY_SECONDS", default: config.delaySeconds, range: 0...(366 * 86_400))
+            config.correctionHours = try settings.int(correctionHours, "REPORT_CORRECTION_HOURS", default: config.correctionHours, range: 0...(24 * 366))
         } catch let error as Settings.InvalidSetting {
             throw ValidationError(error.description)
         }
@@ -87,8 +94,8 @@ struct ReporterCommand: ParsableCommand {
             case .locked:
                 logger.error("another reporter run holds the lock (pg_try_advisory_lock); not running twice at once")
                 throw ExitCode(75)
-            case .nothingToDo(let lastEnd):
-                logger.notice("nothing to report: the last run ended at \(lastEnd.canonical), not before now")
+            case .nothingToDo(let lastEnd, let watermark):
+                logger.notice("nothing to report: the last run ended at \(lastEnd.canonical), not before the watermark \(watermark.canonical) (now - REPORT_DELAY_SECONDS)")
             }
         } catch let error as ExitCode {
             throw error

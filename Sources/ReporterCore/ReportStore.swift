@@ -3,8 +3,9 @@ import TaskModel
 import WebhookModel
 
 /// The reporter's side of PostgreSQL: the single-runner lock, the cron
-/// cursor (`meetperry.report_run`) and the stream of tasks judged as of a
-/// window's end.
+/// cursor (`meetperry.report_run`), one consistent snapshot per run, the
+/// events committed since the previous run, and the stream of tasks a
+/// report is judged from.
 public final class ReportStore {
     /// `pg_try_advisory_lock` key of the reporter ("meetperr" in ASCII).
     static let lockKey = "7882826979136762482"
@@ -14,6 +15,22 @@ public final class ReportStore {
         public var description: String
     }
 
+    /// The latest recorded cron run: where the next window starts, and the
+    /// snapshot it read under (nil for runs recorded before corrections existed).
+    public struct PreviousRun: Sendable {
+        public var window: ReportWindow
+        public var snapshot: String?
+    }
+
+    /// An event committed since the previous run's snapshot, timestamped at
+    /// or before that run's end, with the owner of its task (nil while the
+    /// task has no row: its `created` has not arrived).
+    public struct LateEvent: Sendable, Equatable {
+        public var taskId: String
+        public var owner: String?
+        public var occurredAt: Timestamp
+    }
+
     private let connection: PGConnection
 
     public init(conninfo: String) throws {
@@ -21,9 +38,13 @@ public final class ReportStore {
         let present = try connection.execute("""
             SELECT to_regclass('meetperry.task') IS NOT NULL AND to_regclass('meetperry.task_event') IS NOT NULL
                AND to_regclass('meetperry.report_run') IS NOT NULL
+               AND EXISTS (SELECT FROM information_schema.columns
+                           WHERE table_schema = 'meetperry' AND table_name = 'task_event' AND column_name = 'xact_id')
+               AND EXISTS (SELECT FROM information_schema.columns
+                           WHERE table_schema = 'meetperry' AND table_name = 'report_run' AND column_name = 'snapshot')
             """).scalar
         guard present == "t" else {
-            throw SchemaError(description: "meetperry.task, task_event or report_run does not exist: apply changeset.sql first (psql -f changeset.sql)")
+            throw SchemaError(description: "meetperry.task, task_event or report_run does not exist or is older than this reporter: apply changeset.sql first (psql -f changeset.sql)")
         }
         try connection.execute("SET TIME ZONE 'UTC'")
     }
@@ -34,87 +55,156 @@ public final class ReportStore {
         try connection.execute("SELECT pg_try_advisory_lock($1::int8)", [Self.lockKey]).scalar == "t"
     }
 
-    /// The end of the latest recorded run, if any.
-    public func lastRunEnd() throws -> Timestamp? {
-        let micros = try connection.execute(
-            "SELECT (extract(epoch FROM max(window_end)) * 1000000)::int8 FROM meetperry.report_run"
-        ).scalar
-        return micros.flatMap(Int64.init).map(Timestamp.init(microsecondsSinceEpoch:))
+    /// The latest recorded run, if any.
+    public func previousRun() throws -> PreviousRun? {
+        let rows = try connection.execute("""
+            SELECT (extract(epoch FROM window_start) * 1000000)::int8, (extract(epoch FROM window_end) * 1000000)::int8, snapshot::text
+            FROM meetperry.report_run ORDER BY window_end DESC, id DESC LIMIT 1
+            """).rows
+        guard let row = rows.first, let start = row[0].flatMap(Int64.init), let end = row[1].flatMap(Int64.init) else { return nil }
+        return PreviousRun(window: ReportWindow(start: Timestamp(microsecondsSinceEpoch: start), end: Timestamp(microsecondsSinceEpoch: end)),
+                           snapshot: row[2])
     }
 
-    /// Records a finished cron run: the next window starts at its end.
-    public func recordRun(_ window: ReportWindow, users: Int, files: Int, tasks: Int) throws {
-        try connection.execute(
-            "INSERT INTO meetperry.report_run (window_start, window_end, users, files, tasks) VALUES ($1, $2, $3, $4, $5)",
-            [window.start.canonical, window.end.canonical, String(users), String(files), String(tasks)]
+    /// Records a finished cron run: the next window starts at its end, and its
+    /// corrections look for what `snapshot` did not see.
+    public func recordRun(_ window: ReportWindow, snapshot: String, summary: Reporter.Summary) throws {
+        try connection.execute("""
+            INSERT INTO meetperry.report_run (window_start, window_end, users, files, tasks, snapshot, late_events, corrected_files)
+            VALUES ($1, $2, $3, $4, $5, $6::pg_snapshot, $7, $8)
+            """,
+            [window.start.canonical, window.end.canonical, String(summary.users), String(summary.files), String(summary.tasks),
+             snapshot, String(summary.lateEvents), String(summary.corrections)]
         )
     }
 
-    /// Every task that may be in a list of the window, ordered by user (bytes)
-    /// then task id, streamed in libpq's single-row mode (one row in memory at a
-    /// time; unlike a cursor, the server may plan it in parallel). A task with events after the
-    /// window's end is judged from its events up to the end; any other task
-    /// from its row, which then is exactly its state at the end.
-    public func streamTasks(_ window: ReportWindow, user: String?, _ body: (String, TaskSnapshot) throws -> Void) throws {
+    /// Runs `body` in one read-only REPEATABLE READ transaction, handing it
+    /// the snapshot every statement inside reads under (`pg_current_snapshot()`,
+    /// taken by the transaction's first statement).
+    public func readConsistently<R>(_ body: (String) throws -> R) throws -> R {
         try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         do {
-            try connection.stream("""
-                WITH later AS (
-                    SELECT DISTINCT external_id FROM meetperry.task_event WHERE occurred_at > $2::timestamptz
-                )
-                SELECT t.user_id, t.external_id, coalesce(t.content, ''),
-                       t.created_date, t.completed_date, t.deleted_date,
-                       CASE WHEN l.external_id IS NOT NULL THEN (
-                           SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
-                                                            (extract(epoch FROM e.occurred_at) * 1000000)::int8))
-                           FROM meetperry.task_event e
-                           WHERE e.external_id = t.external_id AND e.occurred_at <= $2::timestamptz)
-                       END
-                FROM meetperry.task t LEFT JOIN later l ON l.external_id = t.external_id
-                WHERE t.external_id IS NOT NULL
-                  AND t.created_date <= $2::timestamptz
-                  AND (t.deleted_date IS NULL OR t.deleted_date > $1::timestamptz)
-                  AND ($3::text IS NULL OR t.user_id = $3::text)
-                ORDER BY t.user_id COLLATE "C", t.external_id COLLATE "C"
-                """, [window.start.canonical, window.end.canonical, user], binary: true) { row in
-                guard let userId = row[0], let taskId = row[1], let content = row[2], let created = row.timestampMicroseconds(binary: 3) else {
-                    throw SchemaError(description: "meetperry.task holds a row the reporter cannot read")
-                }
-                var snapshot = TaskSnapshot(
-                    taskId: taskId, content: content,
-                    createdDate: Timestamp(microsecondsSinceEpoch: created),
-                    completedDate: row.timestampMicroseconds(binary: 4).map(Timestamp.init(microsecondsSinceEpoch:)),
-                    deletedDate: row.timestampMicroseconds(binary: 5).map(Timestamp.init(microsecondsSinceEpoch:))
-                )
-                if let history = row[6], let asOfEnd = try Self.judge(history, taskId: taskId, asOf: window.end) {
-                    snapshot = asOfEnd
-                }
-                try body(userId, snapshot)
+            guard let snapshot = try connection.execute("SELECT pg_current_snapshot()::text").scalar else {
+                throw SchemaError(description: "PostgreSQL returned no snapshot")
             }
+            let result = try body(snapshot)
             try connection.execute("COMMIT")
+            return result
         } catch {
             if connection.isHealthy { _ = try? connection.execute("ROLLBACK") }
             throw error
         }
     }
 
-    /// Folds a task's events (a JSON array of [event, userId, content, isCompleted, micros]) as of `asOf`.
-    static func judge(_ history: String, taskId: String, asOf: Timestamp) throws -> TaskSnapshot? {
-        guard case .array(let items) = try JSONParser.parse(Array(history.utf8)) else { return nil }
-        var events: [Webhook] = []
+    /// The ends of recorded cron windows that end at or after `earliest`, oldest first.
+    public func reportedWindows(endingAtOrAfter earliest: Timestamp) throws -> [ReportWindow] {
+        try connection.execute("""
+            SELECT (extract(epoch FROM window_start) * 1000000)::int8, (extract(epoch FROM window_end) * 1000000)::int8
+            FROM meetperry.report_run WHERE window_end >= $1::timestamptz ORDER BY window_end, id
+            """, [earliest.canonical]).rows.compactMap { row in
+            guard let start = row[0].flatMap(Int64.init), let end = row[1].flatMap(Int64.init) else { return nil }
+            return ReportWindow(start: Timestamp(microsecondsSinceEpoch: start), end: Timestamp(microsecondsSinceEpoch: end))
+        }
+    }
+
+    /// Every event committed after `snapshot` was taken (its transaction is
+    /// not visible in it) and timestamped at or before `through`. Reads only
+    /// the tail of the event log (BRIN on `xact_id`).
+    public func lateEvents(notVisibleIn snapshot: String, through: Timestamp, _ body: (LateEvent) throws -> Void) throws {
+        try connection.stream("""
+            SELECT e.external_id, t.user_id, (extract(epoch FROM e.occurred_at) * 1000000)::int8
+            FROM meetperry.task_event e LEFT JOIN meetperry.task t ON t.external_id = e.external_id
+            WHERE e.xact_id >= pg_snapshot_xmin($1::pg_snapshot)::text::int8
+              AND NOT pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot)
+              AND e.occurred_at <= $2::timestamptz
+            """, [snapshot, through.canonical], binary: true) { row in
+            guard let taskId = row[0], let micros = row.int64(binary: 2) else {
+                throw SchemaError(description: "meetperry.task_event holds a row the reporter cannot read")
+            }
+            try body(LateEvent(taskId: taskId, owner: row[1], occurredAt: Timestamp(microsecondsSinceEpoch: micros)))
+        }
+    }
+
+    /// Every task that may be in a list of `window`, ordered by user (bytes)
+    /// then task id, streamed in libpq's single-row mode (one row in memory at
+    /// a time). A task with events after the window's end comes with all of
+    /// its events, to be judged from those up to the end (`StoredTask.asOf`).
+    public func streamTasks(_ window: ReportWindow, user: String?, _ body: (String, StoredTask) throws -> Void) throws {
+        try connection.stream("""
+            WITH later AS (
+                SELECT DISTINCT external_id FROM meetperry.task_event WHERE occurred_at > $2::timestamptz
+            )
+            SELECT t.user_id, t.external_id, coalesce(t.content, ''),
+                   t.created_date, t.completed_date, t.deleted_date,
+                   CASE WHEN l.external_id IS NOT NULL THEN (
+                       SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
+                                                        (extract(epoch FROM e.occurred_at) * 1000000)::int8, true))
+                       FROM meetperry.task_event e WHERE e.external_id = t.external_id)
+                   END
+            FROM meetperry.task t LEFT JOIN later l ON l.external_id = t.external_id
+            WHERE t.external_id IS NOT NULL
+              AND t.created_date <= $2::timestamptz
+              AND (t.deleted_date IS NULL OR t.deleted_date > $1::timestamptz)
+              AND ($3::text IS NULL OR t.user_id = $3::text)
+            ORDER BY t.user_id COLLATE "C", t.external_id COLLATE "C"
+            """, [window.start.canonical, window.end.canonical, user], binary: true) { row in
+            let (owner, task) = try Self.decodeTask(row)
+            try body(owner, task)
+        }
+    }
+
+    /// Every task of `users` with all of its events, each marked with whether
+    /// `previous` (the last run's snapshot) saw it; ordered like `streamTasks`.
+    public func streamTasksWithHistory(ofUsers users: [String], previous: String, _ body: (String, StoredTask) throws -> Void) throws {
+        try connection.stream("""
+            SELECT t.user_id, t.external_id, coalesce(t.content, ''),
+                   t.created_date, t.completed_date, t.deleted_date,
+                   (SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
+                                                     (extract(epoch FROM e.occurred_at) * 1000000)::int8,
+                                                     pg_visible_in_snapshot(e.xact_id::text::xid8, $2::pg_snapshot)))
+                    FROM meetperry.task_event e WHERE e.external_id = t.external_id)
+            FROM meetperry.task t
+            WHERE t.external_id IS NOT NULL AND t.user_id = ANY($1::text[])
+            ORDER BY t.user_id COLLATE "C", t.external_id COLLATE "C"
+            """, [PGArray.literal(users), previous], binary: true) { row in
+            let (owner, task) = try Self.decodeTask(row)
+            try body(owner, task)
+        }
+    }
+
+    /// One row of the two task queries: the owner, the row's facts and, when asked for, the task's events.
+    static func decodeTask(_ row: RowView) throws -> (String, StoredTask) {
+        guard let userId = row[0], let taskId = row[1], let content = row[2], let created = row.timestampMicroseconds(binary: 3) else {
+            throw SchemaError(description: "meetperry.task holds a row the reporter cannot read")
+        }
+        let snapshot = TaskSnapshot(
+            taskId: taskId, content: content,
+            createdDate: Timestamp(microsecondsSinceEpoch: created),
+            completedDate: row.timestampMicroseconds(binary: 4).map(Timestamp.init(microsecondsSinceEpoch:)),
+            deletedDate: row.timestampMicroseconds(binary: 5).map(Timestamp.init(microsecondsSinceEpoch:))
+        )
+        let events = try row[6].map { try decodeEvents($0, taskId: taskId) } ?? []
+        return (userId, StoredTask(row: snapshot, events: events))
+    }
+
+    /// A task's events as aggregated above: a JSON array of [event, userId, content, isCompleted, micros, seenBefore].
+    static func decodeEvents(_ history: String, taskId: String) throws -> [StoredTask.Event] {
+        guard case .array(let items) = try JSONParser.parse(Array(history.utf8)) else { return [] }
+        var events: [StoredTask.Event] = []
         events.reserveCapacity(items.count)
         for item in items {
-            guard case .array(let f) = item, f.count == 5,
+            guard case .array(let f) = item, f.count == 6,
                   case .string(let name) = f[0], let event = WebhookEvent(rawValue: name),
                   case .string(let userId) = f[1], case .string(let content) = f[2],
-                  case .bool(let done) = f[3], case .number(let micros) = f[4], let at = Int64(micros) else {
+                  case .bool(let done) = f[3], case .number(let micros) = f[4], let at = Int64(micros),
+                  case .bool(let seen) = f[5] else {
                 throw SchemaError(description: "meetperry.task_event holds an event the reporter cannot read")
             }
-            events.append(Webhook(event: event, timestamp: Timestamp(microsecondsSinceEpoch: at), userId: userId,
-                                  taskId: taskId, content: content, isCompleted: done))
+            events.append(StoredTask.Event(
+                webhook: Webhook(event: event, timestamp: Timestamp(microsecondsSinceEpoch: at), userId: userId,
+                                 taskId: taskId, content: content, isCompleted: done),
+                seenBefore: seen))
         }
-        guard let state = TaskRules.foldState(events, asOf: asOf).state else { return nil }
-        return TaskSnapshot(taskId: taskId, content: state.content, createdDate: state.createdDate,
-                            completedDate: state.completedDate, deletedDate: state.deletedDate)
+        return events
     }
 }

@@ -3,28 +3,36 @@ import Logging
 import WebhookModel
 
 /// One reporter run: takes the single-runner lock, picks the window (the
-/// cron cursor, or the one asked for), streams the tasks user by user,
-/// writes one file per user with something to report, makes them durable,
-/// and only then (in cron mode) records the run.
+/// cron cursor up to the watermark, or the one asked for), and under one
+/// database snapshot rewrites the earlier reports that late events changed
+/// and writes one file per user with something to report in the window. In
+/// cron mode it then writes the manifest and only after that records the
+/// run, so a run that dies anywhere is redone, whole, by the next.
 public struct Reporter {
     /// How the run ended; the executable exits with `code`.
     public enum Outcome: Equatable, Sendable {
         case done(Summary)
         /// Another run holds the lock (exit 75).
         case locked
-        /// The last recorded run ends at or after now: nothing to do.
-        case nothingToDo(lastEnd: Timestamp)
+        /// The last recorded run ends at or after the watermark: nothing to do.
+        case nothingToDo(lastEnd: Timestamp, watermark: Timestamp)
     }
 
-    /// What a run did, for the final log line.
+    /// What a run did, for the final log line and the manifest.
     public struct Summary: Equatable, Sendable, CustomStringConvertible {
         public var window: ReportWindow
         public var users = 0
         public var files = 0
         public var tasks = 0
+        /// Report files of earlier windows rewritten for late events.
+        public var corrections = 0
+        /// Events committed since the previous run and timestamped in windows already reported.
+        public var lateEvents = 0
+        /// Of those, the ones older than the correction horizon (counted, not corrected).
+        public var beyondHorizon = 0
         public var seconds = 0.0
         public var description: String {
-            "window=\(window) users=\(users) files=\(files) tasks=\(tasks) seconds=\(String(format: "%.3f", seconds))"
+            "window=\(window) users=\(users) files=\(files) tasks=\(tasks) corrections=\(corrections) late_events=\(lateEvents) beyond_horizon=\(beyondHorizon) seconds=\(String(format: "%.3f", seconds))"
         }
     }
 
@@ -42,53 +50,111 @@ public struct Reporter {
 
     public func run(now: Timestamp = .now()) throws -> Outcome {
         let started = DispatchTime.now()
+        func elapsed() -> Double { Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9 }
         let directory = try ReportDirectory(path: configuration.outputDirectory)
         let store = try ReportStore(conninfo: configuration.conninfo)
         guard try store.tryLock() else { return .locked }
         directory.removeLeftovers()
 
-        let cron = configuration.window == nil
+        let previous: ReportStore.PreviousRun?
         let window: ReportWindow
         if let asked = configuration.window {
+            previous = nil
             window = asked
         } else {
-            let end = now
-            let start = try store.lastRunEnd()
-                ?? Timestamp(microsecondsSinceEpoch: end.microsecondsSinceEpoch - Int64(configuration.intervalSeconds) * 1_000_000)
-            guard start < end else { return .nothingToDo(lastEnd: start) }
+            previous = try store.previousRun()
+            let end = now.adding(seconds: -configuration.delaySeconds)
+            let start = previous?.window.end ?? end.adding(seconds: -configuration.intervalSeconds)
+            guard start < end else { return .nothingToDo(lastEnd: start, watermark: end) }
             window = ReportWindow(start: start, end: end)
         }
+        let cron = configuration.window == nil
         logger.info("reporting", metadata: ["window": "\(window)", "mode": "\(cron ? "cron" : "on demand")", "directory": "\(directory.path)"])
 
         var summary = Summary(window: window)
-        var current: UserReport?
-        func finish(_ report: UserReport?) throws {
-            guard let report, !report.isEmpty else { return }
-            try directory.write(name: ReportFileName.make(userId: report.userId, window: window), bytes: report.render())
-            summary.files += 1
-            summary.tasks += report.taskCount
-            try afterEachFile?(summary.files)
-        }
-        func report() {
-            guard let progress else { return }
-            summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-            progress(summary)
-        }
-        try store.streamTasks(window, user: configuration.user) { userId, task in
-            if current?.userId != userId {
-                try finish(current)
-                current = UserReport(userId: userId, window: window)
-                summary.users += 1
-                report()
+        var manifest = RunManifest(window: window)
+        func write(_ report: UserReport, correction: Bool) throws {
+            let name = ReportFileName.make(userId: report.userId, window: report.window)
+            try directory.write(name: name, bytes: report.render())
+            if correction {
+                summary.corrections += 1
+                manifest.addCorrection(name, report: report)
+            } else {
+                summary.files += 1
+                summary.tasks += report.taskCount
+                manifest.addFile(name, report: report)
             }
-            current!.add(task)
+            try afterEachFile?(summary.files + summary.corrections)
         }
-        try finish(current)
+
+        let snapshot = try store.readConsistently { snapshot in
+            if cron, let previous {
+                try correct(since: previous, now: now, store: store, summary: &summary) { try write($0, correction: true) }
+            }
+            var current: UserReport?
+            try store.streamTasks(window, user: configuration.user) { userId, task in
+                if current?.userId != userId {
+                    if let done = current, !done.isEmpty { try write(done, correction: false) }
+                    current = UserReport(userId: userId, window: window)
+                    summary.users += 1
+                    if let progress { summary.seconds = elapsed(); progress(summary) }
+                }
+                current!.add(task.asOf(window.end))
+            }
+            if let done = current, !done.isEmpty { try write(done, correction: false) }
+            return snapshot
+        }
         try directory.sync()
         if cron {
-            try store.recordRun(window, users: summary.users, files: summary.files, tasks: summary.tasks)
+            try directory.write(name: RunManifest.fileName(for: window), bytes: manifest.render(summary: summary))
+            try directory.sync()
+            try store.recordRun(window, snapshot: snapshot, summary: summary)
         }
-        summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        summary.seconds = elapsed()
         return .done(summary)
+    }
+
+    /// Finds the events committed since `previous` read the database that
+    /// fall in windows already reported, and hands `write` every report
+    /// they change (see `CorrectionPlan`). Runs inside the run's snapshot.
+    private func correct(since previous: ReportStore.PreviousRun, now: Timestamp, store: ReportStore,
+                         summary: inout Summary, write: (UserReport) throws -> Void) throws {
+        guard configuration.correctionHours > 0 else { return }
+        guard let seen = previous.snapshot else {
+            logger.notice("the previous run recorded no snapshot (an older reporter): corrections start with this run")
+            return
+        }
+        var plan = CorrectionPlan(horizonStart: now.adding(seconds: -configuration.correctionHours * 3600))
+        try store.lateEvents(notVisibleIn: seen, through: previous.window.end) { plan.add($0) }
+        summary.lateEvents = plan.lateEvents
+        summary.beyondHorizon = plan.beyondHorizon
+        if plan.beyondHorizon > 0, let earliest = plan.earliestBeyondHorizon {
+            logger.warning("late events older than the correction horizon are not corrected", metadata: [
+                "events": "\(plan.beyondHorizon)", "earliest": "\(earliest.canonical)",
+                "horizon_hours": "\(configuration.correctionHours)",
+                "remedy": "reporter --from … --to … rewrites any window on demand",
+            ])
+        }
+        guard let earliest = plan.earliest else { return }
+        let windows = try store.reportedWindows(endingAtOrAfter: earliest)
+        guard !windows.isEmpty else { return }
+        var user: String?
+        var tasks: [StoredTask] = []
+        func flush() throws {
+            guard let user else { return }
+            for report in plan.corrections(user: user, tasks: tasks, windows: windows) { try write(report) }
+            tasks.removeAll(keepingCapacity: true)
+        }
+        try store.streamTasksWithHistory(ofUsers: plan.users, previous: seen) { owner, task in
+            if owner != user {
+                try flush()
+                user = owner
+            }
+            tasks.append(task)
+        }
+        try flush()
+        logger.info("corrected reports for late events", metadata: [
+            "late_events": "\(plan.lateEvents)", "files": "\(summary.corrections)", "users": "\(plan.users.count)",
+        ])
     }
 }

@@ -8,6 +8,11 @@ public struct ReporterConfiguration: Sendable {
     public var outputDirectory: String = "./reports"
     /// Length of the first cron window, when no run is recorded yet.
     public var intervalSeconds: Int = 15
+    /// The watermark: a cron window ends this long before now, so webhooks
+    /// up to this late are in the first report of their window.
+    public var delaySeconds: Int = 30
+    /// Late events up to this old rewrite the reports they change; 0 turns corrections off.
+    public var correctionHours: Int = 72
     /// An explicit window (`--from`/`--to`); nil means cron mode.
     public var window: ReportWindow?
     /// Only this user (`--user`).

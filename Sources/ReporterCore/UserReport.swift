@@ -42,22 +42,37 @@ public struct UserReport: Sendable {
     public var taskCount: Int { newIncomplete.count + completed.count + oldIncomplete.count + deleted.count }
     public var isEmpty: Bool { taskCount == 0 }
 
-    /// Places a task (already judged as of the window's end) in its list, if any.
-    public mutating func add(_ task: TaskSnapshot) {
+    /// The four lists of a report.
+    public enum List: Sendable, Equatable {
+        case newIncomplete, completed, oldIncomplete, deleted
+    }
+
+    /// Where a task (already judged as of the window's end) goes: a list and
+    /// its entry, or nil when it is in none.
+    public static func placement(of task: TaskSnapshot, in window: ReportWindow) -> (List, Entry)? {
         let end = window.end
-        guard task.createdDate <= end else { return }
+        guard task.createdDate <= end else { return nil }
         let deletedAtEnd = task.deletedDate.flatMap { $0 <= end ? $0 : nil }
         let completedAtEnd = task.completedDate.flatMap { $0 <= end ? $0 : nil }
         if let deletedAtEnd {
-            if window.contains(deletedAtEnd) { deleted.append(Entry(id: task.taskId, content: task.content, at: deletedAtEnd)) }
-            return
+            return window.contains(deletedAtEnd) ? (.deleted, Entry(id: task.taskId, content: task.content, at: deletedAtEnd)) : nil
         }
         if let completedAtEnd {
-            if window.contains(completedAtEnd) { completed.append(Entry(id: task.taskId, content: task.content, at: completedAtEnd)) }
-            return
+            return window.contains(completedAtEnd) ? (.completed, Entry(id: task.taskId, content: task.content, at: completedAtEnd)) : nil
         }
         let entry = Entry(id: task.taskId, content: task.content, at: task.createdDate)
-        if task.createdDate > window.start { newIncomplete.append(entry) } else { oldIncomplete.append(entry) }
+        return task.createdDate > window.start ? (.newIncomplete, entry) : (.oldIncomplete, entry)
+    }
+
+    /// Places a task (already judged as of the window's end) in its list, if any.
+    public mutating func add(_ task: TaskSnapshot) {
+        guard let (list, entry) = Self.placement(of: task, in: window) else { return }
+        switch list {
+        case .newIncomplete: newIncomplete.append(entry)
+        case .completed: completed.append(entry)
+        case .oldIncomplete: oldIncomplete.append(entry)
+        case .deleted: deleted.append(entry)
+        }
     }
 
     /// The file's bytes: fixed layout, lists sorted by (time, id byte-wise), so

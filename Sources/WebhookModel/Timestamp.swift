@@ -20,6 +20,11 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
 
     public var description: String { canonical }
 
+    /// This instant moved by whole seconds (negative: earlier).
+    public func adding(seconds: Int) -> Timestamp {
+        Timestamp(microsecondsSinceEpoch: microsecondsSinceEpoch + Int64(seconds) * 1_000_000)
+    }
+
     /// The current time, rounded down to the microsecond.
     public static func now() -> Timestamp {
         var spec = timespec()

@@ -183,7 +183,7 @@ import Glibc
         let names = (try? FileManager.default.contentsOfDirectory(atPath: pipeline.reportDir)) ?? []
         #expect(names.contains { $0.hasPrefix("task_report_") })
         for name in names {
-            #expect(name.hasPrefix("task_report_") || name.hasPrefix(".task_report.tmp-"))
+            #expect(name.hasPrefix("task_report_") || name.hasPrefix("manifest_") || name.hasPrefix(".task_report.tmp-"))
             guard name.hasPrefix("task_report_") else { continue }
             let bytes = Array(FileManager.default.contents(atPath: pipeline.reportDir + "/" + name) ?? Data())
             let report = try? JSONParser.parse(bytes)

@@ -40,6 +40,7 @@ import Glibc
                 "PIPELINE_PG_PORT": String(pgPort),
                 "REPORT_DIR": reportDir,
                 "REPORT_INTERVAL_SECONDS": "1",
+                "REPORT_DELAY_SECONDS": "0",
                 "DATABASE_URL": "",
                 "DB_HOST": "",
                 "LOG_LEVEL": "info",
@@ -226,7 +227,7 @@ import Glibc
         #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
         #expect(started.allSatisfy { kill($0, 0) != 0 })
         #expect(pipeline.log.contains("stopped"))
-        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: pipeline.reportDir)) ?? []).filter { !$0.hasPrefix("task_report_") }
+        let leftovers = ((try? FileManager.default.contentsOfDirectory(atPath: pipeline.reportDir)) ?? []).filter { !$0.hasPrefix("task_report_") && !$0.hasPrefix("manifest_") }
         #expect(leftovers.isEmpty, "no half-written report files: \(leftovers)")
 
         // Second start: the same cluster and data, nothing to initialise again.

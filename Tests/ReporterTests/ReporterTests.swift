@@ -30,7 +30,10 @@ private struct ReporterRun {
     var stderr: String
     var directory: String
 
-    var files: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted() }
+    /// Report files (manifests aside).
+    var files: [String] { all.filter { $0.hasPrefix("task_report_") } }
+    var manifests: [String] { all.filter { $0.hasPrefix("manifest_") } }
+    var all: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted() }
     func text(_ name: String) throws -> String { try String(contentsOfFile: directory + "/" + name, encoding: .utf8) }
 }
 
@@ -152,7 +155,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         try conn.execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('first', 'u1', 'x', $1)",
                          [Timestamp(microsecondsSinceEpoch: now.microsecondsSinceEpoch - 5_000_000).canonical])
         let dir = try makeTemporaryDirectory("cron")
-        let first = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_INTERVAL_SECONDS": "15"])
+        let first = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_INTERVAL_SECONDS": "15", "REPORT_DELAY_SECONDS": "0"])
         #expect(first.exitCode == 0, "\(first.stderr)")
         let runs1 = try conn.execute("SELECT (extract(epoch FROM window_start)*1000000)::int8, (extract(epoch FROM window_end)*1000000)::int8 FROM meetperry.report_run").rows
         #expect(runs1.count == 1)
@@ -163,7 +166,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
 
         try conn.execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('second', 'u1', 'y', now())")
         usleep(10_000)
-        let second = try runReporter([], conninfo: db, directory: dir)
+        let second = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_DELAY_SECONDS": "0"])
         #expect(second.exitCode == 0)
         let runs = try conn.execute("SELECT (extract(epoch FROM window_start)*1000000)::int8 FROM meetperry.report_run ORDER BY id").rows
         #expect(runs.count == 2)
@@ -179,6 +182,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         var config = ReporterConfiguration(conninfo: db)
         config.outputDirectory = dir
         config.intervalSeconds = 3600 * 24 * 365 * 5
+        config.delaySeconds = 0
         struct Crash: Error {}
         var reporter = Reporter(configuration: config, logger: Logger(label: "test"))
         guard case .done = try reporter.run(now: at(30)) else { Issue.record("first run did not run"); return }
@@ -188,7 +192,9 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         let failedWindow = "_\(at(30).canonical)_\(at(60).canonical).json"
         let written = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(failedWindow) }
         #expect(written.count == 2, "two whole files, nothing half-written: \(written)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { $0.hasPrefix("task_report_") })
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { $0.hasPrefix("task_report_") || $0.hasPrefix("manifest_") })
+        #expect(try !FileManager.default.contentsOfDirectory(atPath: dir).contains(RunManifest.fileName(for: ReportWindow(start: at(30), end: at(60)))),
+                "no manifest for a run that died")
         #expect(try PGConnection(conninfo: db).execute("SELECT count(*) FROM meetperry.report_run").scalar == "1", "the failed run is not recorded")
 
         reporter.afterEachFile = nil
@@ -240,7 +246,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
     @Test func failuresExit1NamingWhatFailed() throws {
         let db = try database(with: [event(.created, 30, "t")])
         let file = try makeTemporaryDirectory("notadir") + "/file"
-        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
         let unwritable = try runReporter(window, conninfo: db, directory: file + "/reports")
         #expect(unwritable.exitCode == 1)
         #expect(unwritable.stderr.contains("report directory"))

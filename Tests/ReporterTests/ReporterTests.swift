@@ -7,16 +7,16 @@ import WebhookModel
 @testable import ReporterCore
 
 /// Minutes from a fixed origin: the window under test is (at(0), at(60)].
-private func at(_ minutes: Int) -> Timestamp {
+func at(_ minutes: Int) -> Timestamp {
     Timestamp(microsecondsSinceEpoch: 1_750_000_000_000_000 + Int64(minutes) * 60_000_000)
 }
 
-private func event(_ kind: WebhookEvent, _ minute: Int, _ id: String, user: String = "u1", content: String = "c", done: Bool = false) -> Webhook {
+func event(_ kind: WebhookEvent, _ minute: Int, _ id: String, user: String = "u1", content: String = "c", done: Bool = false) -> Webhook {
     Webhook(event: kind, timestamp: at(minute), userId: user, taskId: id, content: content, isCompleted: done)
 }
 
 /// A database with events applied by the real applier.
-private func database(with events: [Webhook]) throws -> String {
+func database(with events: [Webhook]) throws -> String {
     let cluster = PostgresCluster.shared
     let db = cluster.conninfo(database: try cluster.makeDatabase())
     let run = try runApplier(stream(events), conninfo: db)
@@ -25,7 +25,7 @@ private func database(with events: [Webhook]) throws -> String {
 }
 
 /// What one run of the reporter executable did.
-private struct ReporterRun {
+struct ReporterRun {
     var exitCode: Int32
     var stderr: String
     var directory: String
@@ -37,7 +37,7 @@ private struct ReporterRun {
     func text(_ name: String) throws -> String { try String(contentsOfFile: directory + "/" + name, encoding: .utf8) }
 }
 
-private func runReporter(_ arguments: [String], conninfo: String, directory: String? = nil, environment: [String: String] = [:]) throws -> ReporterRun {
+func runReporter(_ arguments: [String], conninfo: String, directory: String? = nil, environment: [String: String] = [:]) throws -> ReporterRun {
     let dir = try directory ?? makeTemporaryDirectory("reports")
     let logs = try makeTemporaryDirectory("reporter-log")
     var env = environment

@@ -89,7 +89,9 @@ public struct Reporter {
 
         let snapshot = try store.readConsistently { snapshot in
             if cron, let previous {
-                try correct(since: previous, now: now, store: store, summary: &summary) { try write($0, correction: true) }
+                let found = try correct(since: previous, now: now, store: store) { try write($0, correction: true) }
+                summary.lateEvents = found.lateEvents
+                summary.beyondHorizon = found.beyondHorizon
             }
             var current: UserReport?
             try store.streamTasks(window, user: configuration.user) { userId, task in
@@ -116,18 +118,18 @@ public struct Reporter {
 
     /// Finds the events committed since `previous` read the database that
     /// fall in windows already reported, and hands `write` every report
-    /// they change (see `CorrectionPlan`). Runs inside the run's snapshot.
+    /// they change (see `CorrectionPlan`). Runs inside the run's snapshot;
+    /// returns what it found.
     private func correct(since previous: ReportStore.PreviousRun, now: Timestamp, store: ReportStore,
-                         summary: inout Summary, write: (UserReport) throws -> Void) throws {
-        guard configuration.correctionHours > 0 else { return }
+                         write: (UserReport) throws -> Void) throws -> (lateEvents: Int, beyondHorizon: Int) {
+        guard configuration.correctionHours > 0 else { return (0, 0) }
         guard let seen = previous.snapshot else {
             logger.notice("the previous run recorded no snapshot (an older reporter): corrections start with this run")
-            return
+            return (0, 0)
         }
         var plan = CorrectionPlan(horizonStart: now.adding(seconds: -configuration.correctionHours * 3600))
         try store.lateEvents(notVisibleIn: seen, through: previous.window.end) { plan.add($0) }
-        summary.lateEvents = plan.lateEvents
-        summary.beyondHorizon = plan.beyondHorizon
+        let found = (plan.lateEvents, plan.beyondHorizon)
         if plan.beyondHorizon > 0, let earliest = plan.earliestBeyondHorizon {
             logger.warning("late events older than the correction horizon are not corrected", metadata: [
                 "events": "\(plan.beyondHorizon)", "earliest": "\(earliest.canonical)",
@@ -135,14 +137,18 @@ public struct Reporter {
                 "remedy": "reporter --from … --to … rewrites any window on demand",
             ])
         }
-        guard let earliest = plan.earliest else { return }
+        guard let earliest = plan.earliest else { return found }
         let windows = try store.reportedWindows(endingAtOrAfter: earliest)
-        guard !windows.isEmpty else { return }
+        guard !windows.isEmpty else { return found }
         var user: String?
         var tasks: [StoredTask] = []
+        var files = 0
         func flush() throws {
             guard let user else { return }
-            for report in plan.corrections(user: user, tasks: tasks, windows: windows) { try write(report) }
+            for report in plan.corrections(user: user, tasks: tasks, windows: windows) {
+                try write(report)
+                files += 1
+            }
             tasks.removeAll(keepingCapacity: true)
         }
         try store.streamTasksWithHistory(ofUsers: plan.users, previous: seen) { owner, task in
@@ -154,7 +160,8 @@ public struct Reporter {
         }
         try flush()
         logger.info("corrected reports for late events", metadata: [
-            "late_events": "\(plan.lateEvents)", "files": "\(summary.corrections)", "users": "\(plan.users.count)",
+            "late_events": "\(plan.lateEvents)", "files": "\(files)", "users": "\(plan.users.count)",
         ])
+        return found
     }
 }

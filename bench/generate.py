@@ -14,6 +14,15 @@
                                     USERS users, a mix of new, completed, old
                                     and deleted tasks around the hour before END
                                     (Unix seconds).
+  generate.py windowed TASKS USERS END ONTIME LATE [PER_WINDOW]
+                                    for the reporter's corrections: 25 one-minute
+                                    windows ending at END, PER_WINDOW (10,000)
+                                    events in each (creations, completions,
+                                    deletions, edits) over old tasks and new, up
+                                    to TASKS tasks over USERS users, written to
+                                    the file ONTIME; and to the file LATE, 1 % of a
+                                    window's events: completions and deletions of
+                                    old tasks timestamped in the first 24 windows.
 """
 import random
 import sys
@@ -98,6 +107,56 @@ def reportrows(total, users, end):
                   % (i, rng.randrange(users), i, ts(created), completed, deleted))
 
 
+def windowed(tasks, users, end, ontime_path, late_path, per_window=10_000, windows=25, width=60):
+    rng = random.Random(11)
+    first = end - windows * width
+    new_per_window = per_window * 6 // 10
+    old = max(0, tasks - windows * new_per_window)
+    out = open(ontime_path, "w")
+    # (task, user, content, created) of tasks neither completed nor deleted
+    alive = []
+    def create(i, at):
+        user, task = "u%05d" % rng.randrange(users), "t%07d" % i
+        content = "Task number %d: water the plants" % i
+        out.write(line("created", at, user, task, content, False))
+        return (task, user, content, at)
+    def take():
+        k = rng.randrange(len(alive))
+        alive[k], alive[-1] = alive[-1], alive[k]
+        return alive.pop()
+    for i in range(old):
+        alive.append(create(i, first - rng.uniform(60, 30 * 86400)))
+    next_id = old
+    for w in range(windows):
+        start = first + w * width
+        created = [create(next_id + k, rng.uniform(start, start + width)) for k in range(new_per_window)]
+        next_id += new_per_window
+        for kind, share in (("completed", 2), ("deleted", 1), ("edited", 1)):
+            for _ in range(per_window * share // 10):
+                task, user, content, _at = take() if kind != "edited" else alive[rng.randrange(len(alive))]
+                at = rng.uniform(start, start + width)
+                if kind == "completed":
+                    out.write(line("updated", at, user, task, content, True))
+                elif kind == "deleted":
+                    out.write(line("deleted", at, user, task, content, False))
+                else:
+                    out.write(line("updated", at, user, task, content + " (edited)", False))
+        alive.extend(created)
+    out.close()
+    # Late: completions and deletions of old tasks, timestamped in the first 24 windows.
+    late = open(late_path, "w")
+    for _ in range(per_window // 100):
+        at = rng.uniform(first, first + (windows - 1) * width)
+        task, user, content, created = alive[rng.randrange(len(alive))]
+        while created >= at:
+            task, user, content, created = alive[rng.randrange(len(alive))]
+        if rng.random() < 0.7:
+            late.write(line("updated", at, user, task, content, True))
+        else:
+            late.write(line("deleted", at, user, task, content, False))
+    late.close()
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "archive":
@@ -106,5 +165,8 @@ if __name__ == "__main__":
         taskrows(int(sys.argv[2]))
     elif what == "reportrows":
         reportrows(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    elif what == "windowed":
+        windowed(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6],
+                 *(int(a) for a in sys.argv[7:8]))
     else:
         sys.exit(__doc__)

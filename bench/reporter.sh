@@ -2,12 +2,23 @@
 # Reporter against a bare export of the same rows, in the same run, on a
 # throwaway cluster with default settings.
 #   bash bench/reporter.sh [tasks] [users]        (default 1000000 10000)
+#   BENCH_LATE=only|off  run only / skip the corrections part below
 #
 # Loads TASKS tasks over USERS users (new, completed, old and deleted around
 # the last hour), then times one `reporter --from <now-1h> --to <now>` against
 # `\copy (SELECT … ORDER BY user_id, external_id) TO '/dev/null'` of the rows
 # the report reads. Repeats with a tenth of the tasks to show that peak RSS
 # does not grow with the number of tasks.
+#
+# Corrections: 25 one-minute windows of 10,000 events each over TASKS tasks
+# (applied by the applier, so every task has its events), the first 24
+# recorded as reported; then 1 % of a window's events arrive late into those
+# 24 windows. Times a cron run that corrects for them against a plain cron
+# run of the same data (the same database, with the previous run's snapshot
+# set after the late events instead of before), and the extra time against a
+# bare loop rewriting the files the correction rewrote (temporary name +
+# rename, one sync at the end, bytes already in memory). Nothing is pinned:
+# PostgreSQL and the reporter share the two cores, as in production.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKS=${1:-1000000}
@@ -44,6 +55,61 @@ measure() { # tasks → "report_s copy_s files rss"
     echo "$report_s $copy_s $(ls "$out" | wc -l) $rss $mem_s"
 }
 
+late_part() {
+    local db=bench_late
+    bench_fresh_db "$db"
+    local end; end=$(date +%s)
+    python3 bench/generate.py windowed "$TASKS" "$USERS" "$end" "$BENCH_WORK/ontime.ndjson" "$BENCH_WORK/late.ndjson"
+    DB_NAME=$db LOG_LEVEL=warning .build/release/applier < "$BENCH_WORK/ontime.ndjson" > /dev/null
+    psql -q -d "$db" -c "VACUUM ANALYZE"
+    local first=$((end - 25 * 60)) before after
+    before=$(psql -At -d "$db" -c "SELECT pg_current_snapshot()")
+    psql -q -d "$db" -c "INSERT INTO meetperry.report_run (window_start, window_end, users, files, tasks, snapshot)
+        SELECT to_timestamp($first + i * 60), to_timestamp($first + (i + 1) * 60), 0, 0, 0, '$before'::pg_snapshot
+        FROM generate_series(0, 23) AS i"
+    DB_NAME=$db LOG_LEVEL=warning .build/release/applier < "$BENCH_WORK/late.ndjson" > /dev/null
+    after=$(psql -At -d "$db" -c "SELECT pg_current_snapshot()")
+    # One cron run after the 24 recorded windows, as if the previous run had read under $1.
+    cron_run() {
+        psql -q -d "$db" -c "DELETE FROM meetperry.report_run WHERE window_end > to_timestamp($first + 24 * 60)" \
+             -c "UPDATE meetperry.report_run SET snapshot = '$1'::pg_snapshot WHERE window_end = to_timestamp($first + 24 * 60)"
+        local out; out=$(mktemp -d "$BENCH_WORK/late-out.XXXXXX")
+        read -r s rss < <(DB_NAME=$db LOG_LEVEL=notice REPORT_DELAY_SECONDS=0 REPORT_CORRECTION_HOURS=72 \
+            bench_time .build/release/reporter --out "$out" 3>&1 2> "$BENCH_WORK/late.err")
+        grep -o 'reporter finished.*' "$BENCH_WORK/late.err" >&2 || { cat "$BENCH_WORK/late.err" >&2; exit 1; }
+        echo "$s $rss $out"
+    }
+    echo "corrections: $(wc -l < "$BENCH_WORK/ontime.ndjson") events applied, $(wc -l < "$BENCH_WORK/late.ndjson") late into the 24 earlier windows" >&2
+    printf '%-7s %10s %12s %10s %14s %10s %10s\n' round "plain s" "correcting s" "extra s" "bare rewrite s" "corrected" "extra/bare"
+    for round in 1 2 3; do
+        read -r plain_s _ _ < <(cron_run "$after")
+        read -r corr_s corr_rss corr_out < <(cron_run "$before")
+        local corrected; corrected=$(python3 -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(" ".join(r["file"] for r in m["correctedReports"]))' "$(ls "$corr_out"/manifest_*.json)")
+        # The bare floor: the same files, bytes in memory, temporary name + rename, one sync.
+        read -r bare_s _ < <(bench_time python3 -c '
+import os, sys
+src, dst, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+data = [(n, open(os.path.join(src, n), "rb").read()) for n in names]
+os.makedirs(dst)
+for i, (n, b) in enumerate(data):
+    tmp = os.path.join(dst, ".tmp-%d" % i)
+    with open(tmp, "wb") as f: f.write(b)
+    os.rename(tmp, os.path.join(dst, n))
+os.sync()' "$corr_out" "$BENCH_WORK/bare-$round" $corrected 3>&1)
+        local n; n=$(echo $corrected | wc -w)
+        printf '%-7s %10.2f %12.2f %10.2f %14.2f %10s %10s\n' "$round" "$plain_s" "$corr_s" \
+            "$(awk -v a="$corr_s" -v b="$plain_s" 'BEGIN { printf "%.2f", a - b }')" "$bare_s" "$n" \
+            "$(awk -v a="$corr_s" -v b="$plain_s" -v c="$bare_s" 'BEGIN { printf "%.2f", (a - b) / c }')"
+        rm -rf "$BENCH_WORK"/late-out.* "$BENCH_WORK/bare-$round"
+    done
+    echo "peak RSS of the correcting run: $corr_rss MB (target <= 64 MB); extra/bare target <= 1.0 (the correction costs no more than rewriting its files)"
+}
+
+if [ "${BENCH_LATE:-}" = only ]; then late_part; exit 0; fi
+
 read -r r_s c_s files rss m_s < <(measure "$TASKS")
 small=$((TASKS / 10))
 read -r r10_s c10_s files10 rss10 _ < <(measure "$small")
@@ -58,3 +124,4 @@ printf '%-48s %9.2f %8s %7s MB\n' "reporter, $small tasks" "$r10_s" "$files10" "
 echo "ratio reporter/export:  $(ratio "$r_s" "$c_s") (target <= 2.0)"
 [ "$m_s" != "-" ] && echo "ratio with files on tmpfs: $(ratio "$m_s" "$c_s") (the reporter without this disk's file-creation cost)"
 echo "peak RSS:               $rss MB at $TASKS tasks, $rss10 MB at $small (target: the same, <= 64 MB)"
+[ "${BENCH_LATE:-}" = off ] || late_part

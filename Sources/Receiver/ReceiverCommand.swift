@@ -22,7 +22,7 @@ struct ReceiverCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on [HTTP_HOST, default 0.0.0.0].") var httpHost: String?
     @Option(help: "Port to listen on [HTTP_PORT, default 8000].") var httpPort: Int?
     @Option(help: "Largest accepted body in bytes [MAX_BODY_BYTES, default 1048576].") var maxBodyBytes: Int?
-    @Option(help: "Standard Webhooks secret 'whsec_…'; unset means no signature check [WEBHOOK_SECRET].") var webhookSecret: String?
+    @Option(help: "Standard Webhooks secret 'whsec_…', or several separated by spaces (any may sign); unset means no signature check [WEBHOOK_SECRET].") var webhookSecret: String?
     @Option(help: "Append-only, fsynced copy of every accepted line [ARCHIVE_PATH].") var archivePath: String?
     @Option(help: "Rotate the archive before it passes this many bytes; 0: never by size [ARCHIVE_ROTATE_BYTES, default 67108864].") var archiveRotateBytes: Int?
     @Option(help: "Rotate the archive at each new UTC day: true or false [ARCHIVE_ROTATE_DAILY, default true].") var archiveRotateDaily: Bool?

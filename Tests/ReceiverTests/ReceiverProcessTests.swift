@@ -255,6 +255,29 @@ import WebhookModel
         #expect(try lines.waitForEOF().count == 1)
     }
 
+    @Test func acceptsEitherOfTwoSecretsWhileOneIsRotated() throws {
+        let old = "whsec_" + Data("the secret being retired".utf8).base64EncodedString()
+        let new = "whsec_" + Data("the secret taking over".utf8).base64EncodedString()
+        let receiver = try RunningReceiver(environment: ["WEBHOOK_SECRET": "\(old) \(new)"])
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        let now = String(Int(Date().timeIntervalSince1970))
+        func post(_ id: String, signedWith secret: String) throws -> Int {
+            let body = webhookJSON(id: id)
+            let signature = try SignatureVerifier(secret: secret).signature(id: id, timestamp: now, body: body)
+            return try httpRequest(port: receiver.port, headers: ["Content-Type": "application/json", "webhook-id": id,
+                                                                  "webhook-timestamp": now, "webhook-signature": signature], body: body).status
+        }
+        #expect(try post("msg_old", signedWith: old) == 202)
+        #expect(try post("msg_new", signedWith: new) == 202)
+        #expect(try post("msg_other", signedWith: "whsec_" + Data("a third secret".utf8).base64EncodedString()) == 401)
+        #expect(try lines.waitForLines(2).count == 2)
+        receiver.process.signal(SIGINT)
+        #expect(try receiver.process.waitForExit() == 0)
+
+        let badSecond = try ChildProcess(executable("receiver"), environment: ["WEBHOOK_SECRET": "\(old) whsec_!!"], stdout: .null, stderr: .null)
+        #expect(try badSecond.waitForExit() == 64, "an unusable second secret stops start-up")
+    }
+
     @Test func archivesEveryAcceptedLineBeforeAnswering() throws {
         let dir = try makeTemporaryDirectory()
         let archive = dir + "/archive.ndjson"

@@ -39,6 +39,22 @@ import Hummingbird
 
     @Test func refusesASecretThatIsNotBase64() {
         #expect(throws: SignatureVerifier.InvalidSecret.self) { try SignatureVerifier(secret: "whsec_***") }
+        #expect(throws: SignatureVerifier.InvalidSecret.self) { try SignatureVerifier(secret: "   ") }
+        do { _ = try SignatureVerifier(secret: "\(secret) whsec_***") } catch let error as SignatureVerifier.InvalidSecret {
+            #expect(error.position == 2, "the message names which secret")
+        } catch { Issue.record("\(error)") }
+    }
+
+    @Test func acceptsASignatureUnderAnyOfSeveralSecrets() throws {
+        let other = "whsec_" + Data("the next secret".utf8).base64EncodedString()
+        let both = try SignatureVerifier(secret: "\(other)  \(secret)")
+        let byOld = try SignatureVerifier(secret: secret).signature(id: id, timestamp: timestamp, body: body)
+        let byNew = try SignatureVerifier(secret: other).signature(id: id, timestamp: timestamp, body: body)
+        #expect(both.check(id: id, timestamp: timestamp, signatures: byOld, body: body, now: 1_614_265_330) == nil)
+        #expect(both.check(id: id, timestamp: timestamp, signatures: byNew, body: body, now: 1_614_265_330) == nil)
+        let third = try SignatureVerifier(secret: "whsec_" + Data("not configured".utf8).base64EncodedString())
+        #expect(both.check(id: id, timestamp: timestamp, signatures: third.signature(id: id, timestamp: timestamp, body: body),
+                           body: body, now: 1_614_265_330) == .noMatchingSignature)
     }
 }
 

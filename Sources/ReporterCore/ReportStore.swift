@@ -129,50 +129,39 @@ public final class ReportStore {
     /// then task id, streamed in libpq's single-row mode (one row in memory at
     /// a time). A task with events after the window's end comes with all of
     /// its events, to be judged from those up to the end (`StoredTask.asOf`).
-    public func streamTasks(_ window: ReportWindow, user: String?, _ body: (String, StoredTask) throws -> Void) throws {
+    ///
+    /// With `corrections`, every task of those users comes too, each with all
+    /// of its events marked with whether the previous run's snapshot saw them,
+    /// so one pass over the task table serves the window and the corrections
+    /// (such a task may not belong in the window: see `StoredTask.isCandidate`).
+    public func streamTasks(_ window: ReportWindow, user: String?, corrections: (users: [String], previous: String)? = nil,
+                            _ body: (String, StoredTask) throws -> Void) throws {
         try connection.stream("""
             WITH later AS (
                 SELECT DISTINCT external_id FROM meetperry.task_event WHERE occurred_at > $2::timestamptz
             )
             SELECT t.user_id, t.external_id, coalesce(t.content, ''),
                    t.created_date, t.completed_date, t.deleted_date,
-                   CASE WHEN l.external_id IS NOT NULL THEN (
+                   CASE WHEN l.external_id IS NOT NULL OR t.user_id = ANY($4::text[]) THEN (
                        SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
-                                                        (extract(epoch FROM e.occurred_at) * 1000000)::int8, true))
+                                                        (extract(epoch FROM e.occurred_at) * 1000000)::int8,
+                                                        coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, $5::pg_snapshot), true)))
                        FROM meetperry.task_event e WHERE e.external_id = t.external_id)
                    END
             FROM meetperry.task t LEFT JOIN later l ON l.external_id = t.external_id
             WHERE t.external_id IS NOT NULL
-              AND t.created_date <= $2::timestamptz
-              AND (t.deleted_date IS NULL OR t.deleted_date > $1::timestamptz)
+              AND ((t.created_date <= $2::timestamptz AND (t.deleted_date IS NULL OR t.deleted_date > $1::timestamptz))
+                   OR t.user_id = ANY($4::text[]))
               AND ($3::text IS NULL OR t.user_id = $3::text)
             ORDER BY t.user_id COLLATE "C", t.external_id COLLATE "C"
-            """, [window.start.canonical, window.end.canonical, user], binary: true) { row in
+            """, [window.start.canonical, window.end.canonical, user, PGArray.literal(corrections?.users ?? []), corrections?.previous],
+            binary: true) { row in
             let (owner, task) = try Self.decodeTask(row)
             try body(owner, task)
         }
     }
 
-    /// Every task of `users` with all of its events, each marked with whether
-    /// `previous` (the last run's snapshot) saw it; ordered like `streamTasks`.
-    public func streamTasksWithHistory(ofUsers users: [String], previous: String, _ body: (String, StoredTask) throws -> Void) throws {
-        try connection.stream("""
-            SELECT t.user_id, t.external_id, coalesce(t.content, ''),
-                   t.created_date, t.completed_date, t.deleted_date,
-                   (SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
-                                                     (extract(epoch FROM e.occurred_at) * 1000000)::int8,
-                                                     pg_visible_in_snapshot(e.xact_id::text::xid8, $2::pg_snapshot)))
-                    FROM meetperry.task_event e WHERE e.external_id = t.external_id)
-            FROM meetperry.task t
-            WHERE t.external_id IS NOT NULL AND t.user_id = ANY($1::text[])
-            ORDER BY t.user_id COLLATE "C", t.external_id COLLATE "C"
-            """, [PGArray.literal(users), previous], binary: true) { row in
-            let (owner, task) = try Self.decodeTask(row)
-            try body(owner, task)
-        }
-    }
-
-    /// One row of the two task queries: the owner, the row's facts and, when asked for, the task's events.
+    /// One row of the task query: the owner, the row's facts and, when asked for, the task's events.
     static func decodeTask(_ row: RowView) throws -> (String, StoredTask) {
         guard let userId = row[0], let taskId = row[1], let content = row[2], let created = row.timestampMicroseconds(binary: 3) else {
             throw SchemaError(description: "meetperry.task holds a row the reporter cannot read")

@@ -90,24 +90,45 @@ public struct Reporter {
         }
 
         let snapshot = try store.readConsistently { snapshot in
+            var plan: CorrectionPlan?
+            var windows: [ReportWindow] = []
             if cron, let previous {
-                let correcting = elapsed()
-                defer { summary.correctionSeconds = elapsed() - correcting }
-                let found = try correct(since: previous, now: now, store: store) { try write($0, correction: true) }
-                summary.lateEvents = found.lateEvents
-                summary.beyondHorizon = found.beyondHorizon
+                let started = elapsed()
+                (plan, windows) = try planCorrections(since: previous, now: now, store: store)
+                summary.lateEvents = plan?.lateEvents ?? 0
+                summary.beyondHorizon = plan?.beyondHorizon ?? 0
+                summary.correctionSeconds += elapsed() - started
             }
+            let correcting = windows.isEmpty ? [] : Set(plan?.users ?? [])
             var current: UserReport?
-            try store.streamTasks(window, user: configuration.user) { userId, task in
+            var history: [StoredTask] = []
+            var counted: String? // the last user counted (one with a task that may be in the window)
+            func finishUser() throws {
+                if let done = current, !done.isEmpty { try write(done, correction: false) }
+                guard let user = current?.userId, correcting.contains(user), let plan else { return }
+                let started = elapsed()
+                for report in plan.corrections(user: user, tasks: history, windows: windows) { try write(report, correction: true) }
+                history.removeAll(keepingCapacity: true)
+                summary.correctionSeconds += elapsed() - started
+            }
+            let corrections = correcting.isEmpty ? nil : plan.map { (users: $0.users, previous: previous!.snapshot!) }
+            try store.streamTasks(window, user: configuration.user, corrections: corrections) { userId, task in
                 if current?.userId != userId {
-                    if let done = current, !done.isEmpty { try write(done, correction: false) }
+                    try finishUser()
                     current = UserReport(userId: userId, window: window)
-                    summary.users += 1
                     if let progress { summary.seconds = elapsed(); progress(summary) }
+                }
+                if correcting.contains(userId) {
+                    history.append(task)
+                    guard task.isCandidate(for: window) else { return }
+                }
+                if counted != userId {
+                    counted = userId
+                    summary.users += 1
                 }
                 current!.add(task.asOf(window.end))
             }
-            if let done = current, !done.isEmpty { try write(done, correction: false) }
+            try finishUser()
             return snapshot
         }
         try directory.sync()
@@ -121,19 +142,18 @@ public struct Reporter {
     }
 
     /// Finds the events committed since `previous` read the database that
-    /// fall in windows already reported, and hands `write` every report
-    /// they change (see `CorrectionPlan`). Runs inside the run's snapshot;
-    /// returns what it found.
-    private func correct(since previous: ReportStore.PreviousRun, now: Timestamp, store: ReportStore,
-                         write: (UserReport) throws -> Void) throws -> (lateEvents: Int, beyondHorizon: Int) {
-        guard configuration.correctionHours > 0 else { return (0, 0) }
+    /// fall in windows already reported, and the recorded windows they may
+    /// change (see `CorrectionPlan`). Runs inside the run's snapshot; no plan
+    /// when corrections are off or the previous run recorded no snapshot.
+    private func planCorrections(since previous: ReportStore.PreviousRun, now: Timestamp,
+                                 store: ReportStore) throws -> (CorrectionPlan?, [ReportWindow]) {
+        guard configuration.correctionHours > 0 else { return (nil, []) }
         guard let seen = previous.snapshot else {
             logger.notice("the previous run recorded no snapshot (an older reporter): corrections start with this run")
-            return (0, 0)
+            return (nil, [])
         }
         var plan = CorrectionPlan(horizonStart: now.adding(seconds: -configuration.correctionHours * 3600))
         try store.lateEvents(notVisibleIn: seen, through: previous.window.end) { plan.add($0) }
-        let found = (plan.lateEvents, plan.beyondHorizon)
         if plan.beyondHorizon > 0, let earliest = plan.earliestBeyondHorizon {
             logger.warning("late events older than the correction horizon are not corrected", metadata: [
                 "events": "\(plan.beyondHorizon)", "earliest": "\(earliest.canonical)",
@@ -141,31 +161,11 @@ public struct Reporter {
                 "remedy": "reporter --from … --to … rewrites any window on demand",
             ])
         }
-        guard let earliest = plan.earliest else { return found }
+        guard let earliest = plan.earliest else { return (plan, []) }
         let windows = try store.reportedWindows(endingAtOrAfter: earliest)
-        guard !windows.isEmpty else { return found }
-        var user: String?
-        var tasks: [StoredTask] = []
-        var files = 0
-        func flush() throws {
-            guard let user else { return }
-            for report in plan.corrections(user: user, tasks: tasks, windows: windows) {
-                try write(report)
-                files += 1
-            }
-            tasks.removeAll(keepingCapacity: true)
+        if plan.lateEvents > 0 {
+            logger.info("late events found", metadata: ["events": "\(plan.lateEvents)", "users": "\(plan.users.count)", "windows": "\(windows.count)"])
         }
-        try store.streamTasksWithHistory(ofUsers: plan.users, previous: seen) { owner, task in
-            if owner != user {
-                try flush()
-                user = owner
-            }
-            tasks.append(task)
-        }
-        try flush()
-        logger.info("corrected reports for late events", metadata: [
-            "late_events": "\(plan.lateEvents)", "files": "\(files)", "users": "\(plan.users.count)",
-        ])
-        return found
+        return (plan, windows)
     }
 }

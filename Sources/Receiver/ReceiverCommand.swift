@@ -23,6 +23,8 @@ struct ReceiverCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on [HTTP_PORT, default 8000].") var httpPort: Int?
     @Option(help: "Largest accepted body in bytes [MAX_BODY_BYTES, default 1048576].") var maxBodyBytes: Int?
     @Option(help: "Standard Webhooks secret 'whsec_…', or several separated by spaces (any may sign); unset means no signature check [WEBHOOK_SECRET].") var webhookSecret: String?
+    @Option(help: "PEM certificate (chain) for HTTPS on the same port; re-read on SIGHUP [TLS_CERT_FILE].") var tlsCertFile: String?
+    @Option(help: "PEM private key of that certificate [TLS_KEY_FILE].") var tlsKeyFile: String?
     @Option(help: "Append-only, fsynced copy of every accepted line [ARCHIVE_PATH].") var archivePath: String?
     @Option(help: "Rotate the archive before it passes this many bytes; 0: never by size [ARCHIVE_ROTATE_BYTES, default 67108864].") var archiveRotateBytes: Int?
     @Option(help: "Rotate the archive at each new UTC day: true or false [ARCHIVE_ROTATE_DAILY, default true].") var archiveRotateDaily: Bool?
@@ -42,6 +44,16 @@ struct ReceiverCommand: AsyncParsableCommand {
         config.maxBodyBytes = try settings.int(maxBodyBytes, "MAX_BODY_BYTES", default: config.maxBodyBytes, range: 1...(1 << 30))
         config.webhookSecret = webhookSecret ?? settings.string("WEBHOOK_SECRET")
         config.archivePath = archivePath ?? settings.string("ARCHIVE_PATH")
+        config.tlsCertificateFile = tlsCertFile ?? settings.string("TLS_CERT_FILE")
+        config.tlsKeyFile = tlsKeyFile ?? settings.string("TLS_KEY_FILE")
+        switch (config.tlsCertificateFile, config.tlsKeyFile) {
+        case (nil, nil):
+            break
+        case (let certificate?, let key?):
+            do { _ = try TLSCertificates(certificateFile: certificate, keyFile: key) } catch { throw ValidationError("\(error)") }
+        default:
+            throw ValidationError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both for HTTPS, or neither")
+        }
         config.archiveRotateBytes = try settings.int(archiveRotateBytes, "ARCHIVE_ROTATE_BYTES", default: config.archiveRotateBytes, range: 0...(1 << 40))
         config.archiveRotateDaily = try settings.bool(archiveRotateDaily, "ARCHIVE_ROTATE_DAILY", default: config.archiveRotateDaily)
         config.queueCapacity = try settings.int(queueCapacity, "QUEUE_CAPACITY", default: config.queueCapacity, range: 1...1_000_000)

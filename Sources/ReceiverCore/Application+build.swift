@@ -11,6 +11,7 @@ public func buildApplication(
     writer: StreamWriter,
     state: ReceiverState,
     metrics: ReceiverMetrics,
+    certificates: TLSCertificates? = nil,
     logger: Logger
 ) throws -> some ApplicationProtocol {
     let verifier = try configuration.webhookSecret.map { try SignatureVerifier(secret: $0) }
@@ -27,12 +28,20 @@ public func buildApplication(
         )
     }
     let requestTimeout = TimeAmount.seconds(Int64(configuration.requestTimeoutSeconds))
+    let http1 = HTTP1Channel.Configuration(
+        additionalChannelHandlers: [ExpectContinueHandler(), RequestDeadlineHandler(timeout: requestTimeout, logger: logger)],
+        idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
+    )
+    let server: HTTPServerBuilder = if let certificates {
+        HTTPServerBuilder { responder in
+            ReloadingTLSChannel(base: HTTP1Channel(responder: responder, configuration: http1), certificates: certificates)
+        }
+    } else {
+        .http1(configuration: http1)
+    }
     return Application(
         router: router,
-        server: .http1(configuration: .init(
-            additionalChannelHandlers: [RequestDeadlineHandler(timeout: requestTimeout, logger: logger)],
-            idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
-        )),
+        server: server,
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port),
             serverName: nil,
@@ -64,20 +73,25 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
         logger: logger
     )
     let state = ReceiverState()
-    let app = try buildApplication(configuration: configuration, writer: writer, state: state, metrics: metrics, logger: logger)
+    let certificates = try configuration.tlsCertificateFile.map { certificate in
+        try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? certificate)
+    }
+    let app = try buildApplication(configuration: configuration, writer: writer, state: state, metrics: metrics,
+                                   certificates: certificates, logger: logger)
     let group = ServiceGroup(
         configuration: .init(
             services: [
                 .init(service: writer, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: DrainTrigger(state: state), successTerminationBehavior: .ignore),
+                .init(service: CertificateReloader(certificates: certificates, logger: logger), successTerminationBehavior: .ignore),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )
     )
     logger.info("receiver listening", metadata: [
-        "address": "\(configuration.host):\(configuration.port)",
+        "address": "\(certificates == nil ? "http" : "https")://\(configuration.host):\(configuration.port)",
         "archive": "\(configuration.archivePath ?? "none")",
         "signatures": "\(configuration.webhookSecret == nil ? "off" : "on")",
     ])

@@ -6,6 +6,9 @@ public struct ReceiverConfiguration: Sendable {
     public var maxBodyBytes: Int = 1_048_576
     /// `whsec_…`; nil turns signature checks off.
     public var webhookSecret: String?
+    /// PEM certificate (chain) and private key; both set means HTTPS on `port`.
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
     /// Durable append-only copy of every accepted line; nil for none.
     public var archivePath: String?
     /// Rotate the archive before it would pass this many bytes; 0: never by size.

@@ -31,7 +31,8 @@ struct ReceiverCommand: AsyncParsableCommand {
     @Option(help: "Lines waiting for stdout before answering 503 [QUEUE_CAPACITY, default 4096].") var queueCapacity: Int?
     @Option(help: "Bytes waiting for stdout before answering 503 [QUEUE_BYTES, default 8388608].") var queueBytes: Int?
     @Option(help: "Seconds an idle connection is kept [IDLE_TIMEOUT_SECONDS, default 60].") var idleTimeoutSeconds: Int?
-    @Option(help: "Seconds a webhook may wait for a stalled stdout reader before 503 [QUEUE_TIMEOUT_SECONDS, default 10].") var queueTimeoutSeconds: Int?
+    @Option(help: "Seconds a webhook may wait for a stalled stdout reader before 503 [QUEUE_TIMEOUT_SECONDS, default 4].") var queueTimeoutSeconds: Int?
+    @Option(help: "Milliseconds without the reader taking anything before new webhooks get 503 at once [STALL_TIMEOUT_MS, default 1000].") var stallTimeoutMs: Int?
     @Option(help: "Seconds a connection has to send each whole request [REQUEST_TIMEOUT_SECONDS, default 30].") var requestTimeoutSeconds: Int?
     @Option(help: "Connections open at once; more wait to be accepted [MAX_CONNECTIONS, default 4096].") var maxConnections: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
@@ -59,6 +60,7 @@ struct ReceiverCommand: AsyncParsableCommand {
         config.queueCapacity = try settings.int(queueCapacity, "QUEUE_CAPACITY", default: config.queueCapacity, range: 1...1_000_000)
         config.queueBytes = try settings.int(queueBytes, "QUEUE_BYTES", default: config.queueBytes, range: 1...(1 << 34))
         config.queueTimeoutSeconds = try settings.int(queueTimeoutSeconds, "QUEUE_TIMEOUT_SECONDS", default: config.queueTimeoutSeconds, range: 1...86_400)
+        config.stallTimeoutMilliseconds = try settings.int(stallTimeoutMs, "STALL_TIMEOUT_MS", default: config.stallTimeoutMilliseconds, range: 10...3_600_000)
         config.requestTimeoutSeconds = try settings.int(requestTimeoutSeconds, "REQUEST_TIMEOUT_SECONDS", default: config.requestTimeoutSeconds, range: 1...86_400)
         config.maxConnections = try settings.int(maxConnections, "MAX_CONNECTIONS", default: config.maxConnections, range: 1...1_000_000)
         config.idleTimeoutSeconds = try settings.int(idleTimeoutSeconds, "IDLE_TIMEOUT_SECONDS", default: config.idleTimeoutSeconds, range: 1...86_400)

@@ -68,6 +68,7 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
         archive: archive,
         capacity: configuration.queueCapacity,
         maxQueuedBytes: configuration.queueBytes,
+        stallTimeout: .milliseconds(configuration.stallTimeoutMilliseconds),
         queueTimeout: .seconds(configuration.queueTimeoutSeconds),
         metrics: metrics,
         logger: logger

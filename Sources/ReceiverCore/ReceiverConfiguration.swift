@@ -19,8 +19,11 @@ public struct ReceiverConfiguration: Sendable {
     public var queueCapacity: Int = 4096
     /// Bytes accepted but not yet written; past this the receiver answers 503.
     public var queueBytes: Int = 8 * 1_048_576
-    /// Seconds a line may wait in the queue while the reader is stalled before it is refused (503).
-    public var queueTimeoutSeconds: Int = 10
+    /// Seconds a sender may wait for a stalled reader before its webhook is refused (503).
+    public var queueTimeoutSeconds: Int = 4
+    /// Milliseconds without the reader taking anything after which the output
+    /// counts as stalled: new webhooks get 503 at once, `/healthz` 503.
+    public var stallTimeoutMilliseconds: Int = 1000
     /// Seconds suggested to senders in `Retry-After` with a 503.
     public var retryAfterSeconds: Int = 1
     /// Seconds an idle keep-alive connection is kept open.

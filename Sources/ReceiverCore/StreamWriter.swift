@@ -11,7 +11,14 @@ import Glibc
 /// when there is one, then written whole to stdout, and only then is its
 /// request told `.written` and answered 202. One thread writes, so lines are
 /// never split or interleaved; the fsync is shared by every line that was
-/// queued while the previous batch was being written (group commit).
+/// queued while the previous batch was being written (group commit), and
+/// each line is answered the moment its last byte is taken.
+///
+/// Its whole state is one `WriterState` value under one lock; this class
+/// does the I/O the state's transitions ask for. A reader that takes nothing
+/// for `stallTimeout` makes the writer *stalled*: new webhooks are refused at
+/// once and `/healthz` says so, and no sender waits longer than
+/// `queueTimeout` for an answer.
 ///
 /// Run it as a `Service`: on graceful shutdown it drains the queue and
 /// returns; when stdout is closed it fails everything waiting and throws
@@ -21,12 +28,13 @@ public final class StreamWriter: Service, @unchecked Sendable {
     public enum Outcome: Sendable, Equatable {
         /// Written whole to stdout (and archived): the request may be answered 202.
         case written
-        /// The queue is full: the reader is not keeping up. Answer 503 + Retry-After.
+        /// Not written: the reader is not keeping up (queue full, or stalled). Answer 503 + Retry-After.
         case overloaded
         /// Not written, and the writer will not take lines now (shutting down,
         /// output closed, archive failing). Answer 503.
         case unavailable(String)
     }
+    typealias Ticket = UnsafeContinuation<Outcome, Never>
 
     /// Why the writer stopped for good.
     public enum Failure: Error, CustomStringConvertible {
@@ -41,26 +49,15 @@ public final class StreamWriter: Service, @unchecked Sendable {
         }
     }
 
-    private struct Entry {
-        var line: [UInt8]
-        /// When it was queued (monotonic nanoseconds).
-        var queuedAt: UInt64 = DispatchTime.now().uptimeNanoseconds
-        var continuation: UnsafeContinuation<Outcome, Never>
-    }
-
     private let outputFD: Int32
-    private let archive: ArchiveFile?
-    private let capacity: Int
     private let maxQueuedBytes: Int
+    private let archive: ArchiveFile?
     private let metrics: ReceiverMetrics?
     private let logger: Logger
 
+    /// Guards `state` and the thread's bookkeeping below; signalled when a line arrives or shutdown begins.
     private let condition = NSCondition()
-    private var queue: [Entry] = []
-    private var queuedBytes = 0
-    private var inFlight = 0
-    private var closedReason: String?
-    private var stopRequested = false
+    private var state: WriterState<Ticket>
     private var failure: Failure?
     private var threadExited = false
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
@@ -69,52 +66,44 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// - Parameters:
     ///   - outputFD: where the stream goes (stdout, 1, in production).
     ///   - archive: a durable copy written before the output, or nil.
-    private let queueTimeoutNanoseconds: UInt64
-
-    /// - Parameter queueTimeout: a line still queued (not yet being written)
-    ///   this long after it arrived is taken back and refused with 503, so a
-    ///   stalled reader never holds a sender for longer than that.
+    ///   - stallTimeout: a reader that takes nothing this long makes the writer stalled.
+    ///   - queueTimeout: no sender waits longer than this for a stalled reader:
+    ///     its line is taken back (or, the one line the reader has taken part
+    ///     of, finished in the stream) and refused with 503.
     public init(
-        outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int, queueTimeout: Duration = .seconds(10),
+        outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int,
+        stallTimeout: Duration = .seconds(1), queueTimeout: Duration = .seconds(4),
         metrics: ReceiverMetrics? = nil, logger: Logger
     ) {
-        self.queueTimeoutNanoseconds = UInt64(queueTimeout.components.seconds) * 1_000_000_000 + UInt64(queueTimeout.components.attoseconds / 1_000_000_000)
+        func nanoseconds(_ d: Duration) -> UInt64 {
+            UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000)
+        }
+        self.state = WriterState(limits: .init(
+            capacity: max(1, capacity), maxQueuedBytes: max(1, maxQueuedBytes),
+            stallNanoseconds: nanoseconds(stallTimeout), queueTimeoutNanoseconds: nanoseconds(queueTimeout)))
         self.outputFD = outputFD
-        self.archive = archive
-        self.capacity = max(1, capacity)
         self.maxQueuedBytes = max(1, maxQueuedBytes)
+        self.archive = archive
         self.metrics = metrics
         self.logger = logger
     }
 
-    /// Lines queued or being written right now.
-    public var depth: Int { queueDepth() }
-
-    private func queueDepth() -> Int {
+    /// Whether the reader has taken nothing for a while (`/healthz` answers 503).
+    public var isStalled: Bool {
         condition.lock()
         defer { condition.unlock() }
-        return queue.count + inFlight
+        return state.isStalled
     }
 
     /// Queues one complete line (ending in `\n`) and waits until it is written
-    /// or refused. Never blocks on a full queue: that is `.overloaded` at once.
+    /// or refused. Never blocks on a full queue or a stalled reader: that is `.overloaded` at once.
     public func submit(_ line: [UInt8]) async -> Outcome {
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Outcome, Never>) in
+        await withUnsafeContinuation { (continuation: Ticket) in
             condition.lock()
-            if let closedReason {
-                condition.unlock()
-                continuation.resume(returning: .unavailable(closedReason))
-                return
-            }
-            if queue.count >= capacity || (queuedBytes + line.count > maxQueuedBytes && !queue.isEmpty) {
-                condition.unlock()
-                continuation.resume(returning: .overloaded)
-                return
-            }
-            queue.append(Entry(line: line, continuation: continuation))
-            queuedBytes += line.count
-            condition.signal()
+            let answer = state.submit(line, ticket: continuation, now: Self.now())
+            if answer == nil { condition.signal() }
             condition.unlock()
+            if let answer { continuation.resume(returning: answer) }
         }
     }
 
@@ -125,7 +114,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
         guard !started else { return }
         started = true
         // A pipe or socket is written without blocking, so that while its reader
-        // stalls the writer can still refuse lines that waited too long. (Not a
+        // stalls the writer can still answer the senders waiting for it. (Not a
         // terminal or file: their descriptions may be shared with the shell.)
         var info = stat()
         if fstat(outputFD, &info) == 0 && (info.st_mode & S_IFMT == S_IFIFO || info.st_mode & S_IFMT == S_IFSOCK) {
@@ -139,8 +128,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// Stops taking new lines, writes what is queued, and lets the thread exit.
     public func stop() {
         condition.lock()
-        if closedReason == nil { closedReason = "the receiver is shutting down" }
-        stopRequested = true
+        state.drain()
         condition.signal()
         condition.unlock()
     }
@@ -181,38 +169,67 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
     // MARK: - The writer thread
 
+    private static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Runs a transition under the lock, then answers the senders it returns outside it.
+    private func transition(_ answer: Outcome, _ body: (inout WriterState<Ticket>) -> [Ticket]) {
+        condition.lock()
+        let tickets = body(&state)
+        condition.unlock()
+        for ticket in tickets { ticket.resume(returning: answer) }
+    }
+
     private func writeLoop() {
         var buffer: [UInt8] = []
         while true {
             condition.lock()
-            while queue.isEmpty && !stopRequested {
-                // Idle: look at the output once a second, so a reader that went
-                // away is noticed (and the receiver exits for a restart) even
-                // when no webhook arrives to find out by writing.
-                if !condition.wait(until: Date().addingTimeInterval(1)) && queue.isEmpty && !stopRequested && outputHungUp() {
-                    failure = .outputClosed(errno: EPIPE)
-                    closedReason = "the output stream is closed"
-                    stopRequested = true
-                    logger.critical("stream output failed; refusing all further webhooks", metadata: ["error": "\(failure!)"])
-                }
-            }
-            if queue.isEmpty {
+            let lines: [[UInt8]]
+            switch state.nextBatch(now: Self.now()) {
+            case .exit:
                 threadExited = true
                 let waiters = exitWaiters
                 exitWaiters = []
                 condition.unlock()
                 waiters.forEach { $0.resume() }
                 return
+            case .wait:
+                // Idle: look at the output once a second, so a reader that went
+                // away is noticed (and the receiver exits for a restart) even
+                // when no webhook arrives to find out by writing.
+                if !condition.wait(until: Date().addingTimeInterval(1)) && outputHungUp() {
+                    condition.unlock()
+                    fail(.outputClosed(errno: EPIPE))
+                } else {
+                    condition.unlock()
+                }
+                continue
+            case .waitForOutput:
+                condition.unlock()
+                var pfd = pollfd(fd: outputFD, events: Int16(POLLOUT), revents: 0)
+                if poll(&pfd, 1, 100) == 1 {
+                    if pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 {
+                        fail(.outputClosed(errno: EPIPE))
+                    } else {
+                        condition.lock()
+                        state.outputReady(now: Self.now())
+                        condition.unlock()
+                        logger.notice("the stream reader is taking lines again")
+                    }
+                } else {
+                    condition.lock()
+                    let refused = state.blocked(now: Self.now())
+                    condition.unlock()
+                    for ticket in refused { ticket.resume(returning: .overloaded) }
+                }
+                continue
+            case .write(let batch):
+                lines = batch
             }
-            let batch = queue
-            queue = []
-            queuedBytes = 0
-            inFlight = batch.count
+            metrics?.queueDepth.record(state.depth)
             condition.unlock()
 
-            buffer.removeAll(keepingCapacity: true)
-            for entry in batch { buffer.append(contentsOf: entry.line) }
-            if buffer.capacity > 4 * maxQueuedBytes { buffer = [] }
+            buffer.removeAll(keepingCapacity: buffer.capacity <= 4 * maxQueuedBytes)
+            for line in lines { buffer.append(contentsOf: line) }
 
             if let archive {
                 do {
@@ -220,53 +237,80 @@ public final class StreamWriter: Service, @unchecked Sendable {
                     try archive.append(buffer)
                     metrics?.archiveDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
                 } catch {
-                    logger.error("archive write failed; answering 503 until it recovers", metadata: ["error": "\(error)", "lines": "\(batch.count)"])
-                    finish(batch, with: .unavailable("the archive cannot be written"))
+                    logger.error("archive write failed; answering 503 until it recovers", metadata: ["error": "\(error)", "lines": "\(lines.count)"])
+                    transition(.unavailable("the archive cannot be written")) { $0.refuseBatch("the archive cannot be written") }
                     continue
                 }
             }
             let started = DispatchTime.now()
-            let result = buffer.withUnsafeBytes { writeFully(outputFD, $0, whileBlocked: expireStaleEntries) }
-            if result == 0 {
-                if let metrics {
-                    metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
-                    metrics.bytesWritten.increment(by: buffer.count)
-                    metrics.linesWritten.increment(by: batch.count)
-                }
-                finish(batch, with: .written)
+            if let error = writeBatch(buffer) {
+                fail(error == EPIPE ? .outputClosed(errno: error) : .outputFailed(errno: error))
                 continue
             }
-            let failure: Failure = result == EPIPE ? .outputClosed(errno: result) : .outputFailed(errno: result)
-            logger.critical("stream output failed; refusing all further webhooks", metadata: ["error": "\(failure)"])
+            if let metrics {
+                metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+                metrics.bytesWritten.increment(by: buffer.count)
+                metrics.linesWritten.increment(by: lines.count)
+            }
             condition.lock()
-            self.failure = failure
-            closedReason = "the output stream is closed"
-            stopRequested = true
-            let stranded = queue
-            queue = []
-            queuedBytes = 0
+            state.finishBatch()
             condition.unlock()
-            finish(batch, with: .unavailable("the output stream is closed"))
-            finish(stranded, with: .unavailable("the output stream is closed"))
         }
     }
 
-    /// While the reader is not taking data: refuses (503) every line that has
-    /// waited in the queue longer than the queue timeout. Only lines not yet
-    /// handed to write() are taken back, so nothing refused was written.
-    private func expireStaleEntries() {
-        let cutoff = DispatchTime.now().uptimeNanoseconds &- queueTimeoutNanoseconds
-        condition.lock()
-        guard let first = queue.first, first.queuedAt < cutoff else {
-            condition.unlock()
-            return
+    /// Writes the batch's bytes as the reader takes them, answering each line
+    /// once it is whole; while the reader takes nothing, lets the state refuse
+    /// those who waited too long (which may cut the batch short). Returns the
+    /// errno that ended it, or nil.
+    private func writeBatch(_ buffer: [UInt8]) -> Int32? {
+        buffer.withUnsafeBytes { bytes -> Int32? in
+            guard let base = bytes.baseAddress else { return nil }
+            var written = 0
+            var wasStalled = false
+            while true {
+                condition.lock()
+                let end = state.batchEnd
+                condition.unlock()
+                guard written < end else { return nil }
+                let n = write(outputFD, base + written, end - written)
+                if n > 0 {
+                    written += n
+                    transition(.written) { $0.wrote(n, now: Self.now()) }
+                    if wasStalled {
+                        wasStalled = false
+                        logger.notice("the stream reader is taking lines again")
+                    }
+                    continue
+                }
+                let error = n < 0 ? errno : EIO
+                if error == EINTR { continue }
+                guard error == EAGAIN || error == EWOULDBLOCK else { return error }
+                var pfd = pollfd(fd: outputFD, events: Int16(POLLOUT), revents: 0)
+                if poll(&pfd, 1, 100) == 0 {
+                    condition.lock()
+                    let refused = state.blocked(now: Self.now())
+                    let stalled = state.isStalled
+                    condition.unlock()
+                    if stalled && !wasStalled {
+                        wasStalled = true
+                        logger.warning("the stream reader is stalled: refusing new webhooks until it takes lines again")
+                    }
+                    if !refused.isEmpty {
+                        logger.warning("refusing webhooks that waited too long for the stalled reader", metadata: ["lines": "\(refused.count)"])
+                        for ticket in refused { ticket.resume(returning: .overloaded) }
+                    }
+                }
+            }
         }
-        let stale = queue.filter { $0.queuedAt < cutoff }
-        queue.removeAll { $0.queuedAt < cutoff }
-        queuedBytes = queue.reduce(0) { $0 + $1.line.count }
+    }
+
+    /// The output failed for good: everyone waiting is refused and the thread ends.
+    private func fail(_ failure: Failure) {
+        logger.critical("stream output failed; refusing all further webhooks", metadata: ["error": "\(failure)"])
+        condition.lock()
+        self.failure = failure
         condition.unlock()
-        logger.warning("the stream reader is stalled: refusing lines queued too long", metadata: ["lines": "\(stale.count)"])
-        for entry in stale { entry.continuation.resume(returning: .overloaded) }
+        transition(.unavailable("the output stream is closed")) { $0.fail("the output stream is closed") }
     }
 
     /// Whether the output is a pipe or socket whose reader has gone (POLLERR/POLLHUP on the write end).
@@ -274,14 +318,5 @@ public final class StreamWriter: Service, @unchecked Sendable {
         var pfd = pollfd(fd: outputFD, events: Int16(POLLOUT), revents: 0)
         guard poll(&pfd, 1, 0) == 1 else { return false }
         return pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0
-    }
-
-    private func finish(_ entries: [Entry], with outcome: Outcome) {
-        condition.lock()
-        inFlight = 0
-        let depth = queue.count
-        condition.unlock()
-        metrics?.queueDepth.record(depth)
-        for entry in entries { entry.continuation.resume(returning: outcome) }
     }
 }

@@ -25,6 +25,9 @@ struct WebhookController<Context: RequestContext>: Sendable {
             if state.isDraining {
                 return jsonResponse(.serviceUnavailable, #"{"status":"draining"}"#)
             }
+            if writer.isStalled {
+                return jsonResponse(.serviceUnavailable, #"{"status":"stalled","detail":"the stream reader is taking nothing"}"#)
+            }
             return jsonResponse(.ok, #"{"status":"ok"}"#)
         }
     }
@@ -99,7 +102,7 @@ struct WebhookController<Context: RequestContext>: Sendable {
         case .written:
             return jsonResponse(.accepted, #"{"status":"accepted"}"#)
         case .overloaded:
-            throw APIError(.serviceUnavailable, "overloaded", detail: .text("the stream reader is not keeping up; retry later"), headers: retryAfter)
+            throw APIError(.serviceUnavailable, "overloaded", detail: .text("the stream reader is not keeping up or is stalled; retry later"), headers: retryAfter)
         case .unavailable(let reason):
             throw APIError(.serviceUnavailable, "unavailable", detail: .text(reason), headers: retryAfter)
         }

@@ -1,22 +1,22 @@
-import Hummingbird
-import NIOCore
+import NIOHTTP1
 import WebhookModel
 
-/// An error answered as `{"error": "...", "detail": ...}`, the body shape
-/// every failure of the receiver uses.
-public struct APIError: HTTPResponseError {
-    public var status: HTTPResponse.Status
+/// An answer other than 202, with the body shape every failure of the
+/// receiver uses: `{"error": "...", "detail": ...}`.
+public struct APIError: Error, Sendable {
+    public var status: HTTPResponseStatus
     public var message: String
     /// Either a list of field issues (422) or a plain explanation.
     public var detail: Detail?
-    public var headers: HTTPFields
+    /// Extra response headers (`Retry-After`, `Allow`).
+    public var headers: [(String, String)]
 
     public enum Detail: Sendable {
         case text(String)
         case fields([FieldIssue])
     }
 
-    public init(_ status: HTTPResponse.Status, _ message: String, detail: Detail? = nil, headers: HTTPFields = [:]) {
+    public init(_ status: HTTPResponseStatus, _ message: String, detail: Detail? = nil, headers: [(String, String)] = []) {
         self.status = status
         self.message = message
         self.detail = detail
@@ -52,26 +52,12 @@ public struct APIError: HTTPResponseError {
         return out
     }
 
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var headers = self.headers
-        headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
-    }
-}
-
-/// Turns Hummingbird's own errors (unknown path, oversized body) into the
-/// same JSON shape as ours.
-struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        do {
-            return try await next(request, context)
-        } catch let error as APIError {
-            throw error
-        } catch let error as HTTPError {
-            let message = error.body ?? error.status.reasonPhrase.lowercased()
-            throw APIError(error.status, message, headers: error.headers)
-        } catch is NIOTooManyBytesError {
-            throw APIError(.contentTooLarge, "body too large")
+    /// A log-safe summary: field paths and our own messages, escaped, never the body.
+    var logText: String {
+        switch detail {
+        case .fields(let issues)?: return JSONWriter.quoted(issues.map(\.description).joined(separator: "; "))
+        case .text(let text)?: return JSONWriter.quoted(text)
+        case nil: return JSONWriter.quoted(message)
         }
     }
 }

@@ -1,55 +1,36 @@
-import Hummingbird
 import HummingbirdCore
 import NIOCore
+import NIOPosix
 import Logging
 import ServiceLifecycle
 
-/// Assembles the receiver's HTTP application: routes, error shape, server
-/// settings. Tests call this too.
-public func buildApplication(
+/// Assembles the receiver's HTTP server: HummingbirdCore's `Server` (bind,
+/// connection cap, quiescing) serving every connection with `WebhookChannel`,
+/// behind TLS when there are certificates.
+func buildServer(
     configuration: ReceiverConfiguration,
     writer: StreamWriter,
     state: ReceiverState,
     metrics: ReceiverMetrics,
-    certificates: TLSCertificates? = nil,
+    certificates: TLSCertificates?,
     logger: Logger
-) throws -> some ApplicationProtocol {
+) throws -> any Service {
     let verifier = try configuration.webhookSecret.map { try SignatureVerifier(secret: $0) }
-    let router = Router(context: BasicRequestContext.self)
-    router.add(middleware: MetricsMiddleware(metrics: metrics))
-    router.add(middleware: JSONErrorMiddleware())
-    WebhookController(configuration: configuration, writer: writer, state: state, verifier: verifier)
-        .addRoutes(to: router)
-    router.get("/metrics") { _, _ -> Response in
-        Response(
-            status: .ok,
-            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition()))
-        )
-    }
-    let requestTimeout = TimeAmount.seconds(Int64(configuration.requestTimeoutSeconds))
-    let http1 = HTTP1Channel.Configuration(
-        additionalChannelHandlers: [ExpectContinueHandler(), RequestDeadlineHandler(timeout: requestTimeout, logger: logger)],
-        idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))
+    let channel = WebhookChannel(
+        configuration: configuration,
+        intake: WebhookIntake(configuration: configuration, state: state, verifier: verifier),
+        writer: writer, metrics: metrics, logger: logger)
+    let serverConfiguration = ServerConfiguration(
+        address: .hostname(configuration.host, port: configuration.port),
+        backlog: 1024,
+        availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)
     )
-    let server: HTTPServerBuilder = if let certificates {
-        HTTPServerBuilder { responder in
-            ReloadingTLSChannel(base: HTTP1Channel(responder: responder, configuration: http1), certificates: certificates)
-        }
-    } else {
-        .http1(configuration: http1)
+    let group = MultiThreadedEventLoopGroup.singleton
+    if let certificates {
+        return ReloadingTLSChannel(base: channel, certificates: certificates)
+            .server(configuration: serverConfiguration, eventLoopGroup: group, logger: logger)
     }
-    return Application(
-        router: router,
-        server: server,
-        configuration: .init(
-            address: .hostname(configuration.host, port: configuration.port),
-            serverName: nil,
-            backlog: 1024,
-            availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)
-        ),
-        logger: logger
-    )
+    return channel.server(configuration: serverConfiguration, eventLoopGroup: group, logger: logger)
 }
 
 /// Runs the receiver until SIGTERM/SIGINT (exit 0 after draining) or until the
@@ -77,13 +58,13 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
     let certificates = try configuration.tlsCertificateFile.map { certificate in
         try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? certificate)
     }
-    let app = try buildApplication(configuration: configuration, writer: writer, state: state, metrics: metrics,
-                                   certificates: certificates, logger: logger)
+    let server = try buildServer(configuration: configuration, writer: writer, state: state, metrics: metrics,
+                                 certificates: certificates, logger: logger)
     let group = ServiceGroup(
         configuration: .init(
             services: [
                 .init(service: writer, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: DrainTrigger(state: state), successTerminationBehavior: .ignore),
                 .init(service: CertificateReloader(certificates: certificates, logger: logger), successTerminationBehavior: .ignore),
             ],

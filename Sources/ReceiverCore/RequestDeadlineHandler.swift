@@ -1,6 +1,6 @@
 import Logging
 import NIOCore
-import NIOHTTPTypes
+import NIOHTTP1
 
 /// Closes a connection that does not deliver a whole request (head and body)
 /// within `timeout` of opening, or of the answer to its previous request.
@@ -11,10 +11,10 @@ import NIOHTTPTypes
 /// stopped, so a slow downstream never cuts off a client that did its part.
 /// Idle keep-alive connections are closed by the same clock.
 final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     private let timeout: TimeAmount
     private let logger: Logger

@@ -1,6 +1,7 @@
 import Foundation
-import Logging
 import FileIO
+import Logging
+import NIOCore
 import ServiceLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -34,7 +35,12 @@ public final class StreamWriter: Service, @unchecked Sendable {
         /// output closed, archive failing). Answer 503.
         case unavailable(String)
     }
-    typealias Ticket = UnsafeContinuation<Outcome, Never>
+    /// Who waits for a line: a task (`submit(_:)`), or a callback to run on an
+    /// event loop (`submit(_:on:_:)`, the HTTP path: no task per request).
+    enum Ticket {
+        case task(UnsafeContinuation<Outcome, Never>)
+        case callback(any EventLoop, @Sendable (Outcome) -> Void)
+    }
 
     /// Why the writer stopped for good.
     public enum Failure: Error, CustomStringConvertible {
@@ -98,12 +104,45 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// Queues one complete line (ending in `\n`) and waits until it is written
     /// or refused. Never blocks on a full queue or a stalled reader: that is `.overloaded` at once.
     public func submit(_ line: [UInt8]) async -> Outcome {
-        await withUnsafeContinuation { (continuation: Ticket) in
-            condition.lock()
-            let answer = state.submit(line, ticket: continuation, now: Self.now())
-            if answer == nil { condition.signal() }
-            condition.unlock()
-            if let answer { continuation.resume(returning: answer) }
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Outcome, Never>) in
+            enqueue(line, .task(continuation))
+        }
+    }
+
+    /// Queues one complete line and calls `completion` on `eventLoop` once it
+    /// is written or refused (right away, on the caller's thread, when it is
+    /// refused at once). The writer wakes each event loop once per batch of
+    /// answers, not once per line.
+    public func submit(_ line: [UInt8], on eventLoop: any EventLoop, _ completion: @escaping @Sendable (Outcome) -> Void) {
+        enqueue(line, .callback(eventLoop, completion))
+    }
+
+    private func enqueue(_ line: [UInt8], _ ticket: Ticket) {
+        condition.lock()
+        let answer = state.submit(line, ticket: ticket, now: Self.now())
+        if answer == nil { condition.signal() }
+        condition.unlock()
+        if let answer { Self.deliver([ticket], answer) }
+    }
+
+    /// Answers `tickets`: tasks are resumed; callbacks run on their event
+    /// loops, one `execute` per loop for all of its callbacks.
+    private static func deliver(_ tickets: [Ticket], _ outcome: Outcome) {
+        var byLoop: [ObjectIdentifier: (any EventLoop, [@Sendable (Outcome) -> Void])] = [:]
+        for ticket in tickets {
+            switch ticket {
+            case .task(let continuation):
+                continuation.resume(returning: outcome)
+            case .callback(let loop, let completion):
+                byLoop[ObjectIdentifier(loop), default: (loop, [])].1.append(completion)
+            }
+        }
+        for (loop, completions) in byLoop.values {
+            if completions.count == 1, let only = completions.first {
+                loop.execute { only(outcome) }
+            } else {
+                loop.execute { for completion in completions { completion(outcome) } }
+            }
         }
     }
 
@@ -176,7 +215,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
         condition.lock()
         let tickets = body(&state)
         condition.unlock()
-        for ticket in tickets { ticket.resume(returning: answer) }
+        if !tickets.isEmpty { Self.deliver(tickets, answer) }
     }
 
     private func writeLoop() {
@@ -216,10 +255,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
                         logger.notice("the stream reader is taking lines again")
                     }
                 } else {
-                    condition.lock()
-                    let refused = state.blocked(now: Self.now())
-                    condition.unlock()
-                    for ticket in refused { ticket.resume(returning: .overloaded) }
+                    transition(.overloaded) { $0.blocked(now: Self.now()) }
                 }
                 continue
             case .write(let batch):
@@ -297,7 +333,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
                     }
                     if !refused.isEmpty {
                         logger.warning("refusing webhooks that waited too long for the stalled reader", metadata: ["lines": "\(refused.count)"])
-                        for ticket in refused { ticket.resume(returning: .overloaded) }
+                        Self.deliver(refused, .overloaded)
                     }
                 }
             }

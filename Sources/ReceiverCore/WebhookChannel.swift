@@ -1,0 +1,179 @@
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// How each accepted connection is served: NIO's HTTP/1.1 pipeline
+/// (keep-alive, pipelining, chunked bodies, quiescing on shutdown) and then
+/// `WebhookHTTPHandler`, all on the connection's event loop, with no task or
+/// continuation per request. HummingbirdCore's `Server` binds, accepts,
+/// caps connections and quiesces them on graceful shutdown.
+struct WebhookChannel: ServerChildChannel {
+    struct Value: ServerChildChannelValue {
+        let channel: any Channel
+    }
+
+    let configuration: ReceiverConfiguration
+    let intake: WebhookIntake
+    let writer: StreamWriter
+    let metrics: ReceiverMetrics
+    let logger: Logger
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+            try pipeline.addHandlers([
+                IdleStateHandler(allTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))),
+                ExpectContinueHandler(),
+                RequestDeadlineHandler(timeout: .seconds(Int64(configuration.requestTimeoutSeconds)), logger: self.logger),
+                WebhookHTTPHandler(configuration: configuration, intake: intake, writer: writer, metrics: metrics, logger: self.logger),
+            ])
+            return Value(channel: channel)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        try? await value.channel.closeFuture.get()
+    }
+}
+
+/// One connection's requests: collects the body (up to `MAX_BODY_BYTES`),
+/// runs the checks, hands the line to the writer and answers when the writer
+/// says so (on this event loop: the writer wakes each loop once per batch).
+/// `/healthz` and `/metrics` are answered here too.
+final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let configuration: ReceiverConfiguration
+    private let intake: WebhookIntake
+    private let writer: StreamWriter
+    private let metrics: ReceiverMetrics
+    private let logger: Logger
+
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var tooLarge = false
+
+    init(configuration: ReceiverConfiguration, intake: WebhookIntake, writer: StreamWriter, metrics: ReceiverMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.intake = intake
+        self.writer = writer
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            body = nil
+            tooLarge = head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > configuration.maxBodyBytes } ?? false
+        case .body(var chunk):
+            guard !tooLarge else { return }
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > configuration.maxBodyBytes {
+                tooLarge = true
+                body = nil
+            } else if body == nil {
+                body = chunk
+            } else {
+                body!.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            respond(to: head, context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        switch (path, head.method) {
+        case ("/webhook", .POST):
+            receive(head, context: context)
+        case ("/webhook", _):
+            send(APIError(.methodNotAllowed, "method not allowed", detail: .text("use POST"), headers: [("Allow", "POST")]), to: head, context: context)
+        case ("/healthz", .GET), ("/healthz", .HEAD):
+            if intake.state.isDraining {
+                send(.serviceUnavailable, #"{"status":"draining"}"#, to: head, context: context)
+            } else if writer.isStalled {
+                send(.serviceUnavailable, #"{"status":"stalled","detail":"the stream reader is taking nothing"}"#, to: head, context: context)
+            } else {
+                send(.ok, #"{"status":"ok"}"#, to: head, context: context)
+            }
+        case ("/metrics", .GET):
+            send(.ok, bytes: metrics.exposition(), contentType: "text/plain; version=0.0.4; charset=utf-8", to: head, context: context)
+        default:
+            send(APIError(.notFound, "not found", detail: .text("POST webhooks to /webhook")), to: head, context: context)
+        }
+    }
+
+    private func receive(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let bytes = body.map { Array($0.readableBytesView) } ?? []
+        body = nil
+        let headers = WebhookIntake.Headers(
+            contentType: head.headers.first(name: "content-type"),
+            webhookId: head.headers.first(name: "webhook-id"),
+            webhookTimestamp: head.headers.first(name: "webhook-timestamp"),
+            webhookSignature: head.headers.first(name: "webhook-signature"))
+        switch intake.check(headers, body: bytes, tooLarge: tooLarge) {
+        case .failure(let error):
+            logger.info("webhook refused", metadata: ["status": "\(error.status.code)", "reason": "\(error.logText)"])
+            send(error, to: head, context: context)
+        case .success(let line):
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            writer.submit(line, on: context.eventLoop) { outcome in
+                let (handler, context) = bound.value
+                if let refusal = handler.intake.answer(outcome) {
+                    handler.send(refusal, to: head, context: context)
+                } else {
+                    handler.send(.accepted, #"{"status":"accepted"}"#, to: head, context: context)
+                }
+            }
+        }
+    }
+
+    private func send(_ error: APIError, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        send(error.status, bytes: error.body, contentType: "application/json", extra: error.headers, to: head, context: context)
+    }
+
+    private func send(_ status: HTTPResponseStatus, _ body: StaticString, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        send(status, bytes: Array(UnsafeBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount)),
+             contentType: "application/json", to: head, context: context)
+    }
+
+    private func send(_ status: HTTPResponseStatus, bytes: [UInt8], contentType: String, extra: [(String, String)] = [],
+                      to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        metrics.countRequest(status: Int(status.code))
+        guard context.channel.isActive else { return }
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(4 + extra.count)
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(bytes.count))
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        let keepAlive = head.isKeepAlive
+        if !keepAlive {
+            headers.add(name: "Connection", value: "close")
+        } else if head.version.major == 1 && head.version.minor == 0 {
+            headers.add(name: "Connection", value: "keep-alive")
+        }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+        }
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}

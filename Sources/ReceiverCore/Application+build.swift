@@ -25,7 +25,7 @@ func buildServer(
         backlog: 1024,
         availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)
     )
-    let group = MultiThreadedEventLoopGroup.singleton
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     if let certificates {
         return ReloadingTLSChannel(base: channel, certificates: certificates)
             .server(configuration: serverConfiguration, eventLoopGroup: group, logger: logger)

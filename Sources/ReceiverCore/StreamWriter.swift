@@ -56,6 +56,9 @@ public final class StreamWriter: Service, @unchecked Sendable {
     }
 
     private let outputFD: Int32
+    /// Lines may be written by the thread that submits them (no archive, so no
+    /// fsync to share; set once the output is known not to block).
+    private var writesDirectly = false
     private let maxQueuedBytes: Int
     private let archive: ArchiveFile?
     private let metrics: ReceiverMetrics?
@@ -119,10 +122,45 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
     private func enqueue(_ line: [UInt8], _ ticket: Ticket) {
         condition.lock()
-        let answer = state.submit(line, ticket: ticket, now: Self.now())
-        if answer == nil { condition.signal() }
-        condition.unlock()
-        if let answer { Self.deliver([ticket], answer) }
+        let answer: Outcome?
+        if writesDirectly && state.mayWriteDirectly {
+            // Nothing is queued or being written: write the line here and now,
+            // with no hop to the writer thread and back (the usual case when
+            // the reader keeps up). Whatever the output does not take at once,
+            // the writer thread finishes.
+            let started = DispatchTime.now()
+            let written = writeOnce(line)
+            answer = state.wroteDirectly(line, ticket: ticket, written: written, now: Self.now())
+            if answer == nil { condition.signal() }
+            condition.unlock()
+            if answer == .written, let metrics {
+                metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+                metrics.bytesWritten.increment(by: line.count)
+                metrics.linesWritten.increment()
+            }
+        } else {
+            answer = state.submit(line, ticket: ticket, now: Self.now())
+            if answer == nil { condition.signal() }
+            condition.unlock()
+        }
+        guard let answer else { return }
+        if case .callback(let loop, let completion) = ticket, loop.inEventLoop {
+            completion(answer)
+        } else {
+            Self.deliver([ticket], answer)
+        }
+    }
+
+    /// One write(2) of as much of `line` as the output takes without waiting;
+    /// 0 when it takes nothing or fails (the writer thread then meets the failure).
+    private func writeOnce(_ line: [UInt8]) -> Int {
+        line.withUnsafeBytes { bytes in
+            while true {
+                let n = write(outputFD, bytes.baseAddress!, bytes.count)
+                if n >= 0 { return n }
+                if errno != EINTR { return 0 }
+            }
+        }
     }
 
     /// Answers `tickets`: tasks are resumed; callbacks run on their event
@@ -156,9 +194,18 @@ public final class StreamWriter: Service, @unchecked Sendable {
         // stalls the writer can still answer the senders waiting for it. (Not a
         // terminal or file: their descriptions may be shared with the shell.)
         var info = stat()
-        if fstat(outputFD, &info) == 0 && (info.st_mode & S_IFMT == S_IFIFO || info.st_mode & S_IFMT == S_IFSOCK) {
+        guard fstat(outputFD, &info) == 0 else { return startThread() }
+        let kind = info.st_mode & S_IFMT
+        if kind == S_IFIFO || kind == S_IFSOCK {
             _ = fcntl(outputFD, F_SETFL, fcntl(outputFD, F_GETFL) | O_NONBLOCK)
         }
+        // Direct writes never wait: a pipe or socket without blocking, or /dev/null
+        // and such. (Not a terminal, a disk file, nor with an archive to fsync first.)
+        writesDirectly = archive == nil && (kind == S_IFIFO || kind == S_IFSOCK || kind == S_IFCHR && isatty(outputFD) == 0)
+        startThread()
+    }
+
+    private func startThread() {
         let thread = Thread { [self] in self.writeLoop() }
         thread.name = "stream-writer"
         thread.start()
@@ -223,6 +270,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
         while true {
             condition.lock()
             let lines: [[UInt8]]
+            var resumeAt = 0
             switch state.nextBatch(now: Self.now()) {
             case .exit:
                 threadExited = true
@@ -258,8 +306,9 @@ public final class StreamWriter: Service, @unchecked Sendable {
                     transition(.overloaded) { $0.blocked(now: Self.now()) }
                 }
                 continue
-            case .write(let batch):
+            case .write(let batch, let offset):
                 lines = batch
+                resumeAt = offset
             }
             metrics?.queueDepth.record(state.depth)
             condition.unlock()
@@ -267,7 +316,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
             buffer.removeAll(keepingCapacity: buffer.capacity <= 4 * maxQueuedBytes)
             for line in lines { buffer.append(contentsOf: line) }
 
-            if let archive {
+            if let archive, resumeAt == 0 {
                 do {
                     let started = DispatchTime.now()
                     try archive.append(buffer)
@@ -279,7 +328,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
                 }
             }
             let started = DispatchTime.now()
-            if let error = writeBatch(buffer) {
+            if let error = writeBatch(buffer, from: resumeAt) {
                 fail(error == EPIPE ? .outputClosed(errno: error) : .outputFailed(errno: error))
                 continue
             }
@@ -298,10 +347,10 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// once it is whole; while the reader takes nothing, lets the state refuse
     /// those who waited too long (which may cut the batch short). Returns the
     /// errno that ended it, or nil.
-    private func writeBatch(_ buffer: [UInt8]) -> Int32? {
+    private func writeBatch(_ buffer: [UInt8], from offset: Int) -> Int32? {
         buffer.withUnsafeBytes { bytes -> Int32? in
             guard let base = bytes.baseAddress else { return nil }
-            var written = 0
+            var written = offset
             var wasStalled = false
             while true {
                 condition.lock()

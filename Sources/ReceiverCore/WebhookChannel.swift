@@ -23,12 +23,8 @@ struct WebhookChannel: ServerChildChannel {
         channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations
             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-            try pipeline.addHandlers([
-                IdleStateHandler(allTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))),
-                ExpectContinueHandler(),
-                RequestDeadlineHandler(timeout: .seconds(Int64(configuration.requestTimeoutSeconds)), logger: self.logger),
-                WebhookHTTPHandler(configuration: configuration, intake: intake, writer: writer, metrics: metrics, logger: self.logger),
-            ])
+            try pipeline.addHandler(
+                WebhookHTTPHandler(configuration: configuration, intake: intake, writer: writer, metrics: metrics, logger: self.logger))
             return Value(channel: channel)
         }
     }
@@ -42,6 +38,18 @@ struct WebhookChannel: ServerChildChannel {
 /// runs the checks, hands the line to the writer and answers when the writer
 /// says so (on this event loop: the writer wakes each loop once per batch).
 /// `/healthz` and `/metrics` are answered here too.
+///
+/// It also keeps the connection's clock, in the same handler so that no part
+/// of a request passes through more handlers than it must:
+/// - `Expect: 100-continue` is answered at once, so a sender that asks sends
+///   its body without waiting out its own timeout (curl's is a second);
+/// - a connection must deliver each whole request (head and body) within
+///   `REQUEST_TIMEOUT_SECONDS` of opening or of its previous answer, and one
+///   that sends nothing at all is closed after `IDLE_TIMEOUT_SECONDS` if that
+///   is shorter. The idle timeout alone cannot stop a slow client: one that
+///   sends a byte a second is never idle. While a complete request is being
+///   answered the clock is stopped, so a slow downstream never cuts off a
+///   client that did its part.
 final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -55,6 +63,11 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var tooLarge = false
+    /// When the connection began waiting for its client (opened, or answered
+    /// its last request); nil while a complete request is being answered.
+    private var waitingSince: NIODeadline?
+    /// One repeating check per connection, not a timer per request.
+    private var check: RepeatedTask?
 
     init(configuration: ReceiverConfiguration, intake: WebhookIntake, writer: StreamWriter, metrics: ReceiverMetrics, logger: Logger) {
         self.configuration = configuration
@@ -64,10 +77,33 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.logger = logger
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startClock(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startClock(context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        check?.cancel()
+        check = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        check?.cancel()
+        check = nil
+        context.fireChannelInactive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
+            if let expect = head.headers.first(name: "expect"), expect.lowercased() == "100-continue" {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            }
             body = nil
             tooLarge = head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > configuration.maxBodyBytes } ?? false
         case .body(var chunk):
@@ -83,15 +119,29 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head else { return }
             self.head = nil
+            waitingSince = nil
             respond(to: head, context: context)
         }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
+    private func startClock(_ context: ChannelHandlerContext) {
+        guard check == nil else { return }
+        waitingSince = .now()
+        let request = TimeAmount.seconds(Int64(configuration.requestTimeoutSeconds))
+        let idle = min(request, TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds)))
+        // Checked four times per limit (at most once a second): a connection is
+        // closed between the limit and 1.25 × the limit after it began waiting.
+        let interval = max(TimeAmount.milliseconds(250), min(.seconds(1), TimeAmount.nanoseconds(idle.nanoseconds / 4)))
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        check = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+            let (handler, context) = bound.value
+            guard let since = handler.waitingSince else { return }
+            let limit = handler.head == nil ? idle : request
+            guard NIODeadline.now() - since >= limit else { return }
+            task.cancel()
+            handler.check = nil
+            handler.logger.info("closing a connection that sent no whole request in time", metadata: ["timeout": "\(limit)"])
             context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
         }
     }
 
@@ -166,6 +216,7 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else if head.version.major == 1 && head.version.minor == 0 {
             headers.add(name: "Connection", value: "keep-alive")
         }
+        waitingSince = .now()
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if head.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)

@@ -44,8 +44,10 @@ struct WriterState<Ticket> {
 
     /// What the writer thread does next.
     enum Next {
-        /// Write these lines' bytes, in order (archive them first, when there is an archive).
-        case write([[UInt8]])
+        /// Write these lines' bytes, in order, from this byte offset (archive
+        /// them first when there is an archive and the offset is 0; a batch with
+        /// an offset was started by a direct write, which is never archived).
+        case write([[UInt8]], from: Int)
         /// Nothing to write: wait for a line (or for the drain to finish).
         case wait
         /// Stalled with nothing left to write: wait for the output to take bytes again (`outputReady`).
@@ -97,9 +99,34 @@ struct WriterState<Ticket> {
         return nil
     }
 
+    /// Whether the submitting thread may write a line to the output itself,
+    /// now: running, nothing queued and no batch under way, so nothing can
+    /// come before it or interleave with it (the caller holds the lock).
+    var mayWriteDirectly: Bool { phase == .running && queue.isEmpty && batch.isEmpty }
+
+    /// The submitting thread wrote `written` bytes of `bytes` itself (after
+    /// `mayWriteDirectly`). All of them: the line is written. None: it is
+    /// queued as usual. Part: the rest becomes the batch under way, which the
+    /// writer thread finishes; nil means the sender is answered later.
+    mutating func wroteDirectly(_ bytes: [UInt8], ticket: Ticket, written: Int, now: UInt64) -> Answer? {
+        precondition(mayWriteDirectly && written >= 0 && written <= bytes.count, "a direct write out of turn")
+        if written == bytes.count { return .written }
+        if written == 0 { return submit(bytes, ticket: ticket, now: now) }
+        batch = [Line(bytes: bytes, ticket: ticket, queuedAt: now)]
+        batchEnds = [bytes.count]
+        batchEnd = bytes.count
+        kept = 1
+        batchWritten = written
+        linesWritten = 0
+        lastProgress = now
+        return nil
+    }
+
     /// The writer thread is free: the next batch is everything queued.
     mutating func nextBatch(now: UInt64) -> Next {
         if case .failed = phase { return .exit }
+        // A direct write the output took only part of: the writer thread finishes it.
+        if !batch.isEmpty && batchWritten < batchEnd { return .write(batch.map(\.bytes), from: batchWritten) }
         precondition(batch.isEmpty, "a batch started while another is being written")
         if queue.isEmpty {
             switch phase {
@@ -123,7 +150,7 @@ struct WriterState<Ticket> {
         batchWritten = 0
         linesWritten = 0
         lastProgress = now
-        return .write(batch.map(\.bytes))
+        return .write(batch.map(\.bytes), from: 0)
     }
 
     /// The output took `count` more bytes of the batch: the lines now whole are written.

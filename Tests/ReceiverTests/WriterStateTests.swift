@@ -15,7 +15,7 @@ import Testing
     func line(_ n: Int, bytes: Int = 10) -> [UInt8] { Array(repeating: UInt8(ascii: "a"), count: bytes - 1) + [0x0A] }
 
     func batchLines(_ next: State.Next) -> [[UInt8]] {
-        if case .write(let lines) = next { return lines }
+        if case .write(let lines, _) = next { return lines }
         return []
     }
 
@@ -29,6 +29,26 @@ import Testing
         state.finishBatch()
         #expect(state.depth == 0)
         #expect(state.nextBatch(now: 4).isWait)
+    }
+
+    @Test func aDirectWriteIsAllowedOnlyWhenNothingCouldComeBeforeIt() {
+        var state = makeState()
+        #expect(state.mayWriteDirectly)
+        #expect(state.wroteDirectly(line(0), ticket: 0, written: 10, now: 0) == .written, "all of it: written at once")
+        #expect(state.wroteDirectly(line(1), ticket: 1, written: 0, now: 0) == nil, "none of it: queued")
+        #expect(!state.mayWriteDirectly, "a line is queued: it goes first")
+        _ = state.nextBatch(now: 0)
+        #expect(!state.mayWriteDirectly, "a batch is under way")
+        _ = state.wrote(10, now: 0)
+        state.finishBatch()
+
+        // Part of it: the writer thread finishes the line from where it stopped.
+        #expect(state.wroteDirectly(line(2), ticket: 2, written: 4, now: 0) == nil)
+        guard case .write(let lines, let offset) = state.nextBatch(now: 0) else { Issue.record("no batch"); return }
+        #expect(lines.count == 1 && offset == 4)
+        #expect(state.wrote(6, now: 0) == [2])
+        state.finishBatch()
+        #expect(state.mayWriteDirectly)
     }
 
     @Test func aFullQueueRefusesAtOnce() {

@@ -7,7 +7,7 @@
 # the release receiver with stdout to /dev/null, the receiver with ARCHIVE_PATH
 # (append + fdatasync before every 202), nginx and the receiver over HTTPS with
 # the same self-signed certificate (made here with openssl), and Hummingbird's
-# own floor (GET /healthz on the receiver: routing and a static answer, no body,
+# own floor (GET /healthz on the receiver: NIO's HTTP/1.1 stack and a static answer, no body,
 # no work). The figures printed are medians over the rounds; ratios are against
 # nginx of the same run (over HTTPS: against nginx over HTTPS).
 #
@@ -148,11 +148,11 @@ printf '%-34s %10.0f %8.2f %8s %7s MB\n' "receiver > /dev/null" "$r_rps" "$r_p99
 printf '%-34s %10.0f %8.2f %8s %7s MB\n' "receiver + archive (fdatasync)" "$a_rps" "$a_p99" "$a_non" "$a_hwm"
 printf '%-34s %10.0f %8.2f %8s %10s\n' "nginx return 202 over HTTPS" "$nt_rps" "$nt_p99" "-" "-"
 printf '%-34s %10.0f %8.2f %8s %7s MB\n' "receiver over HTTPS" "$t_rps" "$t_p99" "$t_non" "$t_hwm"
-printf '%-34s %10.0f %8.2f %8s %10s\n' "receiver GET /healthz (framework)" "$h_rps" "$h_p99" "-" "-"
+printf '%-34s %10.0f %8.2f %8s %10s\n' "receiver GET /healthz (no work)" "$h_rps" "$h_p99" "-" "-"
 awk -v r="$r_rps" -v a="$a_rps" -v n="$n_rps" -v h="$h_rps" -v t="$t_rps" -v nt="$nt_rps" 'BEGIN {
     printf "ratio receiver/nginx:          %.2f (target >= 0.50)\n", r/n
     printf "ratio receiver+archive/nginx:  %.2f (target >= 0.40)\n", a/n
     printf "ratio HTTPS receiver/nginx:    %.2f (target >= 0.50)\n", t/nt
-    printf "ratio healthz/nginx:           %.2f (Hummingbird with no work: the ceiling)\n", h/n
+    printf "ratio healthz/nginx:           %.2f (the HTTP stack with no work: the ceiling)\n", h/n
 }'
 echo "archived lines in the last archive run: $archived"

@@ -308,9 +308,18 @@ main() {
   Ctrl-C stops everything.
 EOF
 
+    # SIGHUP (certbot's renew hook: systemctl kill -s HUP --kill-whom=main meetperry)
+    # goes to the receiver, which reloads its TLS certificate and key.
+    trap 'log "SIGHUP: passed to the receiver"; kill -HUP "$RECEIVER_PID" 2>/dev/null || true' HUP
+
     # Whichever of receiver and applier ends first, unasked, ends the pipeline.
-    local code=0
-    wait -n "$RECEIVER_PID" "$APPLIER_PID" || code=$?
+    local code
+    while true; do
+        code=0
+        wait -n "$RECEIVER_PID" "$APPLIER_PID" || code=$?
+        # A trapped SIGHUP also ends the wait: carry on while both still run.
+        kill -0 "$RECEIVER_PID" 2>/dev/null && kill -0 "$APPLIER_PID" 2>/dev/null || break
+    done
     if kill -0 "$RECEIVER_PID" 2>/dev/null; then
         log "the applier exited ($code): the receiver stops acknowledging; exiting 1 for a restart"
     else

@@ -192,6 +192,13 @@ import Glibc
         let db = try PGConnection(conninfo: pipeline.conninfo)
         #expect(try db.execute("SELECT count(*) FROM meetperry.task WHERE external_id LIKE 'seg%'").scalar == "60")
         db.close()
+
+        // SIGHUP to pipeline.sh (a certificate renewal) reaches the receiver and stops nothing.
+        kill(try #require(pipeline.pid("pipeline")), SIGHUP)
+        try waitUntil("the receiver got SIGHUP") {
+            ((try? String(contentsOfFile: pipeline.varDir + "/receiver.log", encoding: .utf8)) ?? "").contains("SIGHUP: no TLS certificate to reload")
+        }
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "after-hup")).status == 202)
         #expect(try pipeline.stop(SIGTERM) == 0)
     }
 

@@ -2,6 +2,8 @@
 # Receiver throughput against nginx answering 202 with no work, in the same run.
 #   bash bench/receiver.sh [seconds-per-run] [connections] [rounds]
 #   BENCH_PIN=off bash bench/receiver.sh …     the same, nothing pinned
+#   BASELINE_RECEIVER=path/to/receiver bash bench/receiver.sh …
+#                                              also another build (say, main's) in each round
 #
 # Each round measures, one after another: nginx `location /webhook { return 202; }`,
 # the release receiver with stdout to /dev/null, the receiver with ARCHIVE_PATH
@@ -99,7 +101,9 @@ receiver_run() { # $1 = label, $2 = path, rest = env (TLS_CERT_FILE set: over HT
     local port pid label=$1 path=$2 scheme=http; shift 2
     [[ "$*" == *TLS_CERT_FILE* ]] && scheme=https
     port=$(free_port)
-    env HTTP_HOST=127.0.0.1 HTTP_PORT="$port" LOG_LEVEL=warning "$@" "${SERVER_CPU[@]}" .build/release/receiver > /dev/null 2> "$work/receiver.err" &
+    local binary=.build/release/receiver
+    [ "$label" = baseline ] && binary=$BASELINE_RECEIVER
+    env HTTP_HOST=127.0.0.1 HTTP_PORT="$port" LOG_LEVEL=warning "$@" "${SERVER_CPU[@]}" "$binary" > /dev/null 2> "$work/receiver.err" &
     pid=$!; pids+=($pid)
     wait_port "$port"
     local script="$work/post.lua"
@@ -114,6 +118,7 @@ receiver_run() { # $1 = label, $2 = path, rest = env (TLS_CERT_FILE set: over HT
 for round in $(seq "$ROUNDS"); do
     nginx_run >> "$work/results"
     receiver_run plain /webhook >> "$work/results"
+    [ -n "${BASELINE_RECEIVER:-}" ] && receiver_run baseline /webhook >> "$work/results"
     rm -f "$work/archive.ndjson"
     receiver_run archive /webhook ARCHIVE_PATH="$work/archive.ndjson" >> "$work/results"
     nginx_run https >> "$work/results"
@@ -146,6 +151,11 @@ printf '%-34s %10s %8s %8s %10s\n' "target" "req/s" "p99 ms" "non-2xx" "peak RSS
 printf '%-34s %10.0f %8.2f %8s %10s\n' "nginx return 202" "$n_rps" "$n_p99" "-" "-"
 printf '%-34s %10.0f %8.2f %8s %7s MB\n' "receiver > /dev/null" "$r_rps" "$r_p99" "$r_non" "$r_hwm"
 printf '%-34s %10.0f %8.2f %8s %7s MB\n' "receiver + archive (fdatasync)" "$a_rps" "$a_p99" "$a_non" "$a_hwm"
+if [ -n "${BASELINE_RECEIVER:-}" ]; then
+    read -r b_rps b_p99 b_non b_hwm < <(summary baseline)
+    printf '%-34s %10.0f %8.2f %8s %7s MB\n' "baseline receiver > /dev/null" "$b_rps" "$b_p99" "$b_non" "$b_hwm"
+    awk -v r="$r_rps" -v b="$b_rps" -v n="$n_rps" 'BEGIN { printf "ratio baseline/nginx:          %.2f; this build/baseline: %.2f\n", b/n, r/b }'
+fi
 printf '%-34s %10.0f %8.2f %8s %10s\n' "nginx return 202 over HTTPS" "$nt_rps" "$nt_p99" "-" "-"
 printf '%-34s %10.0f %8.2f %8s %7s MB\n' "receiver over HTTPS" "$t_rps" "$t_p99" "$t_non" "$t_hwm"
 printf '%-34s %10.0f %8.2f %8s %10s\n' "receiver GET /healthz (no work)" "$h_rps" "$h_p99" "-" "-"

@@ -254,6 +254,9 @@ stop_leftovers() {
 main() {
     # Interrupted while starting: stop (the EXIT trap below stops a cluster we started).
     trap 'log "interrupted during start-up"; exit 130' INT TERM
+    # SIGHUP (certbot's renew hook: systemctl kill -s HUP --kill-whom=main meetperry)
+    # never stops the pipeline; once the receiver runs, it goes on to it.
+    trap 'log "SIGHUP while starting: no receiver to pass it to yet"' HUP
     mkdir -p "$RUN" "$ARCHIVE_DIR" "$REPORT_DIR"
     ensure_packages
     build
@@ -273,6 +276,7 @@ main() {
     APPLIER_PID=$!
     "$BIN/receiver" > "$RUN/stream" 2>> "$VAR/receiver.log" &
     RECEIVER_PID=$!
+    trap 'log "SIGHUP: passed to the receiver"; kill -HUP "$RECEIVER_PID" 2>/dev/null || true' HUP
     LOOP_PIDS=()
     housekeeping_loop & LOOP_PIDS+=($!)
     if [ "$PIPELINE_REPORTER" = on ]; then reporter_loop & LOOP_PIDS+=($!); fi
@@ -307,10 +311,6 @@ main() {
 
   Ctrl-C stops everything.
 EOF
-
-    # SIGHUP (certbot's renew hook: systemctl kill -s HUP --kill-whom=main meetperry)
-    # goes to the receiver, which reloads its TLS certificate and key.
-    trap 'log "SIGHUP: passed to the receiver"; kill -HUP "$RECEIVER_PID" 2>/dev/null || true' HUP
 
     # Whichever of receiver and applier ends first, unasked, ends the pipeline.
     local code

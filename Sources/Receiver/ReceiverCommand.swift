@@ -79,6 +79,9 @@ struct ReceiverCommand: AsyncParsableCommand {
         // an archive past the file-size limit as EFBIG (503), not SIGXFSZ.
         signal(SIGPIPE, SIG_IGN)
         signal(SIGXFSZ, SIG_IGN)
+        // SIGHUP reloads the TLS certificate (a dispatch source, which needs the
+        // signal ignored); ignored from the first moment, so an early one cannot end the process.
+        signal(SIGHUP, SIG_IGN)
         raiseOpenFileLimit(to: config.maxConnections + 64, logger: logger)
         do {
             try await runReceiver(configuration: config, logger: logger)

@@ -245,7 +245,7 @@ import WebhookModel
         let db = try freshDatabase()
         let dir = try makeTemporaryDirectory("progress")
         let input = dir + "/input.ndjson"
-        FileManager.default.createFile(atPath: input, contents: Data(stream((0..<3000).map { event(.created, $0, id: "p\($0)") })))
+        _ = FileManager.default.createFile(atPath: input, contents: Data(stream((0..<3000).map { event(.created, $0, id: "p\($0)") })))
         // Under a pseudo-terminal (script(1)) the applier redraws one line in place…
         let tty = try ChildProcess("/usr/bin/script", arguments: ["-qec", "\(executable("applier")) < \(input) > /dev/null", "/dev/null"],
                                    environment: ["DATABASE_URL": db], stdout: .file(dir + "/tty.out"))

@@ -133,11 +133,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
             answer = state.wroteDirectly(line, ticket: ticket, written: written, now: Self.now())
             if answer == nil { condition.signal() }
             condition.unlock()
-            if answer == .written, let metrics {
-                metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
-                metrics.bytesWritten.increment(by: line.count)
-                metrics.linesWritten.increment()
-            }
+            if answer == .written { recordWrite(since: started, bytes: line.count, lines: 1) }
         } else {
             answer = state.submit(line, ticket: ticket, now: Self.now())
             if answer == nil { condition.signal() }
@@ -149,6 +145,13 @@ public final class StreamWriter: Service, @unchecked Sendable {
         } else {
             Self.deliver([ticket], answer)
         }
+    }
+
+    private func recordWrite(since started: DispatchTime, bytes: Int, lines: Int) {
+        guard let metrics else { return }
+        metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+        metrics.bytesWritten.increment(by: bytes)
+        metrics.linesWritten.increment(by: lines)
     }
 
     /// One write(2) of as much of `line` as the output takes without waiting;
@@ -323,7 +326,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
                     metrics?.archiveDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
                 } catch {
                     logger.error("archive write failed; answering 503 until it recovers", metadata: ["error": "\(error)", "lines": "\(lines.count)"])
-                    transition(.unavailable("the archive cannot be written")) { $0.refuseBatch("the archive cannot be written") }
+                    transition(.unavailable("the archive cannot be written")) { $0.refuseBatch() }
                     continue
                 }
             }
@@ -332,11 +335,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
                 fail(error == EPIPE ? .outputClosed(errno: error) : .outputFailed(errno: error))
                 continue
             }
-            if let metrics {
-                metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
-                metrics.bytesWritten.increment(by: buffer.count)
-                metrics.linesWritten.increment(by: lines.count)
-            }
+            recordWrite(since: started, bytes: buffer.count, lines: lines.count)
             condition.lock()
             state.finishBatch()
             condition.unlock()

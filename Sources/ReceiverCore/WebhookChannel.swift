@@ -161,7 +161,8 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 send(.ok, #"{"status":"ok"}"#, to: head, context: context)
             }
         case ("/metrics", .GET):
-            send(.ok, bytes: metrics.exposition(), contentType: "text/plain; version=0.0.4; charset=utf-8", to: head, context: context)
+            send(.ok, body: context.channel.allocator.buffer(bytes: metrics.exposition()),
+                 contentType: "text/plain; version=0.0.4; charset=utf-8", to: head, context: context)
         default:
             send(APIError(.notFound, "not found", detail: .text("POST webhooks to /webhook")), to: head, context: context)
         }
@@ -193,22 +194,22 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func send(_ error: APIError, to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        send(error.status, bytes: error.body, contentType: "application/json", extra: error.headers, to: head, context: context)
+        send(error.status, body: context.channel.allocator.buffer(bytes: error.body), contentType: "application/json",
+             extra: error.headers, to: head, context: context)
     }
 
     private func send(_ status: HTTPResponseStatus, _ body: StaticString, to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        send(status, bytes: Array(UnsafeBufferPointer(start: body.utf8Start, count: body.utf8CodeUnitCount)),
-             contentType: "application/json", to: head, context: context)
+        send(status, body: context.channel.allocator.buffer(staticString: body), contentType: "application/json", to: head, context: context)
     }
 
-    private func send(_ status: HTTPResponseStatus, bytes: [UInt8], contentType: String, extra: [(String, String)] = [],
+    private func send(_ status: HTTPResponseStatus, body: ByteBuffer, contentType: String, extra: [(String, String)] = [],
                       to head: HTTPRequestHead, context: ChannelHandlerContext) {
         metrics.countRequest(status: Int(status.code))
         guard context.channel.isActive else { return }
         var headers = HTTPHeaders()
         headers.reserveCapacity(4 + extra.count)
         headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(bytes.count))
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
         for (name, value) in extra { headers.add(name: name, value: value) }
         let keepAlive = head.isKeepAlive
         if !keepAlive {
@@ -219,7 +220,7 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         waitingSince = .now()
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if head.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         if keepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

@@ -225,7 +225,7 @@ struct WriterState<Ticket> {
     }
 
     /// The archive could not take the batch: none of it was written anywhere; its senders are refused.
-    mutating func refuseBatch(_ reason: String) -> [Ticket] {
+    mutating func refuseBatch() -> [Ticket] {
         precondition(batchWritten == 0, "a batch refused after part of it was written")
         let refused = batch.filter { !$0.answered }.map(\.ticket)
         batch = []

@@ -117,7 +117,7 @@ import Testing
         var state = makeState()
         for n in 0..<2 { _ = state.submit(line(n), ticket: n, now: 0) }
         _ = state.nextBatch(now: 0)
-        #expect(state.refuseBatch("the archive cannot be written") == [0, 1])
+        #expect(state.refuseBatch() == [0, 1])
         #expect(state.submit(line(2), ticket: 2, now: 0) == nil, "the next line is taken")
         #expect(batchLines(state.nextBatch(now: 0)).count == 1)
     }

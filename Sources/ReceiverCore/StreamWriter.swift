@@ -35,11 +35,10 @@ public final class StreamWriter: Service, @unchecked Sendable {
         /// output closed, archive failing). Answer 503.
         case unavailable(String)
     }
-    /// Who waits for a line: a task (`submit(_:)`), or a callback to run on an
-    /// event loop (`submit(_:on:_:)`, the HTTP path: no task per request).
-    enum Ticket {
-        case task(UnsafeContinuation<Outcome, Never>)
-        case callback(any EventLoop, @Sendable (Outcome) -> Void)
+    /// Who waits for a line: a callback to run on its event loop (no task per request).
+    struct Ticket {
+        let loop: any EventLoop
+        let completion: @Sendable (Outcome) -> Void
     }
 
     /// Why the writer stopped for good.
@@ -67,6 +66,8 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// Guards `state` and the thread's bookkeeping below; signalled when a line arrives or shutdown begins.
     private let condition = NSCondition()
     private var state: WriterState<Ticket>
+    /// The lines of one direct write, end to end (used under the lock).
+    private var directBuffer: [UInt8] = []
     private var failure: Failure?
     private var threadExited = false
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
@@ -104,79 +105,74 @@ public final class StreamWriter: Service, @unchecked Sendable {
         return state.isStalled
     }
 
-    /// Queues one complete line (ending in `\n`) and waits until it is written
-    /// or refused. Never blocks on a full queue or a stalled reader: that is `.overloaded` at once.
-    public func submit(_ line: [UInt8]) async -> Outcome {
-        await withUnsafeContinuation { (continuation: UnsafeContinuation<Outcome, Never>) in
-            enqueue(line, .task(continuation))
-        }
-    }
-
-    /// Queues one complete line and calls `completion` on `eventLoop` once it
-    /// is written or refused (right away, on the caller's thread, when it is
-    /// refused at once). The writer wakes each event loop once per batch of
-    /// answers, not once per line.
-    public func submit(_ line: [UInt8], on eventLoop: any EventLoop, _ completion: @escaping @Sendable (Outcome) -> Void) {
-        enqueue(line, .callback(eventLoop, completion))
-    }
-
-    private func enqueue(_ line: [UInt8], _ ticket: Ticket) {
+    /// Hands in the lines accepted on `eventLoop` during one turn of it, in
+    /// order, each complete (ending in `\n`), and calls each one's completion
+    /// on that loop once it is written or refused: at once, on this thread,
+    /// for lines written or refused right away (it never blocks on a full
+    /// queue or a stalled reader: that is `.overloaded` at once). The writer
+    /// wakes each event loop once per batch of answers, not once per line.
+    public func submit(_ lines: [(bytes: [UInt8], completion: @Sendable (Outcome) -> Void)], on eventLoop: any EventLoop) {
+        guard !lines.isEmpty else { return }
+        let tickets = lines.map { (bytes: $0.bytes, ticket: Ticket(loop: eventLoop, completion: $0.completion)) }
+        let now = Self.now()
+        var written = 0
         condition.lock()
-        let answer: Outcome?
+        let answers: [Outcome?]
         if writesDirectly && state.mayWriteDirectly {
-            // Nothing is queued or being written: write the line here and now,
+            // Nothing is queued or being written: write the lines here and now,
             // with no hop to the writer thread and back (the usual case when
             // the reader keeps up). Whatever the output does not take at once,
             // the writer thread finishes.
-            let started = DispatchTime.now()
-            let written = writeOnce(line)
-            answer = state.wroteDirectly(line, ticket: ticket, written: written, now: Self.now())
-            if answer == nil { condition.signal() }
-            condition.unlock()
-            if answer == .written { recordWrite(since: started, bytes: line.count, lines: 1) }
+            written = writeOnce(tickets)
+            answers = state.wroteDirectly(tickets, written: written, now: now)
         } else {
-            answer = state.submit(line, ticket: ticket, now: Self.now())
-            if answer == nil { condition.signal() }
-            condition.unlock()
+            answers = tickets.map { state.submit($0.bytes, ticket: $0.ticket, now: now) }
         }
-        guard let answer else { return }
-        if case .callback(let loop, let completion) = ticket, loop.inEventLoop {
-            completion(answer)
-        } else {
-            Self.deliver([ticket], answer)
+        condition.unlock()
+        if answers.contains(where: { $0 == nil }) { condition.signal() }
+        if written > 0 {
+            let whole = zip(tickets, answers).filter { $0.1 == .written }
+            recordWrite(since: now, bytes: whole.reduce(0) { $0 + $1.0.bytes.count }, lines: whole.count)
+        }
+        for (line, answer) in zip(tickets, answers) {
+            guard let answer else { continue }
+            if eventLoop.inEventLoop {
+                line.ticket.completion(answer)
+            } else {
+                eventLoop.execute { line.ticket.completion(answer) }
+            }
         }
     }
 
-    private func recordWrite(since started: DispatchTime, bytes: Int, lines: Int) {
+    private func recordWrite(since started: UInt64, bytes: Int, lines: Int) {
         guard let metrics else { return }
-        metrics.writeDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+        metrics.writeDuration.recordNanoseconds(Int64(Self.now() - started))
         metrics.bytesWritten.increment(by: bytes)
         metrics.linesWritten.increment(by: lines)
     }
 
-    /// One write(2) of as much of `line` as the output takes without waiting;
-    /// 0 when it takes nothing or fails (the writer thread then meets the failure).
-    private func writeOnce(_ line: [UInt8]) -> Int {
-        line.withUnsafeBytes { bytes in
+    /// One write(2) of as much of the lines, end to end, as the output takes
+    /// without waiting; 0 when it takes nothing or fails (the writer thread
+    /// then meets the failure). Called under the lock.
+    private func writeOnce(_ lines: [(bytes: [UInt8], ticket: Ticket)]) -> Int {
+        func write(_ bytes: UnsafeRawBufferPointer) -> Int {
             while true {
-                let n = write(outputFD, bytes.baseAddress!, bytes.count)
+                let n = Glibc.write(outputFD, bytes.baseAddress!, bytes.count)
                 if n >= 0 { return n }
                 if errno != EINTR { return 0 }
             }
         }
+        if lines.count == 1 { return lines[0].bytes.withUnsafeBytes(write) }
+        directBuffer.removeAll(keepingCapacity: true)
+        for line in lines { directBuffer.append(contentsOf: line.bytes) }
+        return directBuffer.withUnsafeBytes(write)
     }
 
-    /// Answers `tickets`: tasks are resumed; callbacks run on their event
-    /// loops, one `execute` per loop for all of its callbacks.
+    /// Answers `tickets` on their event loops, one `execute` per loop for all of its callbacks.
     private static func deliver(_ tickets: [Ticket], _ outcome: Outcome) {
         var byLoop: [ObjectIdentifier: (any EventLoop, [@Sendable (Outcome) -> Void])] = [:]
         for ticket in tickets {
-            switch ticket {
-            case .task(let continuation):
-                continuation.resume(returning: outcome)
-            case .callback(let loop, let completion):
-                byLoop[ObjectIdentifier(loop), default: (loop, [])].1.append(completion)
-            }
+            byLoop[ObjectIdentifier(ticket.loop), default: (ticket.loop, [])].1.append(ticket.completion)
         }
         for (loop, completions) in byLoop.values {
             if completions.count == 1, let only = completions.first {
@@ -270,8 +266,14 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
     private func writeLoop() {
         var buffer: [UInt8] = []
+        var batchDone = false
         while true {
             condition.lock()
+            // The batch just written is finished under the same lock as the next one starts.
+            if batchDone {
+                state.finishBatch()
+                batchDone = false
+            }
             let lines: [[UInt8]]
             var resumeAt = 0
             switch state.nextBatch(now: Self.now()) {
@@ -321,24 +323,22 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
             if let archive, resumeAt == 0 {
                 do {
-                    let started = DispatchTime.now()
+                    let started = Self.now()
                     try archive.append(buffer)
-                    metrics?.archiveDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+                    metrics?.archiveDuration.recordNanoseconds(Int64(Self.now() - started))
                 } catch {
                     logger.error("archive write failed; answering 503 until it recovers", metadata: ["error": "\(error)", "lines": "\(lines.count)"])
                     transition(.unavailable("the archive cannot be written")) { $0.refuseBatch() }
                     continue
                 }
             }
-            let started = DispatchTime.now()
+            let started = Self.now()
             if let error = writeBatch(buffer, from: resumeAt) {
                 fail(error == EPIPE ? .outputClosed(errno: error) : .outputFailed(errno: error))
                 continue
             }
             recordWrite(since: started, bytes: buffer.count, lines: lines.count)
-            condition.lock()
-            state.finishBatch()
-            condition.unlock()
+            batchDone = true
         }
     }
 
@@ -350,16 +350,19 @@ public final class StreamWriter: Service, @unchecked Sendable {
         buffer.withUnsafeBytes { bytes -> Int32? in
             guard let base = bytes.baseAddress else { return nil }
             var written = offset
+            // Where the batch ends; only this thread's transitions move it (a stall cuts it short).
+            var end = bytes.count
             var wasStalled = false
             while true {
-                condition.lock()
-                let end = state.batchEnd
-                condition.unlock()
                 guard written < end else { return nil }
                 let n = write(outputFD, base + written, end - written)
                 if n > 0 {
                     written += n
-                    transition(.written) { $0.wrote(n, now: Self.now()) }
+                    condition.lock()
+                    let done = state.wrote(n, now: Self.now())
+                    end = state.batchEnd
+                    condition.unlock()
+                    if !done.isEmpty { Self.deliver(done, .written) }
                     if wasStalled {
                         wasStalled = false
                         logger.notice("the stream reader is taking lines again")
@@ -374,6 +377,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
                     condition.lock()
                     let refused = state.blocked(now: Self.now())
                     let stalled = state.isStalled
+                    end = state.batchEnd
                     condition.unlock()
                     if stalled && !wasStalled {
                         wasStalled = true

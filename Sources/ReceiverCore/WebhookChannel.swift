@@ -16,15 +16,26 @@ struct WebhookChannel: ServerChildChannel {
     let configuration: ReceiverConfiguration
     let intake: WebhookIntake
     let writer: StreamWriter
+    let handOffs: WriterHandOffs
     let metrics: ReceiverMetrics
     let logger: Logger
+
+    init(configuration: ReceiverConfiguration, intake: WebhookIntake, writer: StreamWriter, metrics: ReceiverMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.intake = intake
+        self.writer = writer
+        self.handOffs = WriterHandOffs(writer: writer)
+        self.metrics = metrics
+        self.logger = logger
+    }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations
             try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
             try pipeline.addHandler(
-                WebhookHTTPHandler(configuration: configuration, intake: intake, writer: writer, metrics: metrics, logger: self.logger))
+                WebhookHTTPHandler(configuration: configuration, intake: intake, writer: writer,
+                                   handOff: handOffs.handOff(for: channel.eventLoop), metrics: metrics, logger: self.logger))
             return Value(channel: channel)
         }
     }
@@ -57,6 +68,7 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let configuration: ReceiverConfiguration
     private let intake: WebhookIntake
     private let writer: StreamWriter
+    private let handOff: WriterHandOff
     private let metrics: ReceiverMetrics
     private let logger: Logger
 
@@ -69,10 +81,12 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// One repeating check per connection, not a timer per request.
     private var check: RepeatedTask?
 
-    init(configuration: ReceiverConfiguration, intake: WebhookIntake, writer: StreamWriter, metrics: ReceiverMetrics, logger: Logger) {
+    init(configuration: ReceiverConfiguration, intake: WebhookIntake, writer: StreamWriter, handOff: WriterHandOff,
+         metrics: ReceiverMetrics, logger: Logger) {
         self.configuration = configuration
         self.intake = intake
         self.writer = writer
+        self.handOff = handOff
         self.metrics = metrics
         self.logger = logger
     }
@@ -182,7 +196,7 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             send(error, to: head, context: context)
         case .success(let line):
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            writer.submit(line, on: context.eventLoop) { outcome in
+            handOff.submit(line) { outcome in
                 let (handler, context) = bound.value
                 if let refusal = handler.intake.answer(outcome) {
                     handler.send(refusal, to: head, context: context)

@@ -104,22 +104,31 @@ struct WriterState<Ticket> {
     /// come before it or interleave with it (the caller holds the lock).
     var mayWriteDirectly: Bool { phase == .running && queue.isEmpty && batch.isEmpty }
 
-    /// The submitting thread wrote `written` bytes of `bytes` itself (after
-    /// `mayWriteDirectly`). All of them: the line is written. None: it is
-    /// queued as usual. Part: the rest becomes the batch under way, which the
-    /// writer thread finishes; nil means the sender is answered later.
-    mutating func wroteDirectly(_ bytes: [UInt8], ticket: Ticket, written: Int, now: UInt64) -> Answer? {
-        precondition(mayWriteDirectly && written >= 0 && written <= bytes.count, "a direct write out of turn")
-        if written == bytes.count { return .written }
-        if written == 0 { return submit(bytes, ticket: ticket, now: now) }
-        batch = [Line(bytes: bytes, ticket: ticket, queuedAt: now)]
-        batchEnds = [bytes.count]
-        batchEnd = bytes.count
-        kept = 1
-        batchWritten = written
-        linesWritten = 0
-        lastProgress = now
-        return nil
+    /// The submitting thread wrote `written` bytes of `lines` (end to end, in
+    /// order) itself, after `mayWriteDirectly`. Returns the answer due now for
+    /// each line, nil for those answered later: lines wholly taken are
+    /// `.written`; the line the output stopped inside becomes, with every line
+    /// after it, the batch under way, which the writer thread finishes; when
+    /// it stopped between two lines, the rest are submitted as usual.
+    mutating func wroteDirectly(_ lines: [(bytes: [UInt8], ticket: Ticket)], written: Int, now: UInt64) -> [Answer?] {
+        precondition(mayWriteDirectly && written >= 0 && written <= lines.reduce(0) { $0 + $1.bytes.count }, "a direct write out of turn")
+        var answers: [Answer?] = []
+        answers.reserveCapacity(lines.count)
+        var offset = 0
+        var index = 0
+        while index < lines.count, offset + lines[index].bytes.count <= written {
+            offset += lines[index].bytes.count
+            answers.append(.written)
+            index += 1
+        }
+        guard index < lines.count else { return answers }
+        if offset == written {
+            for line in lines[index...] { answers.append(submit(line.bytes, ticket: line.ticket, now: now)) }
+            return answers
+        }
+        startBatch(lines[index...].map { Line(bytes: $0.bytes, ticket: $0.ticket, queuedAt: now) }, written: written - offset, now: now)
+        answers.append(contentsOf: repeatElement(nil, count: batch.count))
+        return answers
     }
 
     /// The writer thread is free: the next batch is everything queued.
@@ -135,22 +144,27 @@ struct WriterState<Ticket> {
             default: return .wait
             }
         }
-        batch = queue
+        startBatch(queue, written: 0, now: now)
         queue = []
         queuedBytes = 0
+        return .write(batch.map(\.bytes), from: 0)
+    }
+
+    /// `lines` become the batch under way, of which the output has taken `written` bytes.
+    private mutating func startBatch(_ lines: [Line], written: Int, now: UInt64) {
+        batch = lines
         batchEnds = []
-        batchEnds.reserveCapacity(batch.count)
+        batchEnds.reserveCapacity(lines.count)
         var end = 0
-        for line in batch {
+        for line in lines {
             end += line.bytes.count
             batchEnds.append(end)
         }
         batchEnd = end
-        kept = batch.count
-        batchWritten = 0
+        kept = lines.count
+        batchWritten = written
         linesWritten = 0
         lastProgress = now
-        return .write(batch.map(\.bytes), from: 0)
     }
 
     /// The output took `count` more bytes of the batch: the lines now whole are written.

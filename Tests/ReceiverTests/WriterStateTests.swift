@@ -34,8 +34,8 @@ import Testing
     @Test func aDirectWriteIsAllowedOnlyWhenNothingCouldComeBeforeIt() {
         var state = makeState()
         #expect(state.mayWriteDirectly)
-        #expect(state.wroteDirectly(line(0), ticket: 0, written: 10, now: 0) == .written, "all of it: written at once")
-        #expect(state.wroteDirectly(line(1), ticket: 1, written: 0, now: 0) == nil, "none of it: queued")
+        #expect(state.wroteDirectly([(line(0), 0)], written: 10, now: 0) == [.written], "all of it: written at once")
+        #expect(state.wroteDirectly([(line(1), 1)], written: 0, now: 0) == [nil], "none of it: queued")
         #expect(!state.mayWriteDirectly, "a line is queued: it goes first")
         _ = state.nextBatch(now: 0)
         #expect(!state.mayWriteDirectly, "a batch is under way")
@@ -43,12 +43,31 @@ import Testing
         state.finishBatch()
 
         // Part of it: the writer thread finishes the line from where it stopped.
-        #expect(state.wroteDirectly(line(2), ticket: 2, written: 4, now: 0) == nil)
+        #expect(state.wroteDirectly([(line(2), 2)], written: 4, now: 0) == [nil])
         guard case .write(let lines, let offset) = state.nextBatch(now: 0) else { Issue.record("no batch"); return }
         #expect(lines.count == 1 && offset == 4)
         #expect(state.wrote(6, now: 0) == [2])
         state.finishBatch()
         #expect(state.mayWriteDirectly)
+    }
+
+    @Test func aTurnsLinesWrittenTogetherAreAnsweredByHowFarTheOutputTookThem() {
+        var state = makeState()
+        let turn = (0..<4).map { (line($0), $0) }
+        // The output took two lines and part of the third: those two are
+        // written; the third and fourth are the batch under way, finished by the writer thread.
+        #expect(state.wroteDirectly(turn, written: 25, now: 0) == [.written, .written, nil, nil])
+        guard case .write(let lines, let offset) = state.nextBatch(now: 0) else { Issue.record("no batch"); return }
+        #expect(lines.count == 2 && offset == 5)
+        #expect(state.wrote(5, now: 0) == [2])
+        #expect(state.wrote(10, now: 0) == [3])
+        state.finishBatch()
+
+        // It stopped exactly between two lines: the rest are queued as usual
+        // (and refused as usual when the queue is full).
+        var small = makeState(capacity: 1)
+        #expect(small.wroteDirectly(turn, written: 10, now: 0) == [.written, nil, .overloaded, .overloaded])
+        #expect(batchLines(small.nextBatch(now: 0)).count == 1)
     }
 
     @Test func aFullQueueRefusesAtOnce() {

@@ -3,11 +3,11 @@ import Logging
 import NIOCore
 import NIOHTTP1
 
-/// How each accepted connection is served: NIO's HTTP/1.1 pipeline
-/// (keep-alive, pipelining, chunked bodies, quiescing on shutdown) and then
-/// `WebhookHTTPHandler`, all on the connection's event loop, with no task or
-/// continuation per request. HummingbirdCore's `Server` binds, accepts,
-/// caps connections and quiesces them on graceful shutdown.
+/// How each accepted connection is served: one `WebhookHTTPHandler` reads
+/// HTTP/1.1 from the socket's bytes and answers, on the connection's event
+/// loop, with no task or continuation per request and no other handler per
+/// request part. HummingbirdCore's `Server` binds, accepts, caps connections
+/// and quiesces them on graceful shutdown.
 struct WebhookChannel: ServerChildChannel {
     struct Value: ServerChildChannelValue {
         let channel: any Channel
@@ -31,9 +31,7 @@ struct WebhookChannel: ServerChildChannel {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            let pipeline = channel.pipeline.syncOperations
-            try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-            try pipeline.addHandler(
+            try channel.pipeline.syncOperations.addHandler(
                 WebhookHTTPHandler(configuration: configuration, intake: intake, writer: writer,
                                    handOff: handOffs.handOff(for: channel.eventLoop), metrics: metrics, logger: self.logger))
             return Value(channel: channel)
@@ -45,25 +43,30 @@ struct WebhookChannel: ServerChildChannel {
     }
 }
 
-/// One connection's requests: collects the body (up to `MAX_BODY_BYTES`),
-/// runs the checks, hands the line to the writer and answers when the writer
-/// says so (on this event loop: the writer wakes each loop once per batch).
-/// `/healthz` and `/metrics` are answered here too.
+/// One connection's requests, from bytes to answers: `HTTP1RequestDecoder`
+/// reads them (keep-alive, pipelining, chunked bodies, `Expect:
+/// 100-continue`), one at a time and in order; the body is collected (up to
+/// `MAX_BODY_BYTES`), checked, and the line handed to the writer; the answer
+/// goes out once the writer says so (on this event loop: the writer wakes
+/// each loop once per batch). `/healthz` and `/metrics` are answered here too.
 ///
-/// It also keeps the connection's clock, in the same handler so that no part
-/// of a request passes through more handlers than it must:
-/// - `Expect: 100-continue` is answered at once, so a sender that asks sends
-///   its body without waiting out its own timeout (curl's is a second);
-/// - a connection must deliver each whole request (head and body) within
-///   `REQUEST_TIMEOUT_SECONDS` of opening or of its previous answer, and one
-///   that sends nothing at all is closed after `IDLE_TIMEOUT_SECONDS` if that
-///   is shorter. The idle timeout alone cannot stop a slow client: one that
-///   sends a byte a second is never idle. While a complete request is being
-///   answered the clock is stopped, so a slow downstream never cuts off a
-///   client that did its part.
-final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+/// While a request waits for its answer, nothing after it is decoded, and
+/// past 64 KiB sent ahead nothing more is read from the socket (so a
+/// pipelining client is pushed back on, not buffered without bound). A request that cannot be read is answered 400 (or 413,
+/// 414, 431, 501, 505) and the connection closed. On graceful shutdown an
+/// idle connection is closed at once and a busy one after its answer.
+///
+/// It also keeps the connection's clock: a connection must deliver each
+/// whole request (head and body) within `REQUEST_TIMEOUT_SECONDS` of opening
+/// or of its previous answer, and one that sends nothing at all is closed
+/// after `IDLE_TIMEOUT_SECONDS` if that is shorter. The idle timeout alone
+/// cannot stop a slow client: one that sends a byte a second is never idle.
+/// While a complete request is being answered the clock is stopped, so a
+/// slow downstream never cuts off a client that did its part.
+final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let configuration: ReceiverConfiguration
     private let intake: WebhookIntake
@@ -72,9 +75,29 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let metrics: ReceiverMetrics
     private let logger: Logger
 
-    private var head: HTTPRequestHead?
+    /// Bytes a client may send ahead of the answer to its request before the socket is no longer read.
+    static let readAheadLimit = 64 * 1024
+    /// A part (the end of a request without a body) may need no new bytes.
+    private static let noBytes = ByteBuffer()
+    private var decoder = HTTP1RequestDecoder()
+    private var encoder = HTTP1ResponseEncoder()
+    /// Bytes received and not yet decoded.
+    private var received: ByteBuffer?
+    /// The request being read, its body so far, and whether that passed `MAX_BODY_BYTES` (then it is not kept).
+    private var request: HTTP1RequestHead?
     private var body: ByteBuffer?
-    private var tooLarge = false
+    private var bodyTooLarge = false
+    /// A whole request waits for its answer: nothing more is decoded or read.
+    private var answering = false
+    /// The channel asked to read while a request was being answered.
+    private var readHeld = false
+    /// Inside `serveReceived` (an answer given at once must not re-enter it).
+    private var serving = false
+    /// Graceful shutdown began, or the client closed its side: close once idle.
+    private var quiescing = false
+    private var inputClosed = false
+    /// The connection is being closed: nothing more is decoded or answered.
+    private var closing = false
     /// When the connection began waiting for its client (opened, or answered
     /// its last request); nil while a complete request is being answered.
     private var waitingSince: NIODeadline?
@@ -90,6 +113,8 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.metrics = metrics
         self.logger = logger
     }
+
+    // MARK: - Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { startClock(context) }
@@ -108,65 +133,158 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         check?.cancel()
         check = nil
+        closing = true
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-            if let expect = head.headers.first(name: "expect"), expect.lowercased() == "100-continue" {
-                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+        guard !closing else { return }
+        var bytes = unwrapInboundIn(data)
+        if received == nil {
+            received = bytes
+        } else {
+            received!.writeBuffer(&bytes)
+        }
+        serveReceived(context)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        // While a request waits for its answer, a client may send on (pipelining)
+        // up to a limit; past it, the socket is not read until the answer is out.
+        // (Holding every read would cost two epoll_ctl calls per request.)
+        if answering && (received?.readableBytes ?? 0) >= Self.readAheadLimit {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is ChannelShouldQuiesceEvent:
+            quiescing = true
+            if !answering && request == nil && decoder.isBetweenRequests && (received?.readableBytes ?? 0) == 0 {
+                close(context)
             }
+        case ChannelEvent.inputClosed:
+            // Nothing more will come: answer what is complete, then close.
+            inputClosed = true
+            if !answering { close(context) }
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("closing a connection after an error", metadata: ["error": "\(error)"])
+        close(context)
+    }
+
+    // MARK: - Requests
+
+    /// Decodes and serves requests from the bytes received, one at a time,
+    /// until one waits for its answer or the bytes run out.
+    private func serveReceived(_ context: ChannelHandlerContext) {
+        guard !serving else { return }
+        serving = true
+        defer { serving = false }
+        while !answering && !closing {
+            // Taken out, so that slices of it kept as the body do not make it copy.
+            var bytes = received ?? Self.noBytes
+            received = nil
+            let part: HTTP1RequestPart?
+            do {
+                part = try decoder.next(from: &bytes)
+            } catch {
+                refuse(error, context: context)
+                return
+            }
+            if bytes.readableBytes > 0 {
+                if part == nil && bytes.readerIndex > 16 * 1024 { bytes.discardReadBytes() }
+                received = bytes
+            }
+            guard let part else { break }
+            switch part {
+            case .head(let head):
+                begin(head, context: context)
+            case .body(let chunk):
+                collect(chunk)
+            case .end:
+                guard let head = request else { continue }
+                request = nil
+                answering = true
+                waitingSince = nil
+                respond(to: head, context: context)
+            }
+        }
+        if !answering {
+            if inputClosed || closing {
+                close(context)
+            } else if readHeld {
+                readHeld = false
+                context.read()
+            }
+        }
+    }
+
+    private func begin(_ head: HTTP1RequestHead, context: ChannelHandlerContext) {
+        request = head
+        body = nil
+        let expectsBody: Bool
+        switch head.framing {
+        case .length(let length):
+            bodyTooLarge = length > configuration.maxBodyBytes
+            expectsBody = length > 0
+        case .chunked:
+            bodyTooLarge = false
+            expectsBody = true
+        }
+        guard head.expectsContinue && head.version == .http11 && expectsBody else { return }
+        if bodyTooLarge {
+            // Asked before sending a body that is too large: say so now, and
+            // close rather than read a body the sender may send anyway.
+            request = nil
+            answering = true
+            send(APIError(.payloadTooLarge, "body too large", detail: .text("the limit is \(configuration.maxBodyBytes) bytes")),
+                 to: head, context: context, close: true)
+        } else {
+            // Told at once, a sender that asks sends its body without waiting out its own timeout (curl's is a second).
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: HTTP1ResponseEncoder.continueResponse)), promise: nil)
+        }
+    }
+
+    private func collect(_ chunk: ByteBuffer) {
+        guard !bodyTooLarge else { return }
+        var chunk = chunk
+        if (body?.readableBytes ?? 0) + chunk.readableBytes > configuration.maxBodyBytes {
+            bodyTooLarge = true
             body = nil
-            tooLarge = head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > configuration.maxBodyBytes } ?? false
-        case .body(var chunk):
-            guard !tooLarge else { return }
-            if (body?.readableBytes ?? 0) + chunk.readableBytes > configuration.maxBodyBytes {
-                tooLarge = true
-                body = nil
-            } else if body == nil {
-                body = chunk
-            } else {
-                body!.writeBuffer(&chunk)
-            }
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            waitingSince = nil
-            respond(to: head, context: context)
+        } else if body == nil {
+            body = chunk
+        } else {
+            body!.writeBuffer(&chunk)
         }
     }
 
-    private func startClock(_ context: ChannelHandlerContext) {
-        guard check == nil else { return }
-        waitingSince = .now()
-        let request = TimeAmount.seconds(Int64(configuration.requestTimeoutSeconds))
-        let idle = min(request, TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds)))
-        // Checked four times per limit (at most once a second): a connection is
-        // closed between the limit and 1.25 × the limit after it began waiting.
-        let interval = max(TimeAmount.milliseconds(250), min(.seconds(1), TimeAmount.nanoseconds(idle.nanoseconds / 4)))
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        check = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
-            let (handler, context) = bound.value
-            guard let since = handler.waitingSince else { return }
-            let limit = handler.head == nil ? idle : request
-            guard NIODeadline.now() - since >= limit else { return }
-            task.cancel()
-            handler.check = nil
-            handler.logger.info("closing a connection that sent no whole request in time", metadata: ["timeout": "\(limit)"])
-            context.close(promise: nil)
-        }
+    /// A request that cannot be read: answered, and the connection closed
+    /// (where the next request would start is unknown).
+    private func refuse(_ error: HTTP1ParseError, context: ChannelHandlerContext) {
+        logger.info("refusing a request that cannot be read", metadata: ["status": "\(error.status.code)", "reason": "\(error.reason)"])
+        received = nil
+        request = nil
+        answering = true
+        let status = error.status
+        let message = status.reasonPhrase.lowercased()
+        send(APIError(status, message, detail: .text(error.reason)), to: nil, context: context, close: true)
     }
 
-    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        switch (path, head.method) {
-        case ("/webhook", .POST):
+    private func respond(to head: HTTP1RequestHead, context: ChannelHandlerContext) {
+        switch (head.path, head.method) {
+        case ("/webhook", .post):
             receive(head, context: context)
         case ("/webhook", _):
             send(APIError(.methodNotAllowed, "method not allowed", detail: .text("use POST"), headers: [("Allow", "POST")]), to: head, context: context)
-        case ("/healthz", .GET), ("/healthz", .HEAD):
+        case ("/healthz", .get), ("/healthz", .head):
             if intake.state.isDraining {
                 send(.serviceUnavailable, #"{"status":"draining"}"#, to: head, context: context)
             } else if writer.isStalled {
@@ -174,7 +292,7 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             } else {
                 send(.ok, #"{"status":"ok"}"#, to: head, context: context)
             }
-        case ("/metrics", .GET):
+        case ("/metrics", .get):
             send(.ok, body: context.channel.allocator.buffer(bytes: metrics.exposition()),
                  contentType: "text/plain; version=0.0.4; charset=utf-8", to: head, context: context)
         default:
@@ -182,15 +300,13 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func receive(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func receive(_ head: HTTP1RequestHead, context: ChannelHandlerContext) {
         let bytes = body.map { Array($0.readableBytesView) } ?? []
         body = nil
         let headers = WebhookIntake.Headers(
-            contentType: head.headers.first(name: "content-type"),
-            webhookId: head.headers.first(name: "webhook-id"),
-            webhookTimestamp: head.headers.first(name: "webhook-timestamp"),
-            webhookSignature: head.headers.first(name: "webhook-signature"))
-        switch intake.check(headers, body: bytes, tooLarge: tooLarge) {
+            contentType: head.contentType, webhookId: head.webhookId,
+            webhookTimestamp: head.webhookTimestamp, webhookSignature: head.webhookSignature)
+        switch intake.check(headers, body: bytes, tooLarge: bodyTooLarge) {
         case .failure(let error):
             logger.info("webhook refused", metadata: ["status": "\(error.status.code)", "reason": "\(error.logText)"])
             send(error, to: head, context: context)
@@ -207,39 +323,70 @@ final class WebhookHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func send(_ error: APIError, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+    // MARK: - Answers
+
+    private func send(_ error: APIError, to head: HTTP1RequestHead?, context: ChannelHandlerContext, close: Bool = false) {
         send(error.status, body: context.channel.allocator.buffer(bytes: error.body), contentType: "application/json",
-             extra: error.headers, to: head, context: context)
+             extra: error.headers, to: head, context: context, close: close)
     }
 
-    private func send(_ status: HTTPResponseStatus, _ body: StaticString, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func send(_ status: HTTPResponseStatus, _ body: StaticString, to head: HTTP1RequestHead, context: ChannelHandlerContext) {
         send(status, body: context.channel.allocator.buffer(staticString: body), contentType: "application/json", to: head, context: context)
     }
 
+    /// Writes the answer to the request waiting for one (`head`; nil when the
+    /// request could not be read), then goes on with the next request, or
+    /// closes the connection when it is not kept.
     private func send(_ status: HTTPResponseStatus, body: ByteBuffer, contentType: String, extra: [(String, String)] = [],
-                      to head: HTTPRequestHead, context: ChannelHandlerContext) {
+                      to head: HTTP1RequestHead?, context: ChannelHandlerContext, close: Bool = false) {
         metrics.countRequest(status: Int(status.code))
-        guard context.channel.isActive else { return }
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(4 + extra.count)
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.readableBytes))
-        for (name, value) in extra { headers.add(name: name, value: value) }
-        let keepAlive = head.isKeepAlive
-        if !keepAlive {
-            headers.add(name: "Connection", value: "close")
-        } else if head.version.major == 1 && head.version.minor == 0 {
-            headers.add(name: "Connection", value: "keep-alive")
-        }
+        precondition(answering, "an answer to no request")
+        answering = false
+        guard !closing, context.channel.isActive else { return }
+        // A client that closed its side still gets answers to the requests it sent whole.
+        let keepAlive = !close && !quiescing && head?.keepAlive == true
+        let connection: HTTP1ResponseEncoder.Connection = !keepAlive ? .close : head?.version == .http10 ? .keepAlive : .default
+        let response = encoder.encode(status, contentType: contentType, body: body, headers: extra, connection: connection,
+                                      includeBody: head?.method != .head, allocator: context.channel.allocator)
         waitingSince = .now()
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        if head.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        }
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(response), promise: nil)
+            serveReceived(context)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            closing = true
+            received = nil
+            context.writeAndFlush(wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    private func close(_ context: ChannelHandlerContext) {
+        guard !closing else { return }
+        closing = true
+        received = nil
+        context.close(promise: nil)
+    }
+
+    // MARK: - The clock
+
+    private func startClock(_ context: ChannelHandlerContext) {
+        guard check == nil else { return }
+        waitingSince = .now()
+        let request = TimeAmount.seconds(Int64(configuration.requestTimeoutSeconds))
+        let idle = min(request, TimeAmount.seconds(Int64(configuration.idleTimeoutSeconds)))
+        // Checked four times per limit (at most once a second): a connection is
+        // closed between the limit and 1.25 × the limit after it began waiting.
+        let interval = max(TimeAmount.milliseconds(250), min(.seconds(1), TimeAmount.nanoseconds(idle.nanoseconds / 4)))
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        check = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { task in
+            let (handler, context) = bound.value
+            guard let since = handler.waitingSince else { return }
+            let started = handler.request != nil || (handler.received?.readableBytes ?? 0) > 0 || !handler.decoder.isBetweenRequests
+            let limit = started ? request : idle
+            guard NIODeadline.now() - since >= limit else { return }
+            task.cancel()
+            handler.check = nil
+            handler.logger.info("closing a connection that sent no whole request in time", metadata: ["timeout": "\(limit)"])
+            handler.close(context)
         }
     }
 }

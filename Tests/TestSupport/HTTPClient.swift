@@ -88,7 +88,14 @@ public final class HTTPConnection {
         buffer.append(contentsOf: chunk[0..<n])
     }
 
-    public func readResponse() throws -> HTTPResult {
+    /// Tells the server nothing more will be sent (a half-close).
+    public func shutdownWrite() {
+        shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// The next response; `bodyless` for the answer to a HEAD request
+    /// (headers that describe a body that is not sent).
+    public func readResponse(bodyless: Bool = false) throws -> HTTPResult {
         var headerEnd: Int?
         while headerEnd == nil {
             if buffer.count >= 4 {
@@ -110,7 +117,9 @@ public final class HTTPConnection {
             headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
         var body: [UInt8] = []
-        if let length = headers["content-length"].flatMap({ Int($0) }) {
+        if bodyless || status == 100 {
+            // No body follows.
+        } else if let length = headers["content-length"].flatMap({ Int($0) }) {
             while buffer.count < length { try fill() }
             body = Array(buffer[0..<length])
             buffer.removeFirst(length)

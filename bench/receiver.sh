@@ -8,9 +8,8 @@
 # Each round measures, one after another: nginx `location /webhook { return 202; }`,
 # the release receiver with stdout to /dev/null, the receiver with ARCHIVE_PATH
 # (append + fdatasync before every 202), nginx and the receiver over HTTPS with
-# the same self-signed certificate (made here with openssl), and Hummingbird's
-# own floor (GET /healthz on the receiver: NIO's HTTP/1.1 stack and a static answer, no body,
-# no work). The figures printed are medians over the rounds; ratios are against
+# the same self-signed certificate (made here with openssl), and the receiver's
+# own floor (GET /healthz: its HTTP/1.1 layer and a static answer, no body, no work). The figures printed are medians over the rounds; ratios are against
 # nginx of the same run (over HTTPS: against nginx over HTTPS).
 #
 # With two or more CPUs the server under test is pinned to CPU 1 and wrk to CPU 0,

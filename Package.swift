@@ -29,6 +29,14 @@ let package = Package(
         ),
         // The one small, safe wrapper over libpq.
         .target(name: "LibPQ", dependencies: ["CLibPQ"]),
+        // libnats, from Debian's libnats-dev, for the JetStream mode of the receiver and the applier.
+        .systemLibrary(
+            name: "CLibNATS",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        // The one small, safe wrapper over libnats: connection, JetStream publish with acks, pull consumers.
+        .target(name: "LibNATS", dependencies: ["CLibNATS"]),
         // SPEC §4's task rules as a pure function of a task's events; shared by applier and reporter.
         .target(name: "TaskModel", dependencies: ["WebhookModel"]),
         // The event store and the applier's batching loop.
@@ -102,6 +110,7 @@ let package = Package(
         // Helpers for tests that run the real executables: processes, pipes, HTTP.
         .target(name: "TestSupport", dependencies: ["LibPQ", "WebhookModel"], path: "Tests/TestSupport"),
         .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel", "TestSupport"]),
+        .testTarget(name: "LibNATSTests", dependencies: ["LibNATS", "TestSupport"]),
         .testTarget(
             name: "ReceiverTests",
             dependencies: [

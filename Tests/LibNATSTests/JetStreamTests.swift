@@ -1,0 +1,90 @@
+import Foundation
+import LibNATS
+import Synchronization
+import Testing
+import TestSupport
+
+/// The libnats wrapper against a real nats-server: a stream made and read
+/// back, publishes acknowledged (and a duplicate id stored once), a pull
+/// consumer's fetch, ack, term and redelivery, and a publish with no server.
+@Suite(.serialized) struct JetStreamTests {
+    /// Collects acknowledgements by token.
+    final class Acks: Sendable {
+        let results = Mutex<[UInt64: PublishResult]>([:])
+        func record(_ token: UInt64, _ result: PublishResult) { results.withLock { $0[token] = result } }
+        func wait(for count: Int, timeout: Double = 10) -> [UInt64: PublishResult] {
+            let deadline = Date().addingTimeInterval(timeout)
+            while Date() < deadline {
+                let now = results.withLock { $0 }
+                if now.count >= count { return now }
+                usleep(10_000)
+            }
+            return results.withLock { $0 }
+        }
+    }
+
+    func connect(_ cluster: NATSCluster) throws -> NATSConnection {
+        let connection = try NATSConnection(.init(servers: cluster.nodes.map(\.url), name: "test"))
+        let deadline = Date().addingTimeInterval(10)
+        while !connection.isConnected && Date() < deadline { usleep(10_000) }
+        return connection
+    }
+
+    @Test func publishesFetchesAndSettlesMessages() throws {
+        let cluster = try NATSCluster()
+        let connection = try connect(cluster)
+        let acks = Acks()
+        let js = try JetStream(connection: connection, onAck: { acks.record($0, $1) })
+        #expect(try js.streamInfo("T") == nil, "no stream yet")
+        var settings = StreamSettings(name: "T", subjects: ["t.in"])
+        settings.maxAgeNanoseconds = 3_600_000_000_000
+        let made = try js.addStream(settings)
+        #expect(made.settings == settings)
+
+        for (token, id) in [(1, "a"), (2, "b"), (3, "a")] {
+            try Array("message \(token)".utf8).withUnsafeBytes {
+                try js.publish(subject: "t.in", data: $0, messageId: id, maxWaitMilliseconds: 5000, token: UInt64(token))
+            }
+        }
+        let results = acks.wait(for: 3)
+        guard case .stored(let first, false)? = results[1], case .stored(let second, false)? = results[2],
+              case .stored(let third, true)? = results[3] else {
+            Issue.record("unexpected acknowledgements: \(results)")
+            return
+        }
+        #expect(first == 1 && second == 2 && third == 1, "the same id within the window is stored once")
+        #expect(try js.streamInfo("T")?.messages == 2)
+
+        try js.addConsumer(stream: "T", ConsumerSettings(durableName: "c", filterSubject: "t.in"))
+        #expect(try js.consumerSettings(stream: "T", consumer: "c")?.filterSubject == "t.in")
+        let subscription = try PullSubscription(jetStream: js, stream: "T", consumer: "c", subject: "t.in")
+        let fetched = try subscription.fetch(batch: 10, timeoutMilliseconds: 2000)
+        #expect(fetched.map { String(decoding: $0.data, as: UTF8.self) } == ["message 1", "message 2"])
+        #expect(fetched.map(\.streamSequence) == [1, 2] && fetched.allSatisfy { $0.deliveries == 1 })
+        try fetched[0].ack()
+        try fetched[1].nak()
+        let again = try subscription.fetch(batch: 10, timeoutMilliseconds: 2000)
+        #expect(again.map(\.streamSequence) == [2] && again.first?.deliveries == 2, "a nak'ed message comes again")
+        try again[0].term()
+        #expect(try subscription.fetch(batch: 10, timeoutMilliseconds: 300).isEmpty, "acknowledged and terminated: nothing more")
+    }
+
+    @Test func withNoServerAPublishFailsAndNeverSucceeds() throws {
+        let connection = try NATSConnection(.init(servers: ["nats://127.0.0.1:\(freePort())"], name: "test"))
+        #expect(!connection.isConnected)
+        let acks = Acks()
+        let js = try JetStream(connection: connection, requestTimeoutMilliseconds: 500, onAck: { acks.record($0, $1) })
+        do {
+            try Array("x".utf8).withUnsafeBytes {
+                try js.publish(subject: "t.in", data: $0, messageId: "x", maxWaitMilliseconds: 300, token: 7)
+            }
+            let results = acks.wait(for: 1, timeout: 5)
+            guard case .failed(let error)? = results[7] else { Issue.record("expected a failure, got \(results)"); return }
+            #expect(error.isTimeout)
+        } catch {
+            // Refused at once is as good: never stored, never acknowledged.
+            #expect(acks.results.withLock { $0.isEmpty })
+        }
+        #expect(throws: NATSError.self) { try js.streamInfo("T") }
+    }
+}

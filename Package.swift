@@ -37,13 +37,15 @@ let package = Package(
         ),
         // The one small, safe wrapper over libnats: connection, JetStream publish with acks, pull consumers.
         .target(name: "LibNATS", dependencies: ["CLibNATS"]),
+        // The stream, subject and consumer the receiver and the applier share in JetStream mode, and making sure they exist.
+        .target(name: "JetStreamSetup", dependencies: ["LibNATS", .product(name: "Logging", package: "swift-log")]),
         // SPEC §4's task rules as a pure function of a task's events; shared by applier and reporter.
-        .target(name: "TaskModel", dependencies: ["WebhookModel"]),
+        .target(name: "TaskModel", dependencies: ["WebhookModel", .product(name: "Crypto", package: "swift-crypto")]),
         // The event store and the applier's batching loop.
         .target(
             name: "ApplierCore",
             dependencies: [
-                "WebhookModel", "TaskModel", "LibPQ", "FileIO",
+                "WebhookModel", "TaskModel", "LibPQ", "FileIO", "LibNATS", "JetStreamSetup",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -80,12 +82,19 @@ let package = Package(
         // The webhook model, JSON parsing, timestamps and the NDJSON stream codec.
         .target(name: "WebhookModel"),
         // Flag/environment settings and stderr logging, shared by the three programs.
-        .target(name: "CommandSupport", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "CommandSupport",
+            dependencies: [
+                "JetStreamSetup",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // The HTTP application, the ordered output writer and signature checks.
         .target(
             name: "ReceiverCore",
             dependencies: [
-                "WebhookModel", "FileIO",
+                "WebhookModel", "TaskModel", "FileIO", "LibNATS", "JetStreamSetup",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -125,6 +134,10 @@ let package = Package(
         .testTarget(
             name: "PipelineTests",
             dependencies: ["LibPQ", "TestSupport", "WebhookModel", "Receiver", "ApplierCommand", "ReporterCommand"]
+        ),
+        .testTarget(
+            name: "ScaleOutTests",
+            dependencies: ["LibNATS", "LibPQ", "TaskModel", "TestSupport", "WebhookModel", "Receiver", "ApplierCommand"]
         ),
         .testTarget(
             name: "ReporterTests",

@@ -4,8 +4,9 @@
 #   receiver --archive-path var/archive/archive.ndjson | applier  ──▶ PostgreSQL
 #   reporter every REPORT_INTERVAL_SECONDS                         ──▶ reports/
 #
-# 1. Checks (as root: installs) what is missing: libpq-dev, psql, and the
-#    PostgreSQL server when no database is configured.
+# 1. Checks (as root: installs) what is missing: libpq-dev and libnats-dev
+#    (the binaries link both), psql, and the PostgreSQL server when no
+#    database is configured.
 # 2. Builds the release binaries (incremental: seconds when up to date).
 # 3. With neither DATABASE_URL nor DB_HOST set, runs a private cluster in
 #    var/postgres (as the `postgres` user when run as root) and reuses it on the
@@ -60,6 +61,7 @@ as_postgres() { if is_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
 ensure_packages() {
     local missing=()
     pkg-config --exists libpq 2>/dev/null || [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
+    pkg-config --exists libnats 2>/dev/null || [ -f /usr/include/nats/nats.h ] || missing+=(libnats-dev)
     command -v psql >/dev/null || missing+=(postgresql-client)
     if [ "$PRIVATE_DB" = yes ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
     [ ${#missing[@]} -eq 0 ] && return

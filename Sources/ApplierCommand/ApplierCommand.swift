@@ -13,7 +13,9 @@ struct ApplierCommand: ParsableCommand {
         abstract: "Apply a stream of TODO webhooks (NDJSON on stdin) to PostgreSQL.",
         discussion: """
         Rejected lines go to stdout as {"line","reason","input"} NDJSON; logs and a final
-        summary go to stderr. The database is DATABASE_URL, or DB_HOST/DB_PORT/DB_USER/
+        summary go to stderr. With NATS_URL set, it reads the JetStream stream's durable
+        consumer instead of stdin, acknowledges each message once its batch has committed,
+        and writes rejects as {"seq","reason","input"}. The database is DATABASE_URL, or DB_HOST/DB_PORT/DB_USER/
         DB_NAME/DB_PASSWORD. Exit status: 0 when everything read is committed (EOF or
         SIGTERM/SIGINT), 1 on a fatal error (e.g. changeset.sql not applied), 64 for bad
         settings, 75 when stopped while PostgreSQL was unreachable.
@@ -28,6 +30,8 @@ struct ApplierCommand: ParsableCommand {
     @Option(help: "Seconds to keep retrying an unreachable database after SIGTERM [APPLIER_SHUTDOWN_TIMEOUT, default 30].") var shutdownTimeout: Int?
     @Option(help: "libpq connection string; wins over DATABASE_URL and DB_* [DATABASE_URL].") var databaseUrl: String?
     @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
+    @OptionGroup(title: "JetStream mode (read the stream instead of stdin)") var jetStream: JetStreamOptions
+    @Option(help: "Durable consumer the appliers share [NATS_CONSUMER, default appliers].") var natsConsumer: String?
 
     func run() throws {
         let settings = Settings()
@@ -40,6 +44,7 @@ struct ApplierCommand: ParsableCommand {
             config.connections = try settings.int(connections, "APPLIER_CONNECTIONS", default: config.connections, range: 1...TaskStore.partitionCount)
             config.maxLineBytes = try settings.int(maxLineBytes, "APPLIER_MAX_LINE_BYTES", default: config.maxLineBytes, range: 1024...(1 << 30))
             config.shutdownTimeoutSeconds = try settings.int(shutdownTimeout, "APPLIER_SHUTDOWN_TIMEOUT", default: config.shutdownTimeoutSeconds, range: 0...86_400)
+            config.jetStream = try jetStream.resolve(settings, consumer: settings.string(natsConsumer, "NATS_CONSUMER", default: "appliers"))
         } catch let error as Settings.InvalidSetting {
             throw ValidationError(error.description)
         }
@@ -47,8 +52,16 @@ struct ApplierCommand: ParsableCommand {
         let logger = Logger(label: "applier")
         signal(SIGPIPE, SIG_IGN)
         ShutdownSignal.install()
-        logger.info("applier reading stdin", metadata: ["database": "\(ConnectionString.redacted(config.conninfo))", "batch.size": "\(config.batchSize)", "batch.ms": "\(config.batchMilliseconds)"])
-        let applier = Applier(configuration: config, logger: logger)
+        logger.info("applier reading \(config.jetStream.map { "JetStream stream \($0.stream), consumer \($0.consumer)" } ?? "stdin")", metadata: [
+            "database": "\(ConnectionString.redacted(config.conninfo))", "batch.size": "\(config.batchSize)", "batch.ms": "\(config.batchMilliseconds)",
+        ])
+        let applier: Applier
+        do {
+            applier = try Applier(configuration: config, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
         let display = TerminalProgress()
         if let display {
             applier.progress = { counts, done in

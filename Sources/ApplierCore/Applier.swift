@@ -21,7 +21,7 @@ public final class Applier {
 
     private let configuration: ApplierConfiguration
     private let logger: Logger
-    private let reader: LineReader
+    private let input: any ApplierInput
     private let rejects: RejectWriter
     private let committers: [BatchCommitter]
     public private(set) var summary = ApplierSummary()
@@ -29,11 +29,20 @@ public final class Applier {
     /// on a terminal), and once with `done` before the summary is logged.
     public var progress: ((_ counts: ApplierSummary, _ done: Bool) -> Void)?
 
-    public init(configuration: ApplierConfiguration, logger: Logger, inputFD: Int32 = 0, outputFD: Int32 = 1) {
+    /// Reads `inputFD` (stdin), or with `configuration.jetStream` the
+    /// stream's consumer; throws only for JetStream settings libnats refuses.
+    public init(configuration: ApplierConfiguration, logger: Logger, inputFD: Int32 = 0, outputFD: Int32 = 1) throws {
         self.configuration = configuration
         self.logger = logger
-        self.reader = LineReader(fd: inputFD, maxLineBytes: configuration.maxLineBytes)
-        let rejects = RejectWriter(fd: outputFD)
+        let rejects: RejectWriter
+        if let jetStream = configuration.jetStream {
+            input = try JetStreamInput(settings: jetStream, batchSize: configuration.batchSize,
+                                       maxWaitMilliseconds: configuration.batchMilliseconds, logger: logger)
+            rejects = RejectWriter(fd: outputFD, positionName: "seq")
+        } else {
+            input = LineReader(fd: inputFD, maxLineBytes: configuration.maxLineBytes)
+            rejects = RejectWriter(fd: outputFD)
+        }
         self.rejects = rejects
         self.committers = (0..<max(1, configuration.connections)).map { _ in
             BatchCommitter(configuration: configuration, logger: logger, rejects: rejects)
@@ -47,6 +56,7 @@ public final class Applier {
             summary = committers.reduce(decoded) { $0.adding($1.countsSoFar) }
             summary.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
             rejects.flush()
+            (input as? JetStreamInput)?.close()
             progress?(summary, true)
             logger.notice("applier finished: \(summary.line)")
         }
@@ -84,23 +94,37 @@ public final class Applier {
             }
             batch.removeAll(keepingCapacity: true)
         }
-        func take(_ item: LineReader.Item) throws {
+        /// Rejects an input before it reaches a batch: written, then its source told.
+        func reject(_ number: Int, _ reason: String, _ input: [UInt8], truncated: Bool = false, _ delivery: (any Delivery)?) {
+            counts.rejected += 1
+            rejects.reject(line: number, reason: reason, input: input, truncated: truncated)
+            if let delivery {
+                rejects.flush()
+                delivery.rejected()
+            }
+        }
+        func take(_ item: InputItem) throws {
             switch item {
-            case .tooLong(let number, let prefix):
+            case .tooLong(let number, let prefix, let delivery):
                 counts.read += 1
-                counts.rejected += 1
-                rejects.reject(line: number, reason: "line longer than \(configuration.maxLineBytes) bytes", input: prefix, truncated: true)
-            case .line(let number, let bytes):
-                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { return }
+                reject(number, "line longer than \(configuration.maxLineBytes) bytes", prefix, truncated: true, delivery)
+            case .line(let number, let bytes, let delivery):
+                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                    // A blank line between lines is nothing; a blank message is a message that is not a webhook.
+                    if delivery != nil {
+                        counts.read += 1
+                        reject(number, "an empty message is not a webhook", bytes, delivery)
+                    }
+                    return
+                }
                 counts.read += 1
                 switch Result(catching: { () throws(WebhookDecodingError) in try Webhook.decode(bytes) }) {
                 case .success(let record):
                     if batch.isEmpty { batchStarted = DispatchTime.now().uptimeNanoseconds }
-                    batch.append(TaskStore.Incoming(record: record, line: number, input: bytes))
+                    batch.append(TaskStore.Incoming(record: record, line: number, input: bytes, delivery: delivery))
                     if batch.count >= configuration.batchSize { try flushBatch() }
                 case .failure(let error):
-                    counts.rejected += 1
-                    rejects.reject(line: number, reason: error.description, input: bytes)
+                    reject(number, error.description, bytes, delivery)
                 }
             case .timeout, .interrupted, .endOfFile:
                 break
@@ -114,9 +138,9 @@ public final class Applier {
             // Past the latency bound with every committer still busy, look again
             // soon: the batch goes as soon as one is free, not before.
             let timeout = batch.isEmpty ? 500 : Int32(max(2, min(500, configuration.batchMilliseconds - elapsedMilliseconds())))
-            let item: LineReader.Item
+            let item: InputItem
             do {
-                item = try reader.next(timeoutMilliseconds: timeout)
+                item = try input.next(timeoutMilliseconds: timeout)
             } catch {
                 try flushBatch()
                 throw BatchCommitter.Fatal(description: "\(error)")
@@ -140,7 +164,7 @@ public final class Applier {
         }
         // Stop reading, but lines already taken off the pipe were read: apply them too.
         var drained = 0
-        while let item = reader.nextBuffered() {
+        while let item = input.nextBuffered() {
             try take(item)
             drained += 1
         }

@@ -1,3 +1,5 @@
+import JetStreamSetup
+
 /// Everything the applier needs, resolved from flags and environment by the executable.
 public struct ApplierConfiguration: Sendable {
     /// libpq connection string.
@@ -14,6 +16,8 @@ public struct ApplierConfiguration: Sendable {
     public var connections: Int = 2
     /// Longest wait between reconnection attempts.
     public var maxBackoffMilliseconds: Int = 5000
+    /// JetStream mode: read from the stream's durable consumer instead of stdin.
+    public var jetStream: JetStreamSettings?
 
     public init(conninfo: String) {
         self.conninfo = conninfo

@@ -128,7 +128,7 @@ final class BatchCommitter: @unchecked Sendable {
             do {
                 let store = try connectedStore()
                 let outcome = try store.apply(batch)
-                record(outcome)
+                record(outcome, of: batch)
                 return
             } catch let error as PGError
                 where error.isTransient || (Self.isWriteConflict(error) && conflicts < Self.writeConflictRetries) {
@@ -151,6 +151,8 @@ final class BatchCommitter: @unchecked Sendable {
                     counts.rejected += 1
                     condition.unlock()
                     rejects.reject(line: item.line, reason: "database refused the event: \(error)", input: item.input)
+                    rejects.flush()
+                    item.delivery?.rejected()
                     return
                 }
                 let middle = batch.count / 2
@@ -180,7 +182,7 @@ final class BatchCommitter: @unchecked Sendable {
         return state.hasPrefix("22") || state.hasPrefix("23")
     }
 
-    private func record(_ outcome: TaskStore.BatchOutcome) {
+    private func record(_ outcome: TaskStore.BatchOutcome, of batch: TaskStore.PreparedBatch) {
         condition.lock()
         counts.batches += 1
         counts.applied += outcome.applied
@@ -192,6 +194,12 @@ final class BatchCommitter: @unchecked Sendable {
             rejects.reject(line: item.line, reason: reason, input: item.input)
         }
         rejects.flush()
+        // Only now, with the batch committed and its rejects written, is each source told.
+        let rejected = Set(outcome.rejected.compactMap { $0.0.delivery.map(ObjectIdentifier.init) })
+        for item in batch.items {
+            guard let delivery = item.delivery else { continue }
+            if rejected.contains(ObjectIdentifier(delivery)) { delivery.rejected() } else { delivery.committed() }
+        }
         logger.debug("batch committed", metadata: ["applied": "\(outcome.applied)", "duplicates": "\(outcome.duplicates)", "pending": "\(outcome.pending)"])
     }
 

@@ -6,24 +6,8 @@ import Glibc
 /// more than one line: a line longer than `maxLineBytes` is reported as
 /// `.tooLong` with its first bytes, and the rest of it is skipped. `\r\n` and
 /// `\n` both end a line; a last line without a newline still counts.
-public final class LineReader {
-    public enum Item {
-        case line(number: Int, bytes: [UInt8])
-        case tooLong(number: Int, prefix: [UInt8])
-        /// Nothing arrived within the timeout.
-        case timeout
-        /// A signal interrupted the wait (the caller checks why).
-        case interrupted
-        case endOfFile
-
-        /// Nothing was read (a timeout or a signal).
-        public var isIdle: Bool {
-            switch self {
-            case .timeout, .interrupted: return true
-            default: return false
-            }
-        }
-    }
+public final class LineReader: ApplierInput {
+    public typealias Item = InputItem
 
     /// Why reading failed (not EOF, not a signal).
     public struct ReadError: Error, CustomStringConvertible {
@@ -48,7 +32,7 @@ public final class LineReader {
     }
 
     /// The next line, waiting at most `timeoutMilliseconds` (-1: forever).
-    public func next(timeoutMilliseconds: Int32 = -1) throws -> Item {
+    public func next(timeoutMilliseconds: Int32 = -1) throws -> InputItem {
         while true {
             if let item = takeLine() { return item }
             if eof {

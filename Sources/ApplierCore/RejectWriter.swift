@@ -6,24 +6,31 @@ import Glibc
 #endif
 
 /// Writes `{"line": N, "reason": "...", "input": "..."}` records to stdout, one
-/// per rejected input. The input is always written as a valid JSON string
+/// per rejected input (`"seq"` instead of `"line"` for a JetStream message:
+/// its sequence number in the stream). The input is always written as a valid JSON string
 /// (invalid UTF-8 becomes U+FFFD, control characters are escaped). Both the
 /// reading thread (lines that do not decode) and the committing thread
 /// (events the rules refuse) report here, so it is locked.
 public final class RejectWriter: @unchecked Sendable {
     private let lock = NSLock()
     private let fd: Int32
+    /// `{"line":` or `{"seq":`.
+    private let opening: [UInt8]
     private var buffer: [UInt8] = []
     private var broken = false
 
-    public init(fd: Int32 = 1) {
+    /// `positionName`: what an input's number is (`line`, or `seq` in a stream).
+    public init(fd: Int32 = 1, positionName: String = "line") {
         self.fd = fd
+        self.opening = Array("{\"\(positionName)\":".utf8)
     }
 
     public func reject(line: Int, reason: String, input: [UInt8], truncated: Bool = false) {
         lock.lock()
         defer { lock.unlock() }
-        buffer.append(contentsOf: "{\"line\":\(line),\"reason\":".utf8)
+        buffer.append(contentsOf: opening)
+        buffer.append(contentsOf: String(line).utf8)
+        buffer.append(contentsOf: ",\"reason\":".utf8)
         JSONWriter.appendQuoted(reason, to: &buffer)
         buffer.append(contentsOf: ",\"input\":".utf8)
         JSONWriter.appendQuoted(String(decoding: input, as: UTF8.self), to: &buffer)

@@ -24,13 +24,17 @@ public final class TaskStore {
     /// One event read from the stream, with where it came from.
     public struct Incoming: Sendable {
         public var record: StreamRecord
+        /// Its line number on stdin, or its sequence number in the JetStream stream.
         public var line: Int
         public var input: [UInt8]
+        /// Who is told once it is committed or rejected (a JetStream message), if anyone.
+        public var delivery: (any Delivery)?
 
-        public init(record: StreamRecord, line: Int, input: [UInt8]) {
+        public init(record: StreamRecord, line: Int, input: [UInt8], delivery: (any Delivery)? = nil) {
             self.record = record
             self.line = line
             self.input = input
+            self.delivery = delivery
         }
     }
 

@@ -46,6 +46,17 @@ public struct ConsumerSettings: Sendable, Equatable {
     }
 }
 
+/// What the server says of a consumer: its settings and where it stands.
+public struct ConsumerInfo: Sendable {
+    public var settings: ConsumerSettings
+    /// Delivered and not yet acknowledged (or terminated).
+    public var ackPending: Int64
+    /// Delivered more than once and not yet acknowledged.
+    public var redelivered: Int64
+    /// In the stream and not yet delivered.
+    public var pending: UInt64
+}
+
 /// What became of an asynchronous publish.
 public enum PublishResult: Sendable {
     /// Stored by the stream (on a quorum of its replicas) at `sequence`;
@@ -162,8 +173,8 @@ public final class JetStream: @unchecked Sendable {
         return Self.streamInfo(info.pointee)
     }
 
-    /// The durable consumer's settings as the server has them, or nil when there is none.
-    public func consumerSettings(stream: String, consumer: String) throws(NATSError) -> ConsumerSettings? {
+    /// The durable consumer as the server has it, or nil when there is none.
+    public func consumerInfo(stream: String, consumer: String) throws(NATSError) -> ConsumerInfo? {
         var info: UnsafeMutablePointer<jsConsumerInfo>?
         var code = jsErrCode(rawValue: 0)
         let status = js_GetConsumerInfo(&info, handle, stream, consumer, nil, &code)
@@ -176,7 +187,8 @@ public final class JetStream: @unchecked Sendable {
         var settings = ConsumerSettings(durableName: consumer, filterSubject: config.FilterSubject.map { String(cString: $0) } ?? "")
         settings.ackWaitNanoseconds = config.AckWait
         settings.maxAckPending = config.MaxAckPending
-        return settings
+        return ConsumerInfo(settings: settings, ackPending: info.pointee.NumAckPending,
+                            redelivered: info.pointee.NumRedelivered, pending: info.pointee.NumPending)
     }
 
     /// Creates a durable pull consumer with explicit acknowledgements that

@@ -1,4 +1,5 @@
 import CLibNATS
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,11 +42,14 @@ public final class NATSConnection: @unchecked Sendable {
     /// Receives the connection's events; registered by number, not pointer.
     final class Events: Sendable {
         let handler: @Sendable (Event) -> Void
+        /// Set by `close()`: the disconnection that follows is ours, not news.
+        let closing = Atomic<Bool>(false)
         init(_ handler: @escaping @Sendable (Event) -> Void) { self.handler = handler }
     }
 
     let handle: OpaquePointer
     private let eventsId: Int
+    private let events: Events
 
     /// Starts connecting to `settings.servers`; returns at once when none
     /// answers yet (the library keeps trying; `isConnected` tells). Throws
@@ -56,7 +60,8 @@ public final class NATSConnection: @unchecked Sendable {
         guard status == NATS_OK, let options else { throw NATSError.from(status, doing: "creating connection options") }
         defer { natsOptions_Destroy(options) }
 
-        let eventsId = CallbackRegistry.register(Events(events))
+        let eventsObject = Events(events)
+        let eventsId = CallbackRegistry.register(eventsObject)
         let closure = CallbackRegistry.closure(for: eventsId)
         var servers = settings.servers.map { strdup($0) }
         defer { servers.forEach { free($0) } }
@@ -96,6 +101,7 @@ public final class NATSConnection: @unchecked Sendable {
         }
         self.handle = connection
         self.eventsId = eventsId
+        self.events = eventsObject
         if status == NATS_OK { events(.connected(url: Self.url(connection))) }
     }
 
@@ -105,7 +111,9 @@ public final class NATSConnection: @unchecked Sendable {
     }
 
     private static func post(_ event: Event, _ closure: UnsafeMutableRawPointer?) {
-        CallbackRegistry.owner(closure, as: Events.self)?.handler(event)
+        guard let events = CallbackRegistry.owner(closure, as: Events.self) else { return }
+        if case .disconnected = event, events.closing.load(ordering: .relaxed) { return }
+        events.handler(event)
     }
 
     private static func url(_ connection: OpaquePointer?) -> String {
@@ -127,6 +135,7 @@ public final class NATSConnection: @unchecked Sendable {
 
     /// Closes the connection (what is buffered is dropped: flush first).
     public func close() {
+        events.closing.store(true, ordering: .relaxed)
         natsConnection_Close(handle)
     }
 

@@ -13,6 +13,8 @@ struct ReceiverCommand: AsyncParsableCommand {
         abstract: "Accept TODO webhooks over HTTP and write each as one NDJSON line to stdout.",
         discussion: """
         Every flag has an environment variable (in brackets); the flag wins.
+        With NATS_URL set, each webhook is published to a JetStream stream instead
+        of stdout, and answered 202 once the stream has stored it.
         Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 64 for bad settings,
         74 when stdout is closed by its reader, 1 for any other failure.
         """,
@@ -36,6 +38,7 @@ struct ReceiverCommand: AsyncParsableCommand {
     @Option(help: "Seconds a connection has to send each whole request [REQUEST_TIMEOUT_SECONDS, default 30].") var requestTimeoutSeconds: Int?
     @Option(help: "Connections open at once; more wait to be accepted [MAX_CONNECTIONS, default 4096].") var maxConnections: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
+    @OptionGroup(title: "JetStream mode (stdout carries nothing; 202 once the stream has stored the webhook)") var jetStream: JetStreamOptions
 
     func resolve() throws -> ReceiverConfiguration {
         let settings = Settings()
@@ -64,6 +67,7 @@ struct ReceiverCommand: AsyncParsableCommand {
         config.requestTimeoutSeconds = try settings.int(requestTimeoutSeconds, "REQUEST_TIMEOUT_SECONDS", default: config.requestTimeoutSeconds, range: 1...86_400)
         config.maxConnections = try settings.int(maxConnections, "MAX_CONNECTIONS", default: config.maxConnections, range: 1...1_000_000)
         config.idleTimeoutSeconds = try settings.int(idleTimeoutSeconds, "IDLE_TIMEOUT_SECONDS", default: config.idleTimeoutSeconds, range: 1...86_400)
+        config.jetStream = try jetStream.resolve(settings)
         if let secret = config.webhookSecret {
             do { _ = try SignatureVerifier(secret: secret) } catch { throw ValidationError("\(error)") }
         }

@@ -1,3 +1,5 @@
+import JetStreamSetup
+
 /// Everything the receiver needs to run, resolved from flags and environment
 /// (see SPEC §1) by the executable and passed to `buildApplication`.
 public struct ReceiverConfiguration: Sendable {
@@ -33,6 +35,9 @@ public struct ReceiverConfiguration: Sendable {
     public var requestTimeoutSeconds: Int = 30
     /// Connections open at once; past this, new ones wait in the listen backlog.
     public var maxConnections: Int = 4096
+    /// JetStream mode: each accepted line is published to this stream and
+    /// answered once stored; nil: lines go to stdout.
+    public var jetStream: JetStreamSettings?
 
     public init() {}
 }

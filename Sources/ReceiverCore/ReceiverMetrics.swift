@@ -19,6 +19,7 @@ public final class ReceiverMetrics: @unchecked Sendable {
     let linesWritten: CoreMetrics.Counter
     let writeDuration: CoreMetrics.Timer
     let archiveDuration: CoreMetrics.Timer
+    let publishDuration: CoreMetrics.Timer
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -31,6 +32,7 @@ public final class ReceiverMetrics: @unchecked Sendable {
         factory.durationHistogramBuckets = [
             "meetperry_receiver_stream_write_seconds": latencyBuckets,
             "meetperry_receiver_archive_append_seconds": latencyBuckets,
+            "meetperry_receiver_publish_ack_seconds": latencyBuckets,
         ]
         self.factory = factory
         var common: [Int: CoreMetrics.Counter] = [:]
@@ -43,6 +45,7 @@ public final class ReceiverMetrics: @unchecked Sendable {
         linesWritten = Counter(label: "meetperry_receiver_stream_lines_total", factory: factory)
         writeDuration = Timer(label: "meetperry_receiver_stream_write_seconds", factory: factory)
         archiveDuration = Timer(label: "meetperry_receiver_archive_append_seconds", factory: factory)
+        publishDuration = Timer(label: "meetperry_receiver_publish_ack_seconds", factory: factory)
     }
 
     /// Counts one answered request.
@@ -58,6 +61,12 @@ public final class ReceiverMetrics: @unchecked Sendable {
         }
         lock.unlock()
         counter.increment()
+    }
+
+    /// A line the JetStream stream acknowledged, `started` (uptime nanoseconds) after it was published.
+    func recordPublish(since started: UInt64) {
+        publishDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+        linesWritten.increment()
     }
 
     /// The Prometheus text exposition of every metric.

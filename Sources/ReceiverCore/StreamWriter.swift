@@ -24,21 +24,11 @@ import Glibc
 /// Run it as a `Service`: on graceful shutdown it drains the queue and
 /// returns; when stdout is closed it fails everything waiting and throws
 /// `StreamWriter.Failure.outputClosed`.
-public final class StreamWriter: Service, @unchecked Sendable {
-    /// What became of a submitted line.
-    public enum Outcome: Sendable, Equatable {
-        /// Written whole to stdout (and archived): the request may be answered 202.
-        case written
-        /// Not written: the reader is not keeping up (queue full, or stalled). Answer 503 + Retry-After.
-        case overloaded
-        /// Not written, and the writer will not take lines now (shutting down,
-        /// output closed, archive failing). Answer 503.
-        case unavailable(String)
-    }
+public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     /// Who waits for a line: a callback to run on its event loop (no task per request).
     struct Ticket {
         let loop: any EventLoop
-        let completion: @Sendable (Outcome) -> Void
+        let completion: @Sendable (LineOutcome) -> Void
     }
 
     /// Why the writer stopped for good.
@@ -55,6 +45,9 @@ public final class StreamWriter: Service, @unchecked Sendable {
     }
 
     private let outputFD: Int32
+    /// False: there is no stream, only the archive (JetStream mode with an
+    /// archive): a line is done once archived.
+    private let hasOutput: Bool
     /// Lines may be written by the thread that submits them (no archive, so no
     /// fsync to share; set once the output is known not to block).
     private var writesDirectly = false
@@ -74,14 +67,15 @@ public final class StreamWriter: Service, @unchecked Sendable {
     private var started = false
 
     /// - Parameters:
-    ///   - outputFD: where the stream goes (stdout, 1, in production).
+    ///   - outputFD: where the stream goes (stdout, 1, in production); nil:
+    ///     nowhere, the writer only archives.
     ///   - archive: a durable copy written before the output, or nil.
     ///   - stallTimeout: a reader that takes nothing this long makes the writer stalled.
     ///   - queueTimeout: no sender waits longer than this for a stalled reader:
     ///     its line is taken back (or, the one line the reader has taken part
     ///     of, finished in the stream) and refused with 503.
     public init(
-        outputFD: Int32 = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int,
+        outputFD: Int32? = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int,
         stallTimeout: Duration = .seconds(1), queueTimeout: Duration = .seconds(4),
         metrics: ReceiverMetrics? = nil, logger: Logger
     ) {
@@ -91,7 +85,8 @@ public final class StreamWriter: Service, @unchecked Sendable {
         self.state = WriterState(limits: .init(
             capacity: max(1, capacity), maxQueuedBytes: max(1, maxQueuedBytes),
             stallNanoseconds: nanoseconds(stallTimeout), queueTimeoutNanoseconds: nanoseconds(queueTimeout)))
-        self.outputFD = outputFD
+        self.outputFD = outputFD ?? -1
+        self.hasOutput = outputFD != nil
         self.maxQueuedBytes = max(1, maxQueuedBytes)
         self.archive = archive
         self.metrics = metrics
@@ -105,19 +100,23 @@ public final class StreamWriter: Service, @unchecked Sendable {
         return state.isStalled
     }
 
+    public var trouble: SinkTrouble? {
+        isStalled ? SinkTrouble(status: "stalled", detail: "the stream reader is taking nothing") : nil
+    }
+
     /// Hands in the lines accepted on `eventLoop` during one turn of it, in
     /// order, each complete (ending in `\n`), and calls each one's completion
     /// on that loop once it is written or refused: at once, on this thread,
     /// for lines written or refused right away (it never blocks on a full
     /// queue or a stalled reader: that is `.overloaded` at once). The writer
     /// wakes each event loop once per batch of answers, not once per line.
-    public func submit(_ lines: [(bytes: [UInt8], completion: @Sendable (Outcome) -> Void)], on eventLoop: any EventLoop) {
+    public func submit(_ lines: [SubmittedLine], on eventLoop: any EventLoop) {
         guard !lines.isEmpty else { return }
         let tickets = lines.map { (bytes: $0.bytes, ticket: Ticket(loop: eventLoop, completion: $0.completion)) }
         let now = Self.now()
         var written = 0
         condition.lock()
-        let answers: [Outcome?]
+        let answers: [LineOutcome?]
         if writesDirectly && state.mayWriteDirectly {
             // Nothing is queued or being written: write the lines here and now,
             // with no hop to the writer thread and back (the usual case when
@@ -169,8 +168,8 @@ public final class StreamWriter: Service, @unchecked Sendable {
     }
 
     /// Answers `tickets` on their event loops, one `execute` per loop for all of its callbacks.
-    private static func deliver(_ tickets: [Ticket], _ outcome: Outcome) {
-        var byLoop: [ObjectIdentifier: (any EventLoop, [@Sendable (Outcome) -> Void])] = [:]
+    private static func deliver(_ tickets: [Ticket], _ outcome: LineOutcome) {
+        var byLoop: [ObjectIdentifier: (any EventLoop, [@Sendable (LineOutcome) -> Void])] = [:]
         for ticket in tickets {
             byLoop[ObjectIdentifier(ticket.loop), default: (ticket.loop, [])].1.append(ticket.completion)
         }
@@ -193,7 +192,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
         // stalls the writer can still answer the senders waiting for it. (Not a
         // terminal or file: their descriptions may be shared with the shell.)
         var info = stat()
-        guard fstat(outputFD, &info) == 0 else { return startThread() }
+        guard hasOutput, fstat(outputFD, &info) == 0 else { return startThread() }
         let kind = info.st_mode & S_IFMT
         if kind == S_IFIFO || kind == S_IFSOCK {
             _ = fcntl(outputFD, F_SETFL, fcntl(outputFD, F_GETFL) | O_NONBLOCK)
@@ -257,7 +256,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
     private static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// Runs a transition under the lock, then answers the senders it returns outside it.
-    private func transition(_ answer: Outcome, _ body: (inout WriterState<Ticket>) -> [Ticket]) {
+    private func transition(_ answer: LineOutcome, _ body: (inout WriterState<Ticket>) -> [Ticket]) {
         condition.lock()
         let tickets = body(&state)
         condition.unlock()
@@ -347,7 +346,12 @@ public final class StreamWriter: Service, @unchecked Sendable {
     /// those who waited too long (which may cut the batch short). Returns the
     /// errno that ended it, or nil.
     private func writeBatch(_ buffer: [UInt8], from offset: Int) -> Int32? {
-        buffer.withUnsafeBytes { bytes -> Int32? in
+        guard hasOutput else {
+            // Archived is all there is to do.
+            if buffer.count > offset { transition(.written) { $0.wrote(buffer.count - offset, now: Self.now()) } }
+            return nil
+        }
+        return buffer.withUnsafeBytes { bytes -> Int32? in
             guard let base = bytes.baseAddress else { return nil }
             var written = offset
             // Where the batch ends; only this thread's transitions move it (a stall cuts it short).
@@ -403,6 +407,7 @@ public final class StreamWriter: Service, @unchecked Sendable {
 
     /// Whether the output is a pipe or socket whose reader has gone (POLLERR/POLLHUP on the write end).
     private func outputHungUp() -> Bool {
+        guard hasOutput else { return false }
         var pfd = pollfd(fd: outputFD, events: Int16(POLLOUT), revents: 0)
         guard poll(&pfd, 1, 0) == 1 else { return false }
         return pfd.revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0

@@ -1,6 +1,7 @@
 import HummingbirdCore
 import Logging
 import NIOCore
+import WebhookModel
 import NIOHTTP1
 
 /// How each accepted connection is served: one `WebhookHTTPHandler` reads
@@ -15,16 +16,16 @@ struct WebhookChannel: ServerChildChannel {
 
     let configuration: ReceiverConfiguration
     let intake: WebhookIntake
-    let writer: StreamWriter
-    let handOffs: WriterHandOffs
+    let sink: any LineSink
+    let handOffs: SinkHandOffs
     let metrics: ReceiverMetrics
     let logger: Logger
 
-    init(configuration: ReceiverConfiguration, intake: WebhookIntake, writer: StreamWriter, metrics: ReceiverMetrics, logger: Logger) {
+    init(configuration: ReceiverConfiguration, intake: WebhookIntake, sink: any LineSink, metrics: ReceiverMetrics, logger: Logger) {
         self.configuration = configuration
         self.intake = intake
-        self.writer = writer
-        self.handOffs = WriterHandOffs(writer: writer)
+        self.sink = sink
+        self.handOffs = SinkHandOffs(sink: sink)
         self.metrics = metrics
         self.logger = logger
     }
@@ -32,7 +33,7 @@ struct WebhookChannel: ServerChildChannel {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                WebhookHTTPHandler(configuration: configuration, intake: intake, writer: writer,
+                WebhookHTTPHandler(configuration: configuration, intake: intake, sink: sink,
                                    handOff: handOffs.handOff(for: channel.eventLoop), metrics: metrics, logger: self.logger))
             return Value(channel: channel)
         }
@@ -46,9 +47,9 @@ struct WebhookChannel: ServerChildChannel {
 /// One connection's requests, from bytes to answers: `HTTP1RequestDecoder`
 /// reads them (keep-alive, pipelining, chunked bodies, `Expect:
 /// 100-continue`), one at a time and in order; the body is collected (up to
-/// `MAX_BODY_BYTES`), checked, and the line handed to the writer; the answer
-/// goes out once the writer says so (on this event loop: the writer wakes
-/// each loop once per batch). `/healthz` and `/metrics` are answered here too.
+/// `MAX_BODY_BYTES`), checked, and the line handed to the sink (stdout or
+/// JetStream); the answer goes out once the sink says so (on this event
+/// loop: the sink wakes each loop once per batch of answers). `/healthz` and `/metrics` are answered here too.
 ///
 /// While a request waits for its answer, nothing after it is decoded, and
 /// past 64 KiB sent ahead nothing more is read from the socket (so a
@@ -70,8 +71,8 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let configuration: ReceiverConfiguration
     private let intake: WebhookIntake
-    private let writer: StreamWriter
-    private let handOff: WriterHandOff
+    private let sink: any LineSink
+    private let handOff: SinkHandOff
     private let metrics: ReceiverMetrics
     private let logger: Logger
 
@@ -104,11 +105,11 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// One repeating check per connection, not a timer per request.
     private var check: RepeatedTask?
 
-    init(configuration: ReceiverConfiguration, intake: WebhookIntake, writer: StreamWriter, handOff: WriterHandOff,
+    init(configuration: ReceiverConfiguration, intake: WebhookIntake, sink: any LineSink, handOff: SinkHandOff,
          metrics: ReceiverMetrics, logger: Logger) {
         self.configuration = configuration
         self.intake = intake
-        self.writer = writer
+        self.sink = sink
         self.handOff = handOff
         self.metrics = metrics
         self.logger = logger
@@ -287,8 +288,13 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case ("/healthz", .get), ("/healthz", .head):
             if intake.state.isDraining {
                 send(.serviceUnavailable, #"{"status":"draining"}"#, to: head, context: context)
-            } else if writer.isStalled {
-                send(.serviceUnavailable, #"{"status":"stalled","detail":"the stream reader is taking nothing"}"#, to: head, context: context)
+            } else if let trouble = sink.trouble {
+                var body: [UInt8] = Array(#"{"status":"#.utf8)
+                JSONWriter.appendQuoted(trouble.status, to: &body)
+                body += Array(#","detail":"#.utf8)
+                JSONWriter.appendQuoted(trouble.detail, to: &body)
+                body.append(UInt8(ascii: "}"))
+                send(.serviceUnavailable, body: context.channel.allocator.buffer(bytes: body), contentType: "application/json", to: head, context: context)
             } else {
                 send(.ok, #"{"status":"ok"}"#, to: head, context: context)
             }
@@ -310,16 +316,16 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .failure(let error):
             logger.info("webhook refused", metadata: ["status": "\(error.status.code)", "reason": "\(error.logText)"])
             send(error, to: head, context: context)
-        case .success(let line):
+        case .success(let accepted):
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            handOff.submit(line) { outcome in
+            handOff.submit(SubmittedLine(bytes: accepted.line, messageId: accepted.messageId) { outcome in
                 let (handler, context) = bound.value
                 if let refusal = handler.intake.answer(outcome) {
                     handler.send(refusal, to: head, context: context)
                 } else {
                     handler.send(.accepted, #"{"status":"accepted"}"#, to: head, context: context)
                 }
-            }
+            })
         }
     }
 

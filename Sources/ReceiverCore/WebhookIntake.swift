@@ -1,4 +1,5 @@
 import Foundation
+import TaskModel
 import WebhookModel
 
 /// `POST /webhook` up to the hand-off: checks, in order, draining (503),
@@ -20,9 +21,17 @@ struct WebhookIntake: Sendable {
 
     var retryAfter: [(String, String)] { [("Retry-After", String(configuration.retryAfterSeconds))] }
 
+    /// A webhook that passed every check.
+    struct Accepted {
+        /// The canonical line, ending in `\n`.
+        var line: [UInt8]
+        /// The event's identity, when the sink is JetStream (its `Nats-Msg-Id`).
+        var messageId: String?
+    }
+
     /// The canonical line to write, or why the webhook is refused. `tooLarge`:
     /// the body passed `MAX_BODY_BYTES` (it was not kept).
-    func check(_ headers: Headers, body: [UInt8], tooLarge: Bool, now: Timestamp = .now()) -> Result<[UInt8], APIError> {
+    func check(_ headers: Headers, body: [UInt8], tooLarge: Bool, now: Timestamp = .now()) -> Result<Accepted, APIError> {
         if state.isDraining {
             return .failure(APIError(.serviceUnavailable, "shutting down", detail: .text("the receiver is draining; retry later"), headers: retryAfter))
         }
@@ -60,11 +69,12 @@ struct WebhookIntake: Sendable {
         // What the sender put in receivedAt / deliveryId is not ours to forward.
         record.receivedAt = now
         record.deliveryId = deliveryId.flatMap { $0.isEmpty ? nil : $0 }
-        return .success(record.canonicalLine())
+        let messageId = configuration.jetStream == nil ? nil : EventIdentity.uuid(of: record.webhook)
+        return .success(Accepted(line: record.canonicalLine(), messageId: messageId))
     }
 
     /// The answer to a line the writer is done with.
-    func answer(_ outcome: StreamWriter.Outcome) -> APIError? {
+    func answer(_ outcome: LineOutcome) -> APIError? {
         switch outcome {
         case .written:
             return nil

@@ -26,7 +26,7 @@ struct WriterState<Ticket> {
     }
 
     /// How a sender is answered.
-    typealias Answer = StreamWriter.Outcome
+    typealias Answer = LineOutcome
 
     struct Limits {
         var capacity: Int

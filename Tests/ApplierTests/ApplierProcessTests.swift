@@ -385,11 +385,8 @@ import WebhookModel
     @Test func webhooksPostedOverHTTPEndUpInPostgreSQL() throws {
         let cluster = PostgresCluster.shared
         let db = cluster.conninfo(database: try cluster.makeDatabase())
-        let dir = try makeTemporaryDirectory("e2e")
-        let applier = try ChildProcess(executable("applier"), arguments: ["--batch-ms", "10"], environment: ["DATABASE_URL": db],
-                                       stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/applier.stderr"))
-        let receiver = try RunningReceiver(stdout: .fd(applier.stdinFD!), directory: dir)
-        applier.closeStdin()  // the receiver holds the only write end now
+        let pipe = try ReceiverApplierPipe(database: db)
+        let receiver = pipe.receiver
         let accepted = Collected<String>()
         onThreads(8) { t in
             for i in 0..<40 {
@@ -402,15 +399,13 @@ import WebhookModel
         }
         _ = try httpRequest(port: receiver.port, body: webhookJSON(event: "updated", id: "h0-1", userId: "thief", content: "mine now"))
         #expect(accepted.all.count == 320)
-        receiver.process.signal(SIGTERM)
-        #expect(try receiver.process.waitForExit() == 0)
-        #expect(try applier.waitForExit(timeout: 60) == 0)  // EOF once the receiver is gone
+        let codes = try pipe.stop()
+        #expect(codes.receiver == 0 && codes.applier == 0)  // the applier ends at EOF once the receiver is gone
         let rows = try taskRows(db)
         #expect(Set(rows.map { $0[0]! }) == Set(accepted.all))
         #expect(rows.filter { $0[5] != nil }.count == 32)
         #expect(rows.filter { $0[4] != nil }.count == 160)
-        let rejects = try String(contentsOfFile: dir + "/rejects", encoding: .utf8)
-        #expect(rejects.contains("never changes owner"))
+        #expect(pipe.rejects.contains("never changes owner"))
     }
 }
 

@@ -1,6 +1,7 @@
 import Testing
 import WebhookModel
-@testable import ApplierCore
+@testable import TaskModel
+import ApplierCore
 
 @Suite struct EventIdentityTests {
     let webhook = Webhook(event: .created, timestamp: Timestamp(microsecondsSinceEpoch: 1_743_531_825_000_000),

@@ -56,7 +56,7 @@ import TestSupport
         #expect(try js.streamInfo("T")?.messages == 2)
 
         try js.addConsumer(stream: "T", ConsumerSettings(durableName: "c", filterSubject: "t.in"))
-        #expect(try js.consumerSettings(stream: "T", consumer: "c")?.filterSubject == "t.in")
+        #expect(try js.consumerInfo(stream: "T", consumer: "c")?.settings.filterSubject == "t.in")
         let subscription = try PullSubscription(jetStream: js, stream: "T", consumer: "c", subject: "t.in")
         let fetched = try subscription.fetch(batch: 10, timeoutMilliseconds: 2000)
         #expect(fetched.map { String(decoding: $0.data, as: UTF8.self) } == ["message 1", "message 2"])
@@ -67,6 +67,8 @@ import TestSupport
         #expect(again.map(\.streamSequence) == [2] && again.first?.deliveries == 2, "a nak'ed message comes again")
         try again[0].term()
         #expect(try subscription.fetch(batch: 10, timeoutMilliseconds: 300).isEmpty, "acknowledged and terminated: nothing more")
+        let state = try js.consumerInfo(stream: "T", consumer: "c")
+        #expect(state?.ackPending == 0 && state?.pending == 0)
     }
 
     @Test func withNoServerAPublishFailsAndNeverSucceeds() throws {

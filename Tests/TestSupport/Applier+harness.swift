@@ -51,3 +51,28 @@ public func taskRows(_ conninfo: String, includeSurrogates: Bool = false) throws
         FROM meetperry.task ORDER BY external_id
         """).rows
 }
+
+/// `receiver | applier` on a real pipe, as an operator composes them; the
+/// applier's rejects and log are files in `directory`.
+public final class ReceiverApplierPipe: @unchecked Sendable {
+    public let directory: String
+    public let applier: ChildProcess
+    public let receiver: RunningReceiver
+
+    public init(database conninfo: String, applierArguments: [String] = ["--batch-ms", "10"]) throws {
+        directory = try makeTemporaryDirectory("pipe")
+        applier = try ChildProcess(executable("applier"), arguments: applierArguments, environment: ["DATABASE_URL": conninfo],
+                                   stdin: .pipe, stdout: .file(directory + "/rejects"), stderr: .file(directory + "/applier.stderr"))
+        receiver = try RunningReceiver(stdout: .fd(applier.stdinFD!), directory: directory)
+        applier.closeStdin()  // the receiver holds the only write end now
+    }
+
+    /// SIGTERM to the receiver; the applier ends at EOF. Returns both exit codes.
+    public func stop() throws -> (receiver: Int32, applier: Int32) {
+        receiver.process.signal(SIGTERM)
+        let receiverCode = try receiver.process.waitForExit()
+        return (receiverCode, try applier.waitForExit(timeout: 120))
+    }
+
+    public var rejects: String { (try? String(contentsOfFile: directory + "/rejects", encoding: .utf8)) ?? "" }
+}

@@ -1,10 +1,12 @@
 import Crypto
 import WebhookModel
 
-/// The identity of an event (SPEC §4: event, id, userId, content,
-/// isCompleted, timestamp as an instant) as a fixed-size key: the first 16
-/// bytes of SHA-256 over the length-prefixed fields, written as a UUID. The
-/// event log's primary key, so a duplicate is a conflict the database sees.
+/// The identity of an event (event, id, userId, content, isCompleted,
+/// timestamp as an instant) as a fixed-size key: the first 16 bytes of
+/// SHA-256 over the length-prefixed fields, written as a UUID. The event
+/// log's primary key, so a duplicate is a conflict the database sees; and,
+/// in JetStream mode, the receiver's `Nats-Msg-Id`, so a sender's retry is
+/// stored once.
 public enum EventIdentity {
     public static func uuid(of webhook: Webhook) -> String {
         bytes(of: webhook).withUnsafeBytes { format($0) }

@@ -1,0 +1,70 @@
+import LibNATS
+import Logging
+
+/// Makes sure meetperry's stream and the appliers' consumer exist: created
+/// with `JetStreamSettings` when missing; one that exists with other
+/// settings is used as it is, and the difference is logged (an operator may
+/// have tuned it; meetperry never changes a stream it did not just make).
+public enum JetStreamSetup {
+    /// A connection to the cluster (in the background when no server answers
+    /// yet) whose events are logged; `whileDisconnected` says what that
+    /// means for this program.
+    public static func connect(_ settings: JetStreamSettings, clientName: String, whileDisconnected: String,
+                               logger: Logger) throws(NATSError) -> NATSConnection {
+        try NATSConnection(.init(servers: settings.servers, name: clientName)) { event in
+            switch event {
+            case .connected(let url): logger.notice("connected to NATS", metadata: ["server": "\(url)"])
+            case .reconnected(let url): logger.notice("reconnected to NATS", metadata: ["server": "\(url)"])
+            case .disconnected: logger.warning("disconnected from NATS: \(whileDisconnected)")
+            case .closed: logger.info("NATS connection closed")
+            }
+        }
+    }
+
+    @discardableResult
+    public static func ensureStream(_ jetStream: JetStream, _ settings: JetStreamSettings, logger: Logger) throws(NATSError) -> StreamInfo {
+        let wanted = settings.streamSettings
+        if let existing = try jetStream.streamInfo(settings.stream) {
+            if existing.settings != wanted {
+                logger.notice("the stream exists with other settings; using it as it is", metadata: [
+                    "stream": "\(settings.stream)", "has": "\(describe(existing.settings))", "would make": "\(describe(wanted))",
+                ])
+            }
+            return existing
+        }
+        do {
+            let made = try jetStream.addStream(wanted)
+            logger.notice("stream created", metadata: ["stream": "\(settings.stream)", "settings": "\(describe(wanted))"])
+            return made
+        } catch {
+            // Another receiver or applier may have made it a moment ago.
+            if let existing = try jetStream.streamInfo(settings.stream) { return existing }
+            throw error
+        }
+    }
+
+    public static func ensureConsumer(_ jetStream: JetStream, _ settings: JetStreamSettings, logger: Logger) throws(NATSError) {
+        let wanted = ConsumerSettings(durableName: settings.consumer, filterSubject: settings.subject)
+        if let existing = try jetStream.consumerInfo(stream: settings.stream, consumer: settings.consumer) {
+            if existing.settings.filterSubject != wanted.filterSubject {
+                logger.notice("the consumer exists with another subject; using it as it is", metadata: [
+                    "consumer": "\(settings.consumer)", "subject": "\(existing.settings.filterSubject)",
+                ])
+            }
+            return
+        }
+        do {
+            try jetStream.addConsumer(stream: settings.stream, wanted)
+            logger.notice("consumer created", metadata: ["stream": "\(settings.stream)", "consumer": "\(settings.consumer)"])
+        } catch {
+            if try jetStream.consumerInfo(stream: settings.stream, consumer: settings.consumer) != nil { return }
+            throw error
+        }
+    }
+
+    static func describe(_ settings: StreamSettings) -> String {
+        let age = settings.maxAgeNanoseconds == 0 ? "forever" : "\(settings.maxAgeNanoseconds / 3_600_000_000_000)h"
+        return "subjects=\(settings.subjects.joined(separator: ",")) storage=\(settings.fileStorage ? "file" : "memory") "
+            + "replicas=\(settings.replicas) duplicates=\(settings.duplicateWindowNanoseconds / 1_000_000_000)s max_age=\(age)"
+    }
+}

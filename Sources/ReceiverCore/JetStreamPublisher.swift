@@ -1,0 +1,212 @@
+import Foundation
+import JetStreamSetup
+import LibNATS
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// The receiver's sink in JetStream mode: each accepted line is published
+/// to the stream's subject with `Nats-Msg-Id` set to its event's identity
+/// (so a sender's retry within the duplicate window is stored once), and
+/// answered once the stream has acknowledged it — stored on a quorum of
+/// its replicas: 202. No acknowledgement within the timeout, no server
+/// reachable, the stream not there yet or refusing it: 503 + `Retry-After`.
+/// There is no 202 without an acknowledgement.
+///
+/// Publishing never waits: many are in flight at once, and acknowledgements
+/// (which come on a libnats thread) are answered on each event loop in
+/// batches. While no server is reachable, webhooks are refused at once and
+/// `/healthz` says so. A background thread makes sure the stream exists
+/// whenever the receiver is connected and it is not known to.
+///
+/// Run it as a `Service`: on graceful shutdown (after the HTTP server has
+/// answered everything in flight) it waits for outstanding acknowledgements
+/// and closes the connection.
+public final class JetStreamPublisher: LineSink, Service, @unchecked Sendable {
+    struct Ticket {
+        let loop: any EventLoop
+        let completion: @Sendable (LineOutcome) -> Void
+        let published: UInt64
+    }
+
+    struct State {
+        var nextToken: UInt64 = 1
+        var waiting: [UInt64: Ticket] = [:]
+        var streamReady = false
+        var draining = false
+    }
+
+    /// The state under its lock, shared with the acknowledgement callback.
+    final class Shared: Sendable {
+        let state = Mutex(State())
+        func withLock<R>(_ body: (inout State) -> R) -> R { state.withLock { body(&$0) } }
+    }
+
+    private let settings: JetStreamSettings
+    private let ackTimeoutMilliseconds: Int64
+    private let metrics: ReceiverMetrics?
+    private let logger: Logger
+    private let connection: NATSConnection
+    private let jetStream: JetStream
+    private let state = Shared()
+    private let answers = LoopAnswers()
+
+    /// Starts connecting (returns at once when no server answers yet).
+    /// Throws only for settings libnats refuses.
+    public init(settings: JetStreamSettings, ackTimeout: Duration, metrics: ReceiverMetrics? = nil, logger: Logger) throws(NATSError) {
+        self.settings = settings
+        self.ackTimeoutMilliseconds = max(1, ackTimeout.components.seconds * 1000 + ackTimeout.components.attoseconds / 1_000_000_000_000_000)
+        self.metrics = metrics
+        self.logger = logger
+        let state = self.state
+        connection = try JetStreamSetup.connect(settings, clientName: "meetperry-receiver",
+                                                whileDisconnected: "answering 503 until a server is back", logger: logger)
+        let answers = self.answers
+        let metricsForAcks = metrics
+        jetStream = try JetStream(connection: connection, maxPendingPublishes: 1 << 20) { token, result in
+            guard let ticket = state.withLock({ $0.waiting.removeValue(forKey: token) }) else { return }
+            let outcome: LineOutcome
+            switch result {
+            case .stored:
+                outcome = .written
+                metricsForAcks?.recordPublish(since: ticket.published)
+            case .failed(let error):
+                outcome = .unavailable(error.isTimeout ? "the stream did not acknowledge the webhook in time" : "the stream did not store the webhook: \(error)")
+            }
+            answers.deliver(outcome, to: ticket.completion, on: ticket.loop)
+        }
+    }
+
+    public var trouble: SinkTrouble? {
+        guard connection.isConnected else { return SinkTrouble(status: "unavailable", detail: "no NATS server reachable") }
+        guard state.withLock({ $0.streamReady }) else {
+            return SinkTrouble(status: "unavailable", detail: "the JetStream stream \(settings.stream) is not ready")
+        }
+        return nil
+    }
+
+    public func submit(_ lines: [SubmittedLine], on eventLoop: any EventLoop) {
+        let refusal = trouble.map { LineOutcome.unavailable($0.detail) }
+        for line in lines {
+            if let refusal {
+                line.completion(refusal)
+                continue
+            }
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard let token = state.withLock({ (state: inout State) -> UInt64? in
+                guard !state.draining else { return nil }
+                let token = state.nextToken
+                state.nextToken += 1
+                state.waiting[token] = Ticket(loop: eventLoop, completion: line.completion, published: now)
+                return token
+            }) else {
+                line.completion(.unavailable("the receiver is shutting down"))
+                continue
+            }
+            do {
+                // The canonical line without its newline: a message is one event.
+                try line.bytes.withUnsafeBytes { bytes in
+                    try jetStream.publish(
+                        subject: settings.subject, data: UnsafeRawBufferPointer(rebasing: bytes.dropLast()),
+                        messageId: line.messageId ?? "", maxWaitMilliseconds: ackTimeoutMilliseconds, token: token)
+                }
+            } catch {
+                guard state.withLock({ $0.waiting.removeValue(forKey: token) }) != nil else { continue }
+                logger.warning("cannot publish a webhook", metadata: ["error": "\(error)"])
+                line.completion(.unavailable("the stream cannot be reached: \(error)"))
+            }
+        }
+    }
+
+    // MARK: - The service
+
+    public func run() async throws {
+        startEnsuring()
+        try? await gracefulShutdown()
+        state.withLock { $0.draining = true }
+        // The HTTP server has answered what was in flight; what is still
+        // waiting is answered by its acknowledgement or its timeout.
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(ackTimeoutMilliseconds + 1000) * 1_000_000
+        while state.withLock({ !$0.waiting.isEmpty }) && DispatchTime.now().uptimeNanoseconds < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        try? connection.flush(timeoutMilliseconds: 1000)
+        connection.close()
+        logger.info("JetStream publisher stopped")
+    }
+
+    /// Makes sure the stream exists whenever connected and it is not known to
+    /// (at start, and after a failure), on a thread of its own: the requests block.
+    private func startEnsuring() {
+        let thread = Thread { [self] in
+            var failures = 0
+            while !state.withLock({ $0.draining }) {
+                if connection.isConnected && !state.withLock({ $0.streamReady }) {
+                    do {
+                        let info = try JetStreamSetup.ensureStream(jetStream, settings, logger: logger)
+                        state.withLock { $0.streamReady = true }
+                        logger.notice("publishing to JetStream", metadata: [
+                            "stream": "\(settings.stream)", "subject": "\(settings.subject)", "replicas": "\(info.settings.replicas)",
+                        ])
+                        failures = 0
+                    } catch {
+                        failures += 1
+                        if failures == 1 || failures % 20 == 0 {
+                            logger.warning("the JetStream stream is not ready; answering 503", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+                Thread.sleep(forTimeInterval: 0.25)
+            }
+        }
+        thread.name = "jetstream-setup"
+        thread.start()
+    }
+}
+
+/// Answers that come from another thread, run on each event loop in
+/// batches: the first answer queued for a loop schedules one task, which
+/// runs every answer queued for that loop by the time it runs.
+final class LoopAnswers: Sendable {
+    private let queued = Mutex<[ObjectIdentifier: (loop: any EventLoop, answers: [(@Sendable (LineOutcome) -> Void, LineOutcome)])]>([:])
+
+    func deliver(_ outcome: LineOutcome, to completion: @escaping @Sendable (LineOutcome) -> Void, on loop: any EventLoop) {
+        let key = ObjectIdentifier(loop)
+        let first = queued.withLock { queued in
+            let first = queued[key] == nil
+            queued[key, default: (loop, [])].answers.append((completion, outcome))
+            return first
+        }
+        guard first else { return }
+        loop.execute {
+            let batch = self.queued.withLock { $0.removeValue(forKey: key) }
+            for (completion, outcome) in batch?.answers ?? [] { completion(outcome) }
+        }
+    }
+}
+
+/// JetStream mode with an archive: each line is appended to the archive (and
+/// fsynced) by an archive-only `StreamWriter` first, then published; a line
+/// the archive refuses is never published.
+final class ArchivingSink: LineSink, @unchecked Sendable {
+    let archive: StreamWriter
+    let then: any LineSink
+
+    init(archive: StreamWriter, then: any LineSink) {
+        self.archive = archive
+        self.then = then
+    }
+
+    var trouble: SinkTrouble? { then.trouble ?? archive.trouble }
+
+    func submit(_ lines: [SubmittedLine], on eventLoop: any EventLoop) {
+        let next = then
+        archive.submit(lines.map { line in
+            SubmittedLine(bytes: line.bytes, messageId: line.messageId) { outcome in
+                guard outcome == .written else { return line.completion(outcome) }
+                next.submit([line], on: eventLoop)
+            }
+        }, on: eventLoop)
+    }
+}

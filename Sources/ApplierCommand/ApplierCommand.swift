@@ -32,6 +32,7 @@ struct ApplierCommand: ParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
     @OptionGroup(title: "JetStream mode (read the stream instead of stdin)") var jetStream: JetStreamOptions
     @Option(help: "Durable consumer the appliers share [NATS_CONSUMER, default appliers].") var natsConsumer: String?
+    @Option(help: "When the consumer is made: seconds before a fetched, unacknowledged message goes to another applier [NATS_ACK_WAIT_SECONDS, default 30].") var natsAckWaitSeconds: Int?
 
     func run() throws {
         let settings = Settings()
@@ -45,6 +46,7 @@ struct ApplierCommand: ParsableCommand {
             config.maxLineBytes = try settings.int(maxLineBytes, "APPLIER_MAX_LINE_BYTES", default: config.maxLineBytes, range: 1024...(1 << 30))
             config.shutdownTimeoutSeconds = try settings.int(shutdownTimeout, "APPLIER_SHUTDOWN_TIMEOUT", default: config.shutdownTimeoutSeconds, range: 0...86_400)
             config.jetStream = try jetStream.resolve(settings, consumer: settings.string(natsConsumer, "NATS_CONSUMER", default: "appliers"))
+            config.jetStream?.ackWaitSeconds = try settings.int(natsAckWaitSeconds, "NATS_ACK_WAIT_SECONDS", default: 30, range: 1...86_400)
         } catch let error as Settings.InvalidSetting {
             throw ValidationError(error.description)
         }

@@ -16,6 +16,10 @@ public struct JetStreamSettings: Sendable, Equatable {
     public var stream = "MEETPERRY"
     public var subject = "meetperry.webhooks"
     public var consumer = "appliers"
+    /// When the consumer is made: a message fetched and not acknowledged
+    /// this long (its applier died, or is stuck on an unreachable database)
+    /// is delivered again, to any applier.
+    public var ackWaitSeconds = 30
     public var replicas = 1
     public var maxAgeHours = 168
     /// A message id seen again within this window is stored once.

@@ -44,11 +44,13 @@ public enum JetStreamSetup {
     }
 
     public static func ensureConsumer(_ jetStream: JetStream, _ settings: JetStreamSettings, logger: Logger) throws(NATSError) {
-        let wanted = ConsumerSettings(durableName: settings.consumer, filterSubject: settings.subject)
+        var wanted = ConsumerSettings(durableName: settings.consumer, filterSubject: settings.subject)
+        wanted.ackWaitNanoseconds = Int64(settings.ackWaitSeconds) * 1_000_000_000
         if let existing = try jetStream.consumerInfo(stream: settings.stream, consumer: settings.consumer) {
-            if existing.settings.filterSubject != wanted.filterSubject {
-                logger.notice("the consumer exists with another subject; using it as it is", metadata: [
+            if existing.settings.filterSubject != wanted.filterSubject || existing.settings.ackWaitNanoseconds != wanted.ackWaitNanoseconds {
+                logger.notice("the consumer exists with other settings; using it as it is", metadata: [
                     "consumer": "\(settings.consumer)", "subject": "\(existing.settings.filterSubject)",
+                    "ack_wait": "\(existing.settings.ackWaitNanoseconds / 1_000_000_000)s",
                 ])
             }
             return

@@ -36,7 +36,7 @@ public struct ConsumerSettings: Sendable, Equatable {
     public var durableName: String
     public var filterSubject: String
     /// A message not acknowledged this long after delivery is delivered again.
-    public var ackWaitNanoseconds: Int64 = 60_000_000_000
+    public var ackWaitNanoseconds: Int64 = 30_000_000_000
     /// Delivered but unacknowledged messages, across every fetcher, at most.
     public var maxAckPending: Int64 = 100_000
 

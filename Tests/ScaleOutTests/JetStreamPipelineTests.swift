@@ -29,6 +29,8 @@ import Glibc
             stderrPath = "\(directory)/\(name).stderr"
             process = try ChildProcess(executable("applier"), arguments: ["--batch-ms", "20"], environment: [
                 "NATS_URL": urls, "NATS_REPLICAS": String(replicas), "DATABASE_URL": database, "LOG_LEVEL": "info",
+                // What a killed applier had fetched goes to the other within seconds, not the default half minute.
+                "NATS_ACK_WAIT_SECONDS": "3",
             ], stdin: .null, stdout: .file(rejectsPath), stderr: .file(stderrPath))
         }
 

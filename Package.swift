@@ -119,7 +119,10 @@ let package = Package(
         // Helpers for tests that run the real executables: processes, pipes, HTTP.
         .target(name: "TestSupport", dependencies: ["LibPQ", "WebhookModel"], path: "Tests/TestSupport"),
         .testTarget(name: "WebhookModelTests", dependencies: ["WebhookModel", "TestSupport"]),
-        .testTarget(name: "LibNATSTests", dependencies: ["LibNATS", "TestSupport"]),
+        .testTarget(
+            name: "LibNATSTests",
+            dependencies: ["LibNATS", "JetStreamSetup", "TestSupport", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(
             name: "ReceiverTests",
             dependencies: [

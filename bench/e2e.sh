@@ -83,12 +83,6 @@ applier_alone() { # → "lines events/s" of alone.ndjson into a fresh database
     echo "$(wc -l < "$BENCH_WORK/alone.ndjson") $(grep -o 'events/s=[0-9]*' "$BENCH_WORK/a.err" | tail -n 1 | cut -d= -f2)"
 }
 
-echo "1/5 receiver alone" >&2
-receiver_rps=$(receiver_alone)
-
-echo "2/5 applier alone" >&2
-read -r lines applier_rps < <(applier_alone)
-
 pipeline() { # db seconds delay → "requests non2xx rps rows applied_per_s receiver_rss applier_rss"
     local db=$1 seconds=$2 delay=$3 port fifo=$BENCH_WORK/stream
     bench_fresh_db "$db"
@@ -114,6 +108,78 @@ pipeline() { # db seconds delay → "requests non2xx rps rows applied_per_s rece
     local applied; applied=$(awk -v r="$rows" -v s="$start" -v e="$last" 'BEGIN { printf "%.0f", r / (e - s) }')
     echo "$total $non $rps $rows $applied $rr $ar"
 }
+
+if [ "${BENCH_MODE:-}" = jetstream ]; then
+    source bench/nats.sh
+    command -v nats-server >/dev/null || { echo "bench: nats-server is missing (apt-get install nats-server)" >&2; exit 1; }
+    # One receiver and one applier through the stream; the same measures as pipeline().
+    jetstream_run() { # db seconds delay nodes → "requests non2xx rps rows applied_per_s receiver_rss applier_rss nats_rss"
+        local db=$1 seconds=$2 delay=$3 nodes=$4 port
+        bench_fresh_db "$db"
+        nats_cluster_start "$nodes"
+        port=$(free_port)
+        NATS_URL=$NATS_URLS NATS_REPLICAS=$nodes LOG_LEVEL=warning \
+            HTTP_HOST=127.0.0.1 HTTP_PORT=$port .build/release/receiver > /dev/null 2> "$BENCH_WORK/$db.receiver.err" &
+        local rpid=$!; BENCH_PIDS+=($rpid)
+        NATS_URL=$NATS_URLS NATS_REPLICAS=$nodes DB_NAME=$db LOG_LEVEL=warning \
+            .build/release/applier > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
+        local apid=$!; BENCH_PIDS+=($apid)
+        wait_healthy "$port"
+        local start; start=$(date +%s.%N)
+        local total non rps
+        read -r total non rps < <(RATE_DELAY_MS=$delay run_wrk "$port" "$seconds")
+        local rows=0 previous=-1
+        while [ "$rows" != "$previous" ]; do
+            previous=$rows; sleep 2
+            rows=$(psql -At -d "$db" -c "SELECT count(*) FROM meetperry.task")
+        done
+        local last; last=$(psql -At -d "$db" -c "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM meetperry.task")
+        local rr ar nr; rr=$(hwm "$rpid"); ar=$(hwm "$apid"); nr=$(nats_cluster_hwm)
+        kill -TERM "$rpid" "$apid"; wait "$rpid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true
+        nats_cluster_stop
+        local applied; applied=$(awk -v r="$rows" -v s="$start" -v e="$last" 'BEGIN { printf "%.0f", r / (e - s) }')
+        echo "$total $non $rps $rows $applied $rr $ar $nr"
+    }
+    latency() { # db → "p50 p99 max" of 202-to-row-visible, ms
+        psql -At -F ' ' -d "$1" -c "
+            SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 1),
+                   round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 1), round(max(ms)::numeric, 1)
+            FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(t.xmin) - e.received_at) * 1000 AS ms
+                  FROM meetperry.task t JOIN meetperry.task_event e ON e.external_id = t.external_id) AS l"
+    }
+    echo "1/6 pipe at full speed" >&2
+    read -r p_total p_non _ p_rows p_applied p_rrss p_arss < <(pipeline js_pipe "$DURATION" 0)
+    half=$((p_applied / 2))
+    delay=$(awk -v c="$CONNECTIONS" -v r="$half" 'BEGIN { d = c * 1000 / r; if (d < 1) d = 1; printf "%d", d }')
+    echo "2/6 pipe at half rate" >&2
+    pipeline js_pipe_half "$((DURATION / 2))" "$delay" > /dev/null
+    read -r p_p50 p_p99 _ < <(latency js_pipe_half)
+    echo "3/6 R1 at full speed" >&2
+    read -r r1_total r1_non _ r1_rows r1_applied r1_rrss r1_arss r1_nrss < <(jetstream_run js_r1 "$DURATION" 0 1)
+    echo "4/6 R1 at half the pipe's rate" >&2
+    jetstream_run js_r1_half "$((DURATION / 2))" "$delay" 1 > /dev/null
+    read -r r1_p50 r1_p99 _ < <(latency js_r1_half)
+    echo "5/6 R3 at full speed" >&2
+    read -r r3_total r3_non _ r3_rows r3_applied r3_rrss r3_arss r3_nrss < <(jetstream_run js_r3 "$DURATION" 0 3)
+    echo "6/6 R3 at half the pipe's rate" >&2
+    jetstream_run js_r3_half "$((DURATION / 2))" "$delay" 3 > /dev/null
+    read -r r3_p50 r3_p99 _ < <(latency js_r3_half)
+    echo "PostgreSQL $(psql -At -d postgres -c 'SHOW server_version'), $(nats-server --version); ${DURATION}s runs, $CONNECTIONS connections, nothing pinned"
+    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "run" "applied/s" "p50 ms" "p99 ms" "receiver RSS MB" "applier RSS MB" "nats RSS MB"
+    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "pipe (receiver --archive | applier)" "$p_applied" "$p_p50" "$p_p99" "$p_rrss" "$p_arss" "-"
+    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "JetStream, one node (R1)" "$r1_applied" "$r1_p50" "$r1_p99" "$r1_rrss" "$r1_arss" "$r1_nrss"
+    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "JetStream, three nodes (R3)" "$r3_applied" "$r3_p50" "$r3_p99" "$r3_rrss" "$r3_arss" "$r3_nrss"
+    echo "ratio R1 / pipe: $(ratio "$r1_applied" "$p_applied")"
+    echo "ratio R3 / pipe: $(ratio "$r3_applied" "$p_applied") (target >= 0.5)"
+    echo "half load asked: ~$half/s. nothing lost: pipe $((p_total - p_non)) 202s / $p_rows rows; R1 $((r1_total - r1_non)) / $r1_rows; R3 $((r3_total - r3_non)) / $r3_rows (rows may exceed 202s by requests cut off when wrk stopped)"
+    exit 0
+fi
+
+echo "1/5 receiver alone" >&2
+receiver_rps=$(receiver_alone)
+
+echo "2/5 applier alone" >&2
+read -r lines applier_rps < <(applier_alone)
 
 echo "3/5 receiver | applier at full speed" >&2
 read -r e_total e_non e_rps e_rows e_applied e_rrss e_arss < <(pipeline bench_full "$DURATION" 0)

@@ -78,7 +78,7 @@ public final class JetStreamInput: ApplierInput {
         }
         let info = try JetStreamSetup.ensureStream(jetStream, settings, logger: logger)
         try JetStreamSetup.ensureConsumer(jetStream, settings, logger: logger)
-        let made = try PullSubscription(jetStream: jetStream, stream: settings.stream, consumer: settings.consumer, subject: settings.subject)
+        let made = try PullSubscription(jetStream: jetStream, stream: settings.stream, consumer: settings.consumer)
         logger.notice("reading from JetStream", metadata: [
             "stream": "\(settings.stream)", "consumer": "\(settings.consumer)", "replicas": "\(info.settings.replicas)",
             "messages": "\(info.messages)",

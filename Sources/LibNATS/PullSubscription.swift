@@ -1,88 +1,145 @@
 import CLibNATS
+import Foundation
 import Synchronization
 
-/// A subscription bound to a durable pull consumer: `fetch` asks for up to
-/// a batch of messages and waits at most a timeout. Messages keep their
-/// subscription alive, since acknowledging one goes through it.
+/// Fetches from a durable pull consumer through the plain JetStream API:
+/// each fetch publishes a `CONSUMER.MSG.NEXT` request (`{"batch","expires",
+/// "no_wait"}`) with a reply subject of its own, and reads the messages on a
+/// subscription to them all.
+///
+/// Not libnats' `natsSubscription_Fetch`: in libnats 3.4.1 (Debian 12's) it
+/// writes past its array when messages of an earlier, expired request are
+/// still queued when the next fetch begins (fixed upstream in 3.9, nats.c
+/// #749) — which happens under load. Here a message that comes after its
+/// request ended is simply taken by the next fetch.
 public final class PullSubscription: @unchecked Sendable {
     let jetStream: JetStream
-    let handle: OpaquePointer
-    /// One fetch at a time (libnats refuses concurrent ones).
+    private let subscription: OpaquePointer
+    /// `_INBOX.<unique>.`: request n's replies come to this prefix + n.
+    private let replyPrefix: String
+    /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
+    private let nextSubject: String
+    private var requests = 0
+    /// One fetch at a time.
     private let fetching = Mutex(())
 
-    /// Binds to the existing durable consumer `consumer` of `stream`.
-    public init(jetStream: JetStream, stream: String, consumer: String, subject: String) throws(NATSError) {
-        var options = jsSubOptions()
-        jsSubOptions_Init(&options)
+    /// Reads from the existing durable consumer `consumer` of `stream`.
+    public init(jetStream: JetStream, stream: String, consumer: String) throws(NATSError) {
+        var inbox: UnsafeMutablePointer<natsInbox>?
+        var status = natsInbox_Create(&inbox)
+        guard status == NATS_OK, let inbox else { throw NATSError.from(status, doing: "making an inbox") }
+        let prefix = String(cString: inbox) + "."
+        natsInbox_Destroy(inbox)
         var subscription: OpaquePointer?
-        var code = jsErrCode(rawValue: 0)
-        let status: natsStatus = stream.withCString { streamName in
-            consumer.withCString { consumerName in
-                options.Stream = streamName
-                options.Consumer = consumerName
-                return js_PullSubscribe(&subscription, jetStream.handle, subject, consumer, nil, &options, &code)
-            }
-        }
-        guard status == NATS_OK, let subscription else {
-            throw NATSError.from(status, jetStreamCode: code, doing: "subscribing to consumer \(consumer) of stream \(stream)")
-        }
+        status = natsConnection_SubscribeSync(&subscription, jetStream.connection.handle, prefix + "*")
+        guard status == NATS_OK, let subscription else { throw NATSError.from(status, doing: "subscribing to \(prefix)*") }
+        // Never drop a delivered message for being slow: each is bounded by a request's batch.
+        _ = natsSubscription_SetPendingLimits(subscription, -1, -1)
         self.jetStream = jetStream
-        self.handle = subscription
+        self.subscription = subscription
+        self.replyPrefix = prefix
+        self.nextSubject = "$JS.API.CONSUMER.MSG.NEXT.\(stream).\(consumer)"
     }
 
     deinit {
-        // Not Unsubscribe: that would delete the durable consumer the others share.
-        natsSubscription_Destroy(handle)
+        // Not the consumer: the other appliers share it.
+        natsSubscription_Destroy(subscription)
     }
 
-    /// Up to `batch` messages, waiting at most `timeoutMilliseconds` for the
-    /// first and returning what came by then; empty when none came.
+    /// Up to `batch` messages: what is there now, or else the first that
+    /// come within `timeoutMilliseconds` (up to the batch); empty when none came.
     public func fetch(batch: Int, timeoutMilliseconds: Int64) throws(NATSError) -> [JetStreamMessage] {
-        var list = natsMsgList()
-        var code = jsErrCode(rawValue: 0)
-        let status = fetching.withLock { _ in
-            natsSubscription_Fetch(&list, handle, Int32(batch), max(1, timeoutMilliseconds), &code)
+        try fetching.withLock { _ throws(NATSError) in
+            let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(1, timeoutMilliseconds)) * 1_000_000
+            var messages: [JetStreamMessage] = []
+            // Late messages of an earlier request first: they are ours.
+            _ = try receive(into: &messages, batch: batch, request: nil, until: 0)
+            guard messages.count < batch else { return messages }
+            // What is there now, answered at once (a 404 status when there is less).
+            let available = try request(batch: batch - messages.count, expiresMilliseconds: timeoutMilliseconds, noWait: true)
+            _ = try receive(into: &messages, batch: batch, request: available, until: deadline)
+            guard messages.isEmpty else { return messages }
+            // Nothing: wait for the first to come, until the time is up (a 408 status then).
+            let now = DispatchTime.now().uptimeNanoseconds
+            let remaining = deadline > now ? Int64((deadline - now) / 1_000_000) : 0
+            guard remaining > 20 else { return messages }
+            let waiting = try request(batch: batch, expiresMilliseconds: remaining - 10, noWait: false)
+            _ = try receive(into: &messages, batch: batch, request: waiting, until: deadline)
+            return messages
         }
-        if status == NATS_TIMEOUT { return [] }
-        guard status == NATS_OK else {
-            natsMsgList_Destroy(&list)
-            throw NATSError.from(status, jetStreamCode: code, doing: "fetching messages")
+    }
+
+    /// Publishes a pull request; returns its reply subject.
+    private func request(batch: Int, expiresMilliseconds: Int64, noWait: Bool) throws(NATSError) -> String {
+        requests += 1
+        let reply = replyPrefix + String(requests)
+        let body = "{\"batch\":\(batch),\"expires\":\(max(1, expiresMilliseconds) * 1_000_000)\(noWait ? ",\"no_wait\":true" : "")}"
+        let status = body.withCString { text in
+            natsConnection_PublishRequest(jetStream.connection.handle, nextSubject, reply, text, Int32(strlen(text)))
         }
-        var messages: [JetStreamMessage] = []
-        messages.reserveCapacity(Int(list.Count))
-        for index in 0..<Int(list.Count) {
-            guard let message = list.Msgs[index] else { continue }
-            // Taken out of the list, so destroying the list leaves it alone.
-            list.Msgs[index] = nil
-            messages.append(JetStreamMessage(message, subscription: self))
+        guard status == NATS_OK else { throw NATSError.from(status, doing: "asking \(nextSubject) for messages") }
+        return reply
+    }
+
+    /// Takes messages until `batch` are there, `request` (a reply subject)
+    /// is answered with a status, or `until` (uptime ns; 0: only what is
+    /// queued now) passes. Returns whether the request was answered.
+    private func receive(into messages: inout [JetStreamMessage], batch: Int, request: String?, until deadline: UInt64) throws(NATSError) -> Bool {
+        while messages.count < batch {
+            let now = DispatchTime.now().uptimeNanoseconds
+            let wait = deadline > now ? Int64((deadline - now) / 1_000_000) : 0
+            var message: OpaquePointer?
+            let status = natsSubscription_NextMsg(&message, subscription, max(1, wait))
+            if status == NATS_TIMEOUT { return false }
+            guard status == NATS_OK, let message else { throw NATSError.from(status, doing: "receiving from \(nextSubject)") }
+            defer { natsMsg_Destroy(message) }
+            if let statusCode = Self.statusCode(message) {
+                // 100: a heartbeat. 404, 408, 409: that request is over (no
+                // more now, expired, or refused). 503: no consumer answers.
+                if statusCode == "503" {
+                    throw NATSError(status: NATS_NO_RESPONDERS.rawValue, message: "no JetStream consumer answers \(nextSubject)")
+                }
+                if statusCode != "100", let request, String(cString: natsMsg_GetSubject(message)) == request { return true }
+                continue
+            }
+            messages.append(JetStreamMessage(message, connection: jetStream.connection))
         }
-        natsMsgList_Destroy(&list)
-        return messages
+        return false
+    }
+
+    /// The status of a status message (no data, a `Status` header), or nil for a message.
+    private static func statusCode(_ message: OpaquePointer) -> String? {
+        guard natsMsg_GetDataLength(message) == 0 else { return nil }
+        var value: UnsafePointer<CChar>?
+        guard natsMsgHeader_Get(message, "Status", &value) == NATS_OK, let value else { return nil }
+        return String(String(cString: value).prefix(3))
     }
 }
 
-/// A message fetched from a pull consumer, until it is acknowledged,
-/// refused for redelivery, or terminated. Its data is copied out at once.
+/// A message fetched from a pull consumer: its data, where it is in the
+/// stream, and how to settle it — acknowledged (done), refused for
+/// redelivery now, or terminated (never again). Settling publishes to the
+/// message's reply subject, so nothing of libnats is held meanwhile.
 public final class JetStreamMessage: @unchecked Sendable {
-    private let handle: OpaquePointer
-    private let subscription: PullSubscription
+    private let connection: NATSConnection
+    private let reply: String
     public let data: [UInt8]
     /// The message's sequence number in the stream.
     public let streamSequence: UInt64
     /// How many times it has been delivered (1 the first time).
     public let deliveries: UInt64
 
-    init(_ handle: OpaquePointer, subscription: PullSubscription) {
-        self.handle = handle
-        self.subscription = subscription
-        let length = Int(natsMsg_GetDataLength(handle))
-        if length > 0, let bytes = natsMsg_GetData(handle) {
+    init(_ message: OpaquePointer, connection: NATSConnection) {
+        self.connection = connection
+        reply = natsMsg_GetReply(message).map { String(cString: $0) } ?? ""
+        let length = Int(natsMsg_GetDataLength(message))
+        if length > 0, let bytes = natsMsg_GetData(message) {
             data = Array(UnsafeRawBufferPointer(start: bytes, count: length))
         } else {
             data = []
         }
         var meta: UnsafeMutablePointer<jsMsgMetaData>?
-        if natsMsg_GetMetaData(&meta, handle) == NATS_OK, let meta {
+        if natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta {
             streamSequence = meta.pointee.Sequence.Stream
             deliveries = meta.pointee.NumDelivered
             jsMsgMetaData_Destroy(meta)
@@ -92,16 +149,18 @@ public final class JetStreamMessage: @unchecked Sendable {
         }
     }
 
-    deinit { natsMsg_Destroy(handle) }
-
     /// Done with: not delivered again.
-    public func ack() throws(NATSError) { try settle(natsMsg_Ack(handle, nil), "acknowledging") }
+    public func ack() throws(NATSError) { try settle("+ACK", "acknowledging") }
     /// Not done with: delivered again (to any fetcher) at once.
-    public func nak() throws(NATSError) { try settle(natsMsg_Nak(handle, nil), "refusing") }
+    public func nak() throws(NATSError) { try settle("-NAK", "refusing") }
     /// Never to be delivered again, though not processed (it cannot be).
-    public func term() throws(NATSError) { try settle(natsMsg_Term(handle, nil), "terminating") }
+    public func term() throws(NATSError) { try settle("+TERM", "terminating") }
 
-    private func settle(_ status: natsStatus, _ what: String) throws(NATSError) {
+    private func settle(_ body: String, _ what: String) throws(NATSError) {
+        guard reply.hasPrefix("$JS.ACK.") else {
+            throw NATSError(status: NATS_ILLEGAL_STATE.rawValue, message: "\(what) stream message \(streamSequence): it came without a JetStream reply subject")
+        }
+        let status = natsConnection_PublishString(connection.handle, reply, body)
         guard status == NATS_OK else { throw NATSError.from(status, doing: "\(what) stream message \(streamSequence)") }
     }
 }

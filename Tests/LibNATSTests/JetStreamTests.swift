@@ -1,5 +1,7 @@
 import Foundation
+import JetStreamSetup
 import LibNATS
+import Logging
 import Synchronization
 import Testing
 import TestSupport
@@ -57,7 +59,7 @@ import TestSupport
 
         try js.addConsumer(stream: "T", ConsumerSettings(durableName: "c", filterSubject: "t.in"))
         #expect(try js.consumerInfo(stream: "T", consumer: "c")?.settings.filterSubject == "t.in")
-        let subscription = try PullSubscription(jetStream: js, stream: "T", consumer: "c", subject: "t.in")
+        let subscription = try PullSubscription(jetStream: js, stream: "T", consumer: "c")
         let fetched = try subscription.fetch(batch: 10, timeoutMilliseconds: 2000)
         #expect(fetched.map { String(decoding: $0.data, as: UTF8.self) } == ["message 1", "message 2"])
         #expect(fetched.map(\.streamSequence) == [1, 2] && fetched.allSatisfy { $0.deliveries == 1 })
@@ -88,5 +90,46 @@ import TestSupport
             #expect(acks.results.withLock { $0.isEmpty })
         }
         #expect(throws: NATSError.self) { try js.streamInfo("T") }
+    }
+}
+
+/// meetperry's stream and consumer made the first time, and left as they
+/// are (and logged) when an operator made them otherwise.
+@Suite(.serialized) struct JetStreamSetupTests {
+    @Test func makesTheStreamAndConsumerOnceAndUsesOthersAsTheyAre() throws {
+        let cluster = try NATSCluster()
+        let connection = try NATSConnection(.init(servers: [cluster.nodes[0].url], name: "test"))
+        let deadline = Date().addingTimeInterval(10)
+        while !connection.isConnected && Date() < deadline { usleep(10_000) }
+        let js = try JetStream(connection: connection)
+        let logger = Logger(label: "test")
+        var settings = JetStreamSettings(servers: [cluster.nodes[0].url])
+        settings.ackWaitSeconds = 7
+        let made = try JetStreamSetup.ensureStream(js, settings, logger: logger)
+        #expect(made.settings.maxAgeNanoseconds == 168 * 3_600 * 1_000_000_000 && made.settings.replicas == 1)
+        #expect(made.settings.duplicateWindowNanoseconds == 120_000_000_000 && made.settings.fileStorage)
+        #expect(made.settings.subjects == ["meetperry.webhooks"])
+        try JetStreamSetup.ensureConsumer(js, settings, logger: logger)
+        #expect(try js.consumerInfo(stream: "MEETPERRY", consumer: "appliers")?.settings.ackWaitNanoseconds == 7_000_000_000)
+
+        // Asked again with other settings: the existing ones stay.
+        var other = settings
+        other.maxAgeHours = 1
+        other.ackWaitSeconds = 60
+        #expect(try JetStreamSetup.ensureStream(js, other, logger: logger).settings.maxAgeNanoseconds == made.settings.maxAgeNanoseconds)
+        try JetStreamSetup.ensureConsumer(js, other, logger: logger)
+        #expect(try js.consumerInfo(stream: "MEETPERRY", consumer: "appliers")?.settings.ackWaitNanoseconds == 7_000_000_000)
+        connection.close()
+    }
+
+    @Test func refusesServersNamesAndSubjectsItCannotUse() throws {
+        #expect(try JetStreamSettings.servers(from: "nats://a:4222, b:4223") == ["nats://a:4222", "nats://b:4223"])
+        for bad in ["", "nats://a", "http://a:1", "nats://a:0", "nats://a:99999", "a b:1"] {
+            #expect(throws: JetStreamSettings.Invalid.self, "\(bad)") { try JetStreamSettings.servers(from: bad) }
+        }
+        #expect(throws: JetStreamSettings.Invalid.self) { try JetStreamSettings.checkName("MEET.PERRY", variable: "NATS_STREAM") }
+        #expect(throws: JetStreamSettings.Invalid.self) { try JetStreamSettings.checkSubject("a.*", variable: "NATS_SUBJECT") }
+        #expect(throws: JetStreamSettings.Invalid.self) { try JetStreamSettings.checkSubject("a..b", variable: "NATS_SUBJECT") }
+        try JetStreamSettings.checkSubject("meetperry.webhooks", variable: "NATS_SUBJECT")
     }
 }

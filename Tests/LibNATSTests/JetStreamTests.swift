@@ -133,3 +133,18 @@ import TestSupport
         try JetStreamSettings.checkSubject("meetperry.webhooks", variable: "NATS_SUBJECT")
     }
 }
+
+/// The three-node cluster configuration `deploy/jetstream/` ships is one nats-server accepts.
+@Suite struct DeployedClusterConfigTests {
+    @Test(arguments: [1, 2, 3]) func nodeConfigurationIsValid(node: Int) throws {
+        let path = packageRoot() + "/deploy/jetstream/nats-\(node).conf"
+        let dir = try makeTemporaryDirectory("natsconf")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        guard let server = NATSCluster.serverPath() else { throw TestFailure("nats-server not found: apt-get install nats-server") }
+        let check = try ChildProcess(server, arguments: ["-t", "-c", path], stdout: .file(dir + "/out"), stderr: .file(dir + "/err"))
+        #expect(try check.waitForExit(timeout: 30) == 0, "\(String(describing: try? String(contentsOfFile: dir + "/err", encoding: .utf8)))")
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(text.contains("server_name: nats-\(node)") && text.contains("jetstream"))
+        #expect(!text.contains("nats-\(node).internal:6222"), "a node does not route to itself")
+    }
+}

@@ -76,7 +76,7 @@ public final class NATSCluster: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    static func serverPath() -> String? {
+    public static func serverPath() -> String? {
         for candidate in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
         where FileManager.default.isExecutableFile(atPath: candidate) {
             return candidate

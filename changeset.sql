@@ -4,17 +4,44 @@
 
 CREATE SCHEMA IF NOT EXISTS meetperry;
 
--- The task table exactly as the seed service made it; other tools read it.
+-- The task table exactly as the seed service made it (column for column, as
+-- information_schema.columns shows it); other tools read it.
 CREATE TABLE IF NOT EXISTS meetperry.task (
     id             BIGSERIAL PRIMARY KEY,
-    external_id    text UNIQUE,
+    external_id    text NOT NULL UNIQUE,
     user_id        text NOT NULL,
-    content        text,
+    content        text NOT NULL,
     completed_date timestamptz,
     deleted_date   timestamptz,
-    created_date   timestamptz NOT NULL DEFAULT now(),
-    updated_date   timestamptz NOT NULL DEFAULT now()
+    created_date   timestamptz DEFAULT CURRENT_TIMESTAMP,
+    updated_date   timestamptz DEFAULT CURRENT_TIMESTAMP
 );
+
+-- A table made by an earlier changeset of ours (external_id and content
+-- nullable, created_date and updated_date NOT NULL) is brought to the seed's.
+-- Rows that would break the seed's NOT NULL constraints stop the changeset
+-- with what to do; nothing is changed then.
+DO $$
+DECLARE
+    without_id bigint;
+    without_content bigint;
+BEGIN
+    SELECT count(*) FILTER (WHERE external_id IS NULL), count(*) FILTER (WHERE content IS NULL)
+    INTO without_id, without_content FROM meetperry.task;
+    IF without_id > 0 OR without_content > 0 THEN
+        RAISE EXCEPTION 'meetperry.task cannot take the seed''s NOT NULL constraints: % row(s) have no external_id, % row(s) have no content',
+            without_id, without_content
+            USING HINT = 'Fill in or delete them (SELECT id FROM meetperry.task WHERE external_id IS NULL OR content IS NULL), then run changeset.sql again.';
+    END IF;
+END
+$$;
+ALTER TABLE meetperry.task
+    ALTER COLUMN external_id SET NOT NULL,
+    ALTER COLUMN content SET NOT NULL,
+    ALTER COLUMN created_date DROP NOT NULL,
+    ALTER COLUMN created_date SET DEFAULT CURRENT_TIMESTAMP,
+    ALTER COLUMN updated_date DROP NOT NULL,
+    ALTER COLUMN updated_date SET DEFAULT CURRENT_TIMESTAMP;
 
 -- Rows put in with explicit ids (a restore, the seed's own tools) can leave the
 -- id sequence behind them; the applier would then collide with them and retry.
@@ -36,7 +63,8 @@ CREATE TRIGGER task_set_updated_date
     BEFORE UPDATE ON meetperry.task
     FOR EACH ROW EXECUTE FUNCTION meetperry.set_updated_date();
 
--- Every distinct event ever received, keyed by its identity (SPEC §4): the
+-- Every distinct event ever received, keyed by its identity (README, "The
+-- applier"): the
 -- applier stores an identity once (a duplicate never gets here); events
 -- waiting for their `created` (pending) and events the rules reject stay here
 -- for audit and recompute.

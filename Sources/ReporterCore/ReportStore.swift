@@ -140,7 +140,7 @@ public final class ReportStore {
             WITH later AS (
                 SELECT DISTINCT external_id FROM meetperry.task_event WHERE occurred_at > $2::timestamptz
             )
-            SELECT t.user_id, t.external_id, coalesce(t.content, ''),
+            SELECT t.user_id, t.external_id, t.content,
                    t.created_date, t.completed_date, t.deleted_date,
                    CASE WHEN l.external_id IS NOT NULL OR t.user_id = ANY($4::text[]) THEN (
                        SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
@@ -149,7 +149,7 @@ public final class ReportStore {
                        FROM meetperry.task_event e WHERE e.external_id = t.external_id)
                    END
             FROM meetperry.task t LEFT JOIN later l ON l.external_id = t.external_id
-            WHERE t.external_id IS NOT NULL
+            WHERE t.created_date IS NOT NULL  -- a row another tool put in without one cannot be placed
               AND ((t.created_date <= $2::timestamptz AND (t.deleted_date IS NULL OR t.deleted_date > $1::timestamptz))
                    OR t.user_id = ANY($4::text[]))
               AND ($3::text IS NULL OR t.user_id = $3::text)

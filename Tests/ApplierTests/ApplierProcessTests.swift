@@ -271,11 +271,7 @@ import WebhookModel
         let connection = try PGConnection(conninfo: db)
         // The seed service's own table, with a row in it.
         try connection.executeScript("""
-            CREATE SCHEMA meetperry;
-            CREATE TABLE meetperry.task (
-                id BIGSERIAL PRIMARY KEY, external_id text UNIQUE, user_id text NOT NULL, content text,
-                completed_date timestamptz, deleted_date timestamptz,
-                created_date timestamptz NOT NULL DEFAULT now(), updated_date timestamptz NOT NULL DEFAULT now());
+            \(Self.seedDDL)
             INSERT INTO meetperry.task (external_id, user_id, content) VALUES ('seed-1', 'u9', 'from the seed');
             INSERT INTO meetperry.task (id, external_id, user_id, content) VALUES (7, 'seed-7', 'u9', 'restored with its id');
             """)
@@ -292,6 +288,55 @@ import WebhookModel
         // The trigger keeps updated_date current.
         try connection.execute("UPDATE meetperry.task SET updated_date = '2000-01-01' WHERE external_id = 'seed-1'")
         #expect(try connection.execute("SELECT updated_date > '2001-01-01' FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "t")
+    }
+
+    /// The seed service's own DDL for the task table (and its trigger).
+    static let seedDDL = """
+        CREATE SCHEMA meetperry;
+        CREATE TABLE meetperry.task (
+            id BIGSERIAL PRIMARY KEY, external_id text NOT NULL UNIQUE, user_id text NOT NULL, content text NOT NULL,
+            completed_date timestamptz, deleted_date timestamptz,
+            created_date timestamptz DEFAULT CURRENT_TIMESTAMP, updated_date timestamptz DEFAULT CURRENT_TIMESTAMP);
+        """
+
+    /// `information_schema.columns` of the task table, column by column.
+    func columns(_ connection: PGConnection) throws -> [[String?]] {
+        try connection.execute("""
+            SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns
+            WHERE table_schema = 'meetperry' AND table_name = 'task' ORDER BY ordinal_position
+            """).rows
+    }
+
+    @Test func theTaskTableIsTheSeedsColumnForColumnAndEarlierOnesAreBroughtToIt() throws {
+        let changeset = try String(contentsOfFile: packageRoot() + "/changeset.sql", encoding: .utf8)
+        let seed = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase(applyChangeset: false)))
+        try seed.executeScript(Self.seedDDL)
+        let ours = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase()))
+        #expect(try columns(ours) == (try columns(seed)))
+
+        // A database made by the previous changeset: nullable ids and content, NOT NULL dates.
+        let earlier = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase(applyChangeset: false)))
+        try earlier.executeScript("""
+            CREATE SCHEMA meetperry;
+            CREATE TABLE meetperry.task (
+                id BIGSERIAL PRIMARY KEY, external_id text UNIQUE, user_id text NOT NULL, content text,
+                completed_date timestamptz, deleted_date timestamptz,
+                created_date timestamptz NOT NULL DEFAULT now(), updated_date timestamptz NOT NULL DEFAULT now());
+            INSERT INTO meetperry.task (external_id, user_id, content) VALUES ('kept', 'u1', 'still here');
+            INSERT INTO meetperry.task (external_id, user_id, content) VALUES (NULL, 'u1', 'no id');
+            """)
+        // A row that would break NOT NULL: refused with what to do, and nothing changed.
+        #expect {
+            try earlier.executeScript(changeset)
+        } throws: { error in
+            "\(error)".contains("1 row(s) have no external_id") && "\(error)".contains("then run changeset.sql again")
+        }
+        #expect(try earlier.execute("SELECT count(*) FROM meetperry.task").scalar == "2")
+        try earlier.execute("DELETE FROM meetperry.task WHERE external_id IS NULL")
+        try earlier.executeScript(changeset)
+        try earlier.executeScript(changeset)
+        #expect(try columns(earlier) == (try columns(seed)))
+        #expect(try earlier.execute("SELECT content FROM meetperry.task WHERE external_id = 'kept'").scalar == "still here")
     }
 
     /// Task rows `seed-N` put in with explicit ids, as a restore would, after

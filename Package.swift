@@ -5,7 +5,7 @@ let package = Package(
     name: "meetperry",
     platforms: [.macOS(.v14)],
     products: [
-        .executable(name: "receiver", targets: ["Receiver"]),
+        .executable(name: "receiver", targets: ["ReceiverCommand"]),
         .executable(name: "applier", targets: ["ApplierCommand"]),
         .executable(name: "reporter", targets: ["ReporterCommand"]),
     ],
@@ -85,7 +85,7 @@ let package = Package(
         .target(
             name: "CommandSupport",
             dependencies: [
-                "JetStreamSetup",
+                "JetStreamSetup", "LibPQ",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -109,7 +109,7 @@ let package = Package(
             ]
         ),
         .executableTarget(
-            name: "Receiver",
+            name: "ReceiverCommand",
             dependencies: [
                 "ReceiverCore", "CommandSupport", "FileIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -126,21 +126,21 @@ let package = Package(
         .testTarget(
             name: "ReceiverTests",
             dependencies: [
-                "ReceiverCore", "WebhookModel", "TestSupport", "Receiver",
+                "ReceiverCore", "WebhookModel", "TestSupport", "ReceiverCommand",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(
             name: "ApplierTests",
-            dependencies: ["ApplierCore", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "Receiver"]
+            dependencies: ["ApplierCore", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "ReceiverCommand"]
         ),
         .testTarget(
             name: "PipelineTests",
-            dependencies: ["LibPQ", "TestSupport", "WebhookModel", "Receiver", "ApplierCommand", "ReporterCommand"]
+            dependencies: ["LibPQ", "TestSupport", "WebhookModel", "ReceiverCommand", "ApplierCommand", "ReporterCommand"]
         ),
         .testTarget(
             name: "ScaleOutTests",
-            dependencies: ["LibNATS", "LibPQ", "TaskModel", "TestSupport", "WebhookModel", "Receiver", "ApplierCommand"]
+            dependencies: ["LibNATS", "LibPQ", "TaskModel", "TestSupport", "WebhookModel", "ReceiverCommand", "ApplierCommand"]
         ),
         .testTarget(
             name: "ReporterTests",

@@ -8,15 +8,15 @@ import WebhookModel
 /// one per connection, each taking the events of its own task partitions;
 /// rejects go to stdout, a summary to stderr.
 public final class Applier {
-    /// How the run ended; the executable exits with `rawValue`.
-    public enum Exit: Int32, Sendable {
+    /// How the run ended.
+    public enum Outcome: Sendable {
         /// EOF or a signal, and everything read is committed.
-        case done = 0
+        case done
         /// A fatal error (schema missing, database refusing for good, unreadable input).
-        case failed = 1
+        case failed
         /// Asked to stop while PostgreSQL was unreachable: what was read but not
         /// committed is named in the log (it is still in the receiver's archive).
-        case gaveUp = 75
+        case gaveUp
     }
 
     private let configuration: ApplierConfiguration
@@ -49,7 +49,7 @@ public final class Applier {
         }
     }
 
-    public func run() -> Exit {
+    public func run() -> Outcome {
         let started = DispatchTime.now()
         var decoded = ApplierSummary()
         defer {

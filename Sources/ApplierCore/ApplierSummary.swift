@@ -1,3 +1,5 @@
+import Foundation
+
 /// Counters the applier reports on stderr when it ends.
 public struct ApplierSummary: Sendable, Equatable {
     /// Lines read that held something (blank lines are not counted).
@@ -23,12 +25,19 @@ public struct ApplierSummary: Sendable, Equatable {
         return sum
     }
 
+    /// Lines read per second: whole above 100, with a decimal or two below
+    /// (64 lines in 177 s is 0.36, not 0).
+    public var rate: String {
+        guard seconds > 0 else { return "0" }
+        let perSecond = Double(read) / seconds
+        switch perSecond {
+        case 100...: return String(Int(perSecond.rounded()))
+        case 1..<100: return String(format: "%.1f", perSecond)
+        default: return String(format: "%.2f", perSecond)
+        }
+    }
+
     public var line: String {
-        let rate = seconds > 0 ? Double(read) / seconds : 0
-        return "read=\(read) applied=\(applied) duplicates=\(duplicates) pending=\(pending) rejected=\(rejected) batches=\(batches) seconds=\(String(format: "%.3f", seconds)) events/s=\(Int(rate))"
+        "read=\(read) applied=\(applied) duplicates=\(duplicates) pending=\(pending) rejected=\(rejected) batches=\(batches) seconds=\(String(format: "%.3f", seconds)) events/s=\(rate)"
     }
 }
-
-#if canImport(Foundation)
-import Foundation
-#endif

@@ -4,39 +4,35 @@ import JetStreamSetup
 /// The JetStream options the receiver and the applier share
 /// (`@OptionGroup`): unset `NATS_URL` means the pipe, the default.
 public struct JetStreamOptions: ParsableArguments {
-    @Option(help: "JetStream mode: comma-separated nats://host:port servers of the cluster; unset: the pipe [NATS_URL].")
+    @Option(help: ArgumentHelp("JetStream mode: comma-separated nats://host:port servers of the cluster; unset: the pipe [NATS_URL].", valueName: "urls"))
     public var natsUrl: String?
-    @Option(help: "Stream the webhooks go to [NATS_STREAM, default MEETPERRY].")
+    @Option(help: ArgumentHelp("Stream the webhooks go to [NATS_STREAM, default MEETPERRY].", valueName: "name"))
     public var natsStream: String?
-    @Option(help: "Subject the webhooks are published to [NATS_SUBJECT, default meetperry.webhooks].")
+    @Option(help: ArgumentHelp("Subject the webhooks are published to [NATS_SUBJECT, default meetperry.webhooks].", valueName: "subject"))
     public var natsSubject: String?
-    @Option(help: "Replicas of the stream when it is made (1, 3 or 5) [NATS_REPLICAS, default 1].")
+    @Option(help: ArgumentHelp("Replicas of the stream when it is made (1, 3 or 5) [NATS_REPLICAS, default 1].", valueName: "n"))
     public var natsReplicas: Int?
-    @Option(help: "Hours the stream keeps a webhook when it is made [NATS_MAX_AGE_HOURS, default 168].")
+    @Option(help: ArgumentHelp("Hours the stream keeps a webhook when it is made [NATS_MAX_AGE_HOURS, default 168].", valueName: "h"))
     public var natsMaxAgeHours: Int?
 
     public init() {}
 
-    /// The settings, or nil when `NATS_URL` is unset; throws for a setting that cannot be used, naming it.
+    /// The settings, or nil when `NATS_URL` is unset; throws for a setting
+    /// that cannot be used (`Settings.InvalidSetting`, `JetStreamSettings.Invalid`), naming it.
     public func resolve(_ settings: Settings = Settings(), consumer: String? = nil) throws -> JetStreamSettings? {
         guard let url = natsUrl ?? settings.string("NATS_URL") else { return nil }
-        do {
-            var jetStream = JetStreamSettings(servers: try JetStreamSettings.servers(from: url))
-            jetStream.stream = settings.string(natsStream, "NATS_STREAM", default: jetStream.stream)
-            try JetStreamSettings.checkName(jetStream.stream, variable: "NATS_STREAM")
-            jetStream.subject = settings.string(natsSubject, "NATS_SUBJECT", default: jetStream.subject)
-            try JetStreamSettings.checkSubject(jetStream.subject, variable: "NATS_SUBJECT")
-            jetStream.replicas = try settings.int(natsReplicas, "NATS_REPLICAS", default: jetStream.replicas, range: 1...5)
-            jetStream.maxAgeHours = try settings.int(natsMaxAgeHours, "NATS_MAX_AGE_HOURS", default: jetStream.maxAgeHours, range: 0...876_000)
-            if let consumer {
-                jetStream.consumer = consumer
-                try JetStreamSettings.checkName(jetStream.consumer, variable: "NATS_CONSUMER")
-            }
-            return jetStream
-        } catch let error as JetStreamSettings.Invalid {
-            throw ValidationError(error.description)
-        } catch let error as Settings.InvalidSetting {
-            throw ValidationError(error.description)
+        var jetStream = JetStreamSettings(servers: try JetStreamSettings.servers(from: url))
+        jetStream.stream = settings.string(natsStream, "NATS_STREAM", default: jetStream.stream)
+        try JetStreamSettings.checkName(jetStream.stream, variable: "NATS_STREAM")
+        jetStream.subject = settings.string(natsSubject, "NATS_SUBJECT", default: jetStream.subject)
+        try JetStreamSettings.checkSubject(jetStream.subject, variable: "NATS_SUBJECT")
+        jetStream.replicas = try settings.int(("--nats-replicas", natsReplicas), "NATS_REPLICAS", default: jetStream.replicas, range: 1...5)
+        jetStream.maxAgeHours = try settings.int(("--nats-max-age-hours", natsMaxAgeHours), "NATS_MAX_AGE_HOURS", default: jetStream.maxAgeHours,
+                                                 range: 0...876_000)
+        if let consumer {
+            jetStream.consumer = consumer
+            try JetStreamSettings.checkName(jetStream.consumer, variable: "NATS_CONSUMER")
         }
+        return jetStream
     }
 }

@@ -1,15 +1,15 @@
 import Foundation
 
-/// Resolves a setting the way SPEC §1 says: command-line flag, else
-/// environment variable, else default. A variable that is set but cannot be
-/// read as its type is an error naming the variable, not a silent default.
+/// Resolves a setting: command-line flag, else environment variable, else
+/// default. A value that is given but cannot be used is an error naming
+/// where it came from (the flag, or the variable), never a silent default.
 public struct Settings: Sendable {
     /// A setting that was given but is not usable.
     public struct InvalidSetting: Error, CustomStringConvertible {
-        public var name: String
-        public var value: String
+        /// `--batch-size 0` or `APPLIER_BATCH_SIZE="0"`: where the value came from, and the value.
+        public var given: String
         public var expected: String
-        public var description: String { "\(name)=\(value.debugDescription) is not \(expected)" }
+        public var description: String { "\(given) is not \(expected)" }
     }
 
     private let environment: [String: String]
@@ -28,37 +28,39 @@ public struct Settings: Sendable {
         flag ?? string(name) ?? defaultValue
     }
 
-    public func int(_ flag: Int?, _ name: String, default defaultValue: Int, range: ClosedRange<Int>) throws -> Int {
+    /// `flag`: the flag's name and what it was given (nil when it was not).
+    public func int(_ flag: (name: String, value: Int?), _ variable: String, default defaultValue: Int, range: ClosedRange<Int>) throws -> Int {
         let value: Int
-        if let flag {
-            value = flag
-        } else if let text = string(name) {
+        let given: String
+        if let flagged = flag.value {
+            value = flagged
+            given = "\(flag.name) \(flagged)"
+        } else if let text = string(variable) {
+            given = "\(variable)=\(text.debugDescription)"
             guard let parsed = Int(text.trimmingCharacters(in: .whitespaces)) else {
-                throw InvalidSetting(name: name, value: text, expected: "a whole number")
+                throw InvalidSetting(given: given, expected: "a whole number")
             }
             value = parsed
         } else {
             return defaultValue
         }
         guard range.contains(value) else {
-            throw InvalidSetting(name: name, value: String(value), expected: "within \(range.lowerBound)...\(range.upperBound)")
+            throw InvalidSetting(given: given, expected: "within \(range.lowerBound)...\(range.upperBound)")
         }
         return value
     }
-}
 
-extension Settings {
     /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
-    public func bool(_ flag: Bool?, _ name: String, default defaultValue: Bool) throws -> Bool {
+    public func bool(_ flag: Bool?, _ variable: String, default defaultValue: Bool) throws -> Bool {
         if let flag { return flag }
-        guard let text = string(name) else { return defaultValue }
+        guard let text = string(variable) else { return defaultValue }
         switch text.lowercased() {
         case "true", "1", "yes", "on": return true
         case "false", "0", "no", "off": return false
-        default: throw InvalidSetting(name: name, value: text, expected: "true or false")
+        default: throw InvalidSetting(given: "\(variable)=\(text.debugDescription)", expected: "true or false")
         }
     }
 }
 
-/// The version every program answers to `--version`.
-public let meetperryVersion = "0.1.0"
+/// The version every program answers to `--version`, after its name.
+public let meetperryVersion = "0.2.0"

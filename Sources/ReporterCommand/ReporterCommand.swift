@@ -8,47 +8,53 @@ import WebhookModel
 
 /// `reporter`: one run for cron, or one window on demand.
 @main
-struct ReporterCommand: ParsableCommand {
+struct ReporterCommand: ParsableCommand, MeetperryCommand {
     static let configuration = CommandConfiguration(
         commandName: "reporter",
         abstract: "Write task_report_{userId}_{start}_{end}.json for every user with tasks to report.",
         discussion: """
-        Without --from/--to (cron mode) the window is (end of the last recorded run,
-        now - REPORT_DELAY_SECONDS]; the first run ever reports REPORT_INTERVAL_SECONDS up
-        to that watermark. Each cron run also rewrites the earlier reports that events
-        committed since the previous run change (up to REPORT_CORRECTION_HOURS old), then
-        writes manifest_{start}_{end}.json naming every file it wrote, and only then
+        Without --from/--to (cron mode) the window is (end of the last recorded run, \
+        now - REPORT_DELAY_SECONDS]; the first run ever reports REPORT_INTERVAL_SECONDS up \
+        to that watermark. Each cron run also rewrites the earlier reports that events \
+        committed since the previous run change (up to REPORT_CORRECTION_HOURS old), then \
+        writes manifest_{start}_{end}.json naming every file it wrote, and only then \
         records the run, so a failed run is redone, whole, by the next.
-        --from/--to report any window (any timestamp form of the webhook contract) and do
-        not move the cron cursor. The database is DATABASE_URL, or DB_HOST/DB_PORT/DB_USER/
-        DB_NAME/DB_PASSWORD. Exit status: 0 done, 1 error (named on stderr), 64 bad
-        settings, 75 another run holds the lock.
+
+        --from/--to report any window (any timestamp form of the webhook contract) and do \
+        not move the cron cursor.
+
+        Every option has an environment variable (in brackets); the option wins.
+
+        Exit status: 0 done; 1 an error (named on stderr); 64 bad settings; 75 another \
+        run holds the lock.
         """,
-        version: meetperryVersion
+        version: versionLine("reporter")
     )
 
-    @Option(help: "Start of an on-demand window, exclusive (ISO 8601).") var from: String?
-    @Option(help: "End of an on-demand window, inclusive (ISO 8601).") var to: String?
-    @Option(help: "Report only this user.") var user: String?
-    @Option(help: "Directory for the files; created if missing [REPORT_DIR, default ./reports].") var out: String?
-    @Option(help: "Length of the first cron window in seconds [REPORT_INTERVAL_SECONDS, default 15].") var intervalSeconds: Int?
-    @Option(help: "Cron windows end this many seconds before now [REPORT_DELAY_SECONDS, default 30].") var delaySeconds: Int?
-    @Option(help: "Rewrite reports changed by events up to this many hours late; 0: off [REPORT_CORRECTION_HOURS, default 72].") var correctionHours: Int?
-    @Option(help: "libpq connection string; wins over DATABASE_URL and DB_* [DATABASE_URL].") var databaseUrl: String?
-    @Option(help: "trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].") var logLevel: String?
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: ArgumentHelp("Start of an on-demand window, exclusive (ISO 8601).", valueName: "time")) var from: String?
+    @Option(help: ArgumentHelp("End of an on-demand window, inclusive (ISO 8601).", valueName: "time")) var to: String?
+    @Option(help: ArgumentHelp("Report only this user.", valueName: "id")) var user: String?
+    @Option(help: ArgumentHelp("Directory for the files; created if missing [REPORT_DIR, default ./reports].", valueName: "dir")) var out: String?
+    @Option(help: ArgumentHelp("Length of the first cron window in seconds [REPORT_INTERVAL_SECONDS, default 15].", valueName: "s"))
+    var intervalSeconds: Int?
+    @Option(help: ArgumentHelp("Cron windows end this many seconds before now [REPORT_DELAY_SECONDS, default 30].", valueName: "s"))
+    var delaySeconds: Int?
+    @Option(help: ArgumentHelp("Rewrite reports changed by events up to this many hours late; 0: off [REPORT_CORRECTION_HOURS, default 72].", valueName: "h"))
+    var correctionHours: Int?
 
     func resolve() throws -> ReporterConfiguration {
         let settings = Settings()
-        var environment = ProcessInfo.processInfo.environment
-        if let databaseUrl { environment["DATABASE_URL"] = databaseUrl }
-        var config = ReporterConfiguration(conninfo: ConnectionString.resolve(environment: environment))
+        var config = ReporterConfiguration(conninfo: database.conninfo)
         config.outputDirectory = settings.string(out, "REPORT_DIR", default: config.outputDirectory)
-        do {
-            config.intervalSeconds = try settings.int(intervalSeconds, "REPORT_INTERVAL_SECONDS", default: config.intervalSeconds, range: 1...(366 * 86_400))
-            config.delaySeconds = try settings.int(delaySeconds, "REPORT_DELAY_SECONDS", default: config.delaySeconds, range: 0...(366 * 86_400))
-            config.correctionHours = try settings.int(correctionHours, "REPORT_CORRECTION_HOURS", default: config.correctionHours, range: 0...(24 * 366))
-        } catch let error as Settings.InvalidSetting {
-            throw ValidationError(error.description)
+        try Self.checkingSettings {
+            config.intervalSeconds = try settings.int(("--interval-seconds", intervalSeconds), "REPORT_INTERVAL_SECONDS", default: config.intervalSeconds,
+                                                      range: 1...(366 * 86_400))
+            config.delaySeconds = try settings.int(("--delay-seconds", delaySeconds), "REPORT_DELAY_SECONDS", default: config.delaySeconds,
+                                                   range: 0...(366 * 86_400))
+            config.correctionHours = try settings.int(("--correction-hours", correctionHours), "REPORT_CORRECTION_HOURS", default: config.correctionHours,
+                                                      range: 0...(24 * 366))
         }
         switch (from, to) {
         case (nil, nil):
@@ -73,10 +79,13 @@ struct ReporterCommand: ParsableCommand {
         }
     }
 
+    func validate() throws {
+        _ = try resolve()
+    }
+
     func run() throws {
         let config = try resolve()
-        LogSetup.bootstrap(level: logLevel ?? Settings().string("LOG_LEVEL"))
-        let logger = Logger(label: "reporter")
+        let logger = startLogging(as: "reporter")
         do {
             var reporter = Reporter(configuration: config, logger: logger)
             let display = TerminalProgress()
@@ -93,7 +102,7 @@ struct ReporterCommand: ParsableCommand {
                 logger.notice("reporter finished: \(summary)")
             case .locked:
                 logger.error("another reporter run holds the lock (pg_try_advisory_lock); not running twice at once")
-                throw ExitCode(75)
+                throw ExitStatus.tryAgainLater.exitCode
             case .nothingToDo(let lastEnd, let watermark):
                 logger.notice("nothing to report: the last run ended at \(lastEnd.canonical), not before the watermark \(watermark.canonical) (now - REPORT_DELAY_SECONDS)")
             }
@@ -101,7 +110,7 @@ struct ReporterCommand: ParsableCommand {
             throw error
         } catch {
             logger.critical("reporter failed: \(error)")
-            throw ExitCode(1)
+            throw ExitStatus.failure.exitCode
         }
     }
 }

@@ -258,12 +258,6 @@ import WebhookModel
         #expect(plain.stderr.contains("applier finished"))
     }
 
-    @Test func badSettingsExitWithUsage() throws {
-        let bad = try ChildProcess(executable("applier"), environment: ["APPLIER_BATCH_SIZE": "lots"], stdout: .null)
-        #expect(try bad.waitForExit() == 64)
-        let zero = try ChildProcess(executable("applier"), arguments: ["--batch-size", "0"], stdout: .null)
-        #expect(try zero.waitForExit() == 64)
-    }
 
     @Test func changesetIsIdempotentAndKeepsTheSeedsData() throws {
         let name = try cluster.makeDatabase(applyChangeset: false)

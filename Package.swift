@@ -39,13 +39,15 @@ let package = Package(
         .target(name: "LibNATS", dependencies: ["CLibNATS"]),
         // The stream, subject and consumer the receiver and the applier share in JetStream mode, and making sure they exist.
         .target(name: "JetStreamSetup", dependencies: ["LibNATS", .product(name: "Logging", package: "swift-log")]),
-        // SPEC §4's task rules as a pure function of a task's events; shared by applier and reporter.
+        // The event log's columns and their one decoder, and what each program needs of the schema; shared by applier and reporter.
+        .target(name: "DatabaseSchema", dependencies: ["LibPQ", "WebhookModel"]),
+        // The task rules as a pure function of a task's events, and an event's identity; shared by applier, reporter and receiver.
         .target(name: "TaskModel", dependencies: ["WebhookModel", .product(name: "Crypto", package: "swift-crypto")]),
         // The event store and the applier's batching loop.
         .target(
             name: "ApplierCore",
             dependencies: [
-                "WebhookModel", "TaskModel", "LibPQ", "FileIO", "LibNATS", "JetStreamSetup",
+                "WebhookModel", "TaskModel", "LibPQ", "DatabaseSchema", "FileIO", "LibNATS", "JetStreamSetup",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -66,7 +68,7 @@ let package = Package(
         .target(
             name: "ReporterCore",
             dependencies: [
-                "WebhookModel", "TaskModel", "LibPQ", "FileIO",
+                "WebhookModel", "TaskModel", "LibPQ", "DatabaseSchema", "FileIO",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -53,7 +53,7 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
             config.batchSize = try settings.int(("--batch-size", batchSize), "APPLIER_BATCH_SIZE", default: config.batchSize, range: 1...1_000_000)
             config.batchMilliseconds = try settings.int(("--batch-ms", batchMs), "APPLIER_BATCH_MS", default: config.batchMilliseconds, range: 0...3_600_000)
             config.connections = try settings.int(("--connections", connections), "APPLIER_CONNECTIONS", default: config.connections,
-                                                  range: 1...TaskStore.partitionCount)
+                                                  range: 1...TaskPartition.count)
             config.maxLineBytes = try settings.int(("--max-line-bytes", maxLineBytes), "APPLIER_MAX_LINE_BYTES", default: config.maxLineBytes,
                                                    range: 1024...(1 << 30))
             config.shutdownTimeoutSeconds = try settings.int(("--shutdown-timeout", shutdownTimeout), "APPLIER_SHUTDOWN_TIMEOUT",
@@ -73,13 +73,13 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
         let config = try resolve()
         let logger = startLogging(as: "applier")
         signal(SIGPIPE, SIG_IGN)
-        ShutdownSignal.install()
+        let stop = StopToken.onSignals()
         logger.info("applier reading \(config.jetStream.map { "JetStream stream \($0.stream), consumer \($0.consumer)" } ?? "stdin")", metadata: [
             "database": "\(ConnectionString.redacted(config.conninfo))", "batch.size": "\(config.batchSize)", "batch.ms": "\(config.batchMilliseconds)",
         ])
         let applier: Applier
         do {
-            applier = try Applier(configuration: config, logger: logger)
+            applier = try Applier(configuration: config, logger: logger, stop: stop)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitStatus.failure.exitCode

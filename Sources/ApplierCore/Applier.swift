@@ -21,6 +21,7 @@ public final class Applier {
 
     private let configuration: ApplierConfiguration
     private let logger: Logger
+    private let stop: StopToken
     private let input: any ApplierInput
     private let rejects: RejectWriter
     private let committers: [BatchCommitter]
@@ -30,10 +31,14 @@ public final class Applier {
     public var progress: ((_ counts: ApplierSummary, _ done: Bool) -> Void)?
 
     /// Reads `inputFD` (stdin), or with `configuration.jetStream` the
-    /// stream's consumer; throws only for JetStream settings libnats refuses.
-    public init(configuration: ApplierConfiguration, logger: Logger, inputFD: Int32 = 0, outputFD: Int32 = 1) throws {
+    /// stream's consumer, until end of input or `stop`; throws only for
+    /// JetStream settings libnats refuses. `connect` makes each committer's
+    /// store (PostgreSQL unless a test says otherwise).
+    public init(configuration: ApplierConfiguration, logger: Logger, stop: StopToken, inputFD: Int32 = 0, outputFD: Int32 = 1,
+                connect: (() throws -> any BatchStore)? = nil) throws {
         self.configuration = configuration
         self.logger = logger
+        self.stop = stop
         let rejects: RejectWriter
         if let jetStream = configuration.jetStream {
             input = try JetStreamInput(settings: jetStream, batchSize: configuration.batchSize,
@@ -45,7 +50,7 @@ public final class Applier {
         }
         self.rejects = rejects
         self.committers = (0..<max(1, configuration.connections)).map { _ in
-            BatchCommitter(configuration: configuration, logger: logger, rejects: rejects)
+            BatchCommitter(configuration: configuration, logger: logger, rejects: rejects, stop: stop, connect: connect)
         }
     }
 
@@ -76,20 +81,20 @@ public final class Applier {
     /// Reads until EOF or a stop request; `counts` gets what decoding saw (read, rejected).
     private func loop(_ counts: inout ApplierSummary) throws {
         let started = DispatchTime.now().uptimeNanoseconds
-        var batch: [TaskStore.Incoming] = []
+        var batch: [IncomingEvent] = []
         batch.reserveCapacity(configuration.batchSize)
         var batchStarted: UInt64 = 0
         func flushBatch() throws {
             guard !batch.isEmpty else { return }
             if committers.count == 1 {
-                try committers[0].submit(TaskStore.prepare(batch))
+                try committers[0].submit(PreparedBatch(batch))
             } else {
-                var parts = Array(repeating: [TaskStore.Incoming](), count: committers.count)
+                var parts = Array(repeating: [IncomingEvent](), count: committers.count)
                 for item in batch {
-                    parts[TaskStore.partition(ofTask: item.record.webhook.taskId) % committers.count].append(item)
+                    parts[TaskPartition.of(task: item.record.webhook.taskId) % committers.count].append(item)
                 }
                 for (committer, part) in zip(committers, parts) where !part.isEmpty {
-                    try committer.submit(TaskStore.prepare(part))
+                    try committer.submit(PreparedBatch(part))
                 }
             }
             batch.removeAll(keepingCapacity: true)
@@ -121,7 +126,7 @@ public final class Applier {
                 switch Result(catching: { () throws(WebhookDecodingError) in try Webhook.decode(bytes) }) {
                 case .success(let record):
                     if batch.isEmpty { batchStarted = DispatchTime.now().uptimeNanoseconds }
-                    batch.append(TaskStore.Incoming(record: record, line: number, input: bytes, delivery: delivery))
+                    batch.append(IncomingEvent(record: record, line: number, input: bytes, delivery: delivery))
                     if batch.count >= configuration.batchSize { try flushBatch() }
                 case .failure(let error):
                     reject(number, error.description, bytes, delivery)
@@ -134,7 +139,7 @@ public final class Applier {
             Int((DispatchTime.now().uptimeNanoseconds - batchStarted) / 1_000_000)
         }
 
-        while ShutdownSignal.requests == 0 {
+        while stop.requests == 0 {
             // Past the latency bound with every committer still busy, look again
             // soon: the batch goes as soon as one is free, not before.
             let timeout = batch.isEmpty ? 500 : Int32(max(2, min(500, configuration.batchMilliseconds - elapsedMilliseconds())))

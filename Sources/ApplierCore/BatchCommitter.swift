@@ -8,11 +8,12 @@ import Logging
 /// when both places are taken), so memory stays bounded and a stalled
 /// database stalls reading — the pipe then pushes back on the receiver.
 ///
-/// It owns the connection: reconnects with backoff and retries a batch until
-/// it commits (never skipping one, never applying one twice: a batch is one
-/// transaction), splits a batch the database refuses for its data until the
-/// offending event stands alone and is rejected, and stops for good on
-/// errors that retrying cannot fix.
+/// It owns its store (its connection): reconnects with backoff and retries a
+/// batch until it commits (never skipping one, never applying one twice: a
+/// batch is one transaction), splits a batch the database refuses for its
+/// data until the offending event stands alone and is rejected, and stops
+/// for good on errors that retrying cannot fix. Its state is one
+/// `CommitterState` under one lock.
 final class BatchCommitter: @unchecked Sendable {
     /// An error that retrying will not fix; the applier exits 1.
     struct Fatal: Error, CustomStringConvertible {
@@ -22,28 +23,33 @@ final class BatchCommitter: @unchecked Sendable {
     /// Asked to stop while PostgreSQL stayed unreachable; the applier exits 75.
     struct GaveUp: Error {}
 
+    /// A unique key still taken after this many reads and retries is the data's fault.
+    static let writeConflictRetries = 4
+
     private let configuration: ApplierConfiguration
     private let logger: Logger
     private let rejects: RejectWriter
-    private var connection: PGConnection?
-    private var store: TaskStore?
-
-    private let condition = NSCondition()
-    private var waiting: TaskStore.PreparedBatch?
-    private var busy = false
-    private var closed = false
-    private var failure: Error?
-    private var counts = ApplierSummary()
+    private let stop: StopToken
+    private let connect: () throws -> any BatchStore
+    private var store: (any BatchStore)?
     private var shutdownDeadline: Date?
 
-    init(configuration: ApplierConfiguration, logger: Logger, rejects: RejectWriter) {
+    private let condition = NSCondition()
+    private var state = CommitterState()
+
+    /// `connect` makes a store on a new connection (PostgreSQL's `TaskStore` unless a test says otherwise).
+    init(configuration: ApplierConfiguration, logger: Logger, rejects: RejectWriter, stop: StopToken,
+         connect: (() throws -> any BatchStore)? = nil) {
         self.configuration = configuration
         self.logger = logger
         self.rejects = rejects
+        self.stop = stop
+        self.connect = connect ?? { try TaskStore(connection: PGConnection(conninfo: configuration.conninfo)) }
     }
 
-    /// Connects (giving up after a minute at start-up, or at once when the
-    /// schema is missing) and starts the committing thread.
+    /// Connects (giving up after a minute at start-up, or at once when retrying
+    /// cannot help: no schema, no such database, a wrong password) and starts
+    /// the committing thread.
     func start() throws {
         _ = try connectedStore(startup: true)
         let thread = Thread { [self] in self.commitLoop() }
@@ -53,20 +59,27 @@ final class BatchCommitter: @unchecked Sendable {
 
     /// Hands a batch over; blocks while the committer is still busy with the
     /// previous two. Throws the committer's failure once it has stopped.
-    func submit(_ batch: TaskStore.PreparedBatch) throws {
+    func submit(_ batch: PreparedBatch) throws {
         condition.lock()
         defer { condition.unlock() }
-        while waiting != nil && failure == nil { condition.wait() }
-        if let failure { throw failure }
-        waiting = batch
-        condition.broadcast()
+        while true {
+            switch state.submit(batch) {
+            case .taken:
+                condition.broadcast()
+                return
+            case .full:
+                condition.wait()
+            case .refused(let failure):
+                throw failure
+            }
+        }
     }
 
     /// Whether a batch handed over now would start committing without waiting behind another.
     var isReady: Bool {
         condition.lock()
         defer { condition.unlock() }
-        return waiting == nil && !busy
+        return state.isReady
     }
 
     /// Waits until every submitted batch is committed; returns the counts.
@@ -74,90 +87,87 @@ final class BatchCommitter: @unchecked Sendable {
     func finish() throws -> ApplierSummary {
         condition.lock()
         defer { condition.unlock() }
-        closed = true
+        state.finish()
         condition.broadcast()
-        while (waiting != nil || busy) && failure == nil { condition.wait() }
-        if let failure { throw failure }
-        return counts
+        while true {
+            switch state.finished {
+            case .done(let counts): return counts
+            case .failed(let failure): throw failure
+            case .notYet: condition.wait()
+            }
+        }
     }
 
     /// Counts so far (also after a failure).
     var countsSoFar: ApplierSummary {
         condition.lock()
         defer { condition.unlock() }
-        return counts
+        return state.counts
     }
 
     private func commitLoop() {
         while true {
             condition.lock()
-            while waiting == nil && !closed { condition.wait() }
-            guard let batch = waiting else {
-                condition.unlock()
-                return
+            var next = state.next()
+            while case .wait = next {
+                condition.wait()
+                next = state.next()
             }
-            waiting = nil
-            busy = true
-            condition.broadcast()
+            condition.broadcast()  // a place for a waiting submit
             condition.unlock()
-
+            guard case .commit(let batch) = next else { return }
             do {
                 try commit(batch)
-                condition.lock()
-                busy = false
-                condition.broadcast()
-                condition.unlock()
+                transition { $0.batchDone() }
             } catch {
-                condition.lock()
-                failure = error
-                busy = false
-                condition.broadcast()
-                condition.unlock()
+                transition { $0.fail(error) }
                 return
             }
         }
     }
 
+    private func transition(_ body: (inout CommitterState) -> Void) {
+        condition.lock()
+        body(&state)
+        condition.broadcast()
+        condition.unlock()
+    }
+
     // MARK: - Committing with retries
 
-    private func commit(_ batch: TaskStore.PreparedBatch) throws {
+    private func commit(_ batch: PreparedBatch) throws {
         var attempt = 0
         var conflicts = 0
         let lines = "\(batch.firstLine)-\(batch.lastLine)"
         while true {
             do {
-                let store = try connectedStore()
-                let outcome = try store.apply(batch)
+                let outcome = try connectedStore().apply(batch)
                 record(outcome, of: batch)
                 return
-            } catch let error as PGError
-                where error.isTransient || (Self.isWriteConflict(error) && conflicts < Self.writeConflictRetries) {
+            } catch let error as PGError where error.isTransient || (error.isWriteConflict && conflicts < Self.writeConflictRetries) {
+                // A write conflict rolled back on a healthy connection: just read again.
                 attempt += 1
                 logger.warning("batch not committed, retrying", metadata: [
                     "lines": "\(lines)", "attempt": "\(attempt)", "error": "\(error)",
                 ])
-                if error.isTransient {
-                    dropConnection()
-                } else {
-                    conflicts += 1 // rolled back on a healthy connection: just read again
-                }
+                if error.isTransient { store = nil } else { conflicts += 1 }
                 try backoff(attempt, lines: lines)
-            } catch let error as PGError where Self.isDataError(error) {
+            } catch let error as PGError where error.isDataError || error.isWriteConflict {
                 // One event the database cannot take must not hold up the rest:
-                // split until it stands alone, then reject it.
-                if batch.count == 1 {
+                // split until it stands alone, then reject it. (A key still taken
+                // after `writeConflictRetries` reads is the data's fault too, so
+                // one batch can never keep the applier retrying for ever.)
+                guard batch.count > 1 else {
                     let item = batch.items[0]
-                    condition.lock()
-                    counts.rejected += 1
-                    condition.unlock()
+                    transition { $0.rejectedAlone() }
                     rejects.reject(line: item.line, reason: "database refused the event: \(error)", input: item.input)
                     rejects.flush()
                     item.delivery?.rejected()
                     return
                 }
                 let middle = batch.count / 2
-                try commit(TaskStore.prepare(Array(batch.items[..<middle])))
-                try commit(TaskStore.prepare(Array(batch.items[middle...])))
+                try commit(batch.part(0..<middle))
+                try commit(batch.part(middle..<batch.count))
                 return
             } catch let error as PGError {
                 throw Fatal(description: "PostgreSQL refused the batch (lines \(lines)): \(error)")
@@ -165,31 +175,8 @@ final class BatchCommitter: @unchecked Sendable {
         }
     }
 
-    /// A unique key taken between our read and our write: by a writer that
-    /// takes no partition locks, or an id the task table's sequence handed out
-    /// that a row inserted by other means already holds. Read again and retry;
-    /// a conflict that outlasts `writeConflictRetries` is treated as the
-    /// data's fault (split, and the event that still fails alone is rejected),
-    /// so nothing can keep the applier retrying one batch for ever.
-    static func isWriteConflict(_ error: PGError) -> Bool {
-        error.sqlState == "23505"
-    }
-
-    static let writeConflictRetries = 4
-
-    static func isDataError(_ error: PGError) -> Bool {
-        guard let state = error.sqlState else { return false }
-        return state.hasPrefix("22") || state.hasPrefix("23")
-    }
-
-    private func record(_ outcome: TaskStore.BatchOutcome, of batch: TaskStore.PreparedBatch) {
-        condition.lock()
-        counts.batches += 1
-        counts.applied += outcome.applied
-        counts.duplicates += outcome.duplicates
-        counts.pending += outcome.pending
-        counts.rejected += outcome.rejected.count
-        condition.unlock()
+    private func record(_ outcome: BatchOutcome, of batch: PreparedBatch) {
+        transition { $0.committed(outcome) }
         for (item, reason) in outcome.rejected.sorted(by: { $0.0.line < $1.0.line }) {
             rejects.reject(line: item.line, reason: reason, input: item.input)
         }
@@ -203,23 +190,18 @@ final class BatchCommitter: @unchecked Sendable {
         logger.debug("batch committed", metadata: ["applied": "\(outcome.applied)", "duplicates": "\(outcome.duplicates)", "pending": "\(outcome.pending)"])
     }
 
-    // MARK: - The connection
+    // MARK: - The store
 
-    private func connectedStore(startup: Bool = false) throws -> TaskStore {
-        if let store, let connection, connection.isHealthy { return store }
-        dropConnection()
+    private func connectedStore(startup: Bool = false) throws -> any BatchStore {
+        if let store { return store }
         var attempt = 0
         let startupDeadline = Date().addingTimeInterval(60)
         while true {
             do {
-                let connection = try PGConnection(conninfo: configuration.conninfo)
-                let store = try TaskStore(connection: connection)
-                self.connection = connection
-                self.store = store
+                let made = try connect()
+                store = made
                 if attempt > 0 { logger.notice("connected to PostgreSQL again after \(attempt) failed attempt(s)") }
-                return store
-            } catch let error as TaskStore.SchemaError {
-                throw Fatal(description: error.description)
+                return made
             } catch let error as PGError where error.isTransient {
                 attempt += 1
                 if startup && Date() > startupDeadline {
@@ -233,21 +215,15 @@ final class BatchCommitter: @unchecked Sendable {
         }
     }
 
-    private func dropConnection() {
-        store = nil
-        connection?.close()
-        connection = nil
-    }
-
     /// Sleeps before the next attempt; gives up only when asked to stop
     /// (twice, or once and then past the shutdown timeout).
     private func backoff(_ attempt: Int, lines: String?) throws {
-        if ShutdownSignal.requests > 0 {
+        if stop.requests > 0 {
             if shutdownDeadline == nil {
                 shutdownDeadline = Date().addingTimeInterval(Double(configuration.shutdownTimeoutSeconds))
                 logger.warning("asked to stop while PostgreSQL is unreachable: retrying for \(configuration.shutdownTimeoutSeconds) s more")
             }
-            if ShutdownSignal.requests > 1 || Date() > shutdownDeadline! {
+            if stop.requests > 1 || Date() > shutdownDeadline! {
                 logger.error("giving up: events read but not committed remain only upstream (the receiver's archive)",
                              metadata: ["lines": "\(lines ?? "none")"])
                 throw GaveUp()
@@ -259,7 +235,7 @@ final class BatchCommitter: @unchecked Sendable {
             let step = min(remaining, 100)
             usleep(UInt32(step) * 1000)
             remaining -= step
-            if ShutdownSignal.requests > 1 { break }
+            if stop.requests > 1 { break }
         }
     }
 }

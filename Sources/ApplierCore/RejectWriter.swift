@@ -53,10 +53,4 @@ public final class RejectWriter: @unchecked Sendable {
         guard !broken else { return }
         if buffer.withUnsafeBytes({ writeFully(fd, $0) }) != 0 { broken = true }
     }
-
-    public var isBroken: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return broken
-    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 
-/// Builds the libpq connection string from SPEC §1's settings:
+/// Builds the libpq connection string from the settings README.md's
+/// Configuration lists:
 /// `DATABASE_URL` wins; otherwise `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_NAME`,
 /// `DB_PASSWORD` with their defaults, each value quoted for key=value syntax.
 public enum ConnectionString {

@@ -1,4 +1,7 @@
 import CLibPQ
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One libpq connection. The only place in meetperry that calls libpq: every
 /// statement goes through `PQexecParams` with bound text parameters (never
@@ -16,7 +19,7 @@ public final class PGConnection {
             let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
             if let conn { PQfinish(conn) }
             self.conn = nil
-            throw PGError(kind: .connection, message: "cannot connect to PostgreSQL: " + message)
+            throw .connectionFailed(message)
         }
         // Notices (e.g. "relation already exists, skipping") are not errors; keep them off stderr.
         PQsetNoticeProcessor(conn, { _, _ in }, nil)
@@ -35,20 +38,15 @@ public final class PGConnection {
         return PQstatus(conn) == CONNECTION_OK
     }
 
-    /// The server's major version number, e.g. 15.
-    public var serverVersion: Int {
-        conn.map { Int(PQserverVersion($0)) / 10000 } ?? 0
-    }
-
     private func handle() throws(PGError) -> OpaquePointer {
         guard let conn, PQstatus(conn) == CONNECTION_OK else {
-            throw PGError(kind: .connection, message: "the connection to PostgreSQL is closed")
+            throw .connectionClosed
         }
         return conn
     }
 
     private func connectionError(_ conn: OpaquePointer) -> PGError {
-        PGError(kind: .connection, message: String(cString: PQerrorMessage(conn)))
+        .statementFailed(String(cString: PQerrorMessage(conn)), sqlState: nil, connectionBroken: true)
     }
 
     /// Turns a result into rows or a typed error, and clears it.
@@ -76,7 +74,7 @@ public final class PGConnection {
         // Errors the server sends carry a SQLSTATE; one without it was made by
         // libpq itself: the connection broke (server gone, network, protocol).
         let broken = PQstatus(conn) != CONNECTION_OK || state == nil
-        return PGError(kind: broken ? .connection : .query, sqlState: state, message: message)
+        return .statementFailed(message, sqlState: state, connectionBroken: broken)
     }
 
     /// Runs one statement with text parameters bound as `$1, $2, …` (nil is NULL).
@@ -105,6 +103,45 @@ public final class PGConnection {
             for row in 0..<PQntuples(result) { try body(RowView(result: result, row: row)) }
         default:
             throw Self.error(from: result, conn: conn)
+        }
+    }
+
+    /// Runs `body` in one transaction (`begin` opens it: `BEGIN`, or with an
+    /// isolation level): committed when `body` returns, rolled back when it
+    /// throws (or the connection is gone), so a caller can retry the whole.
+    public func transaction<R>(_ begin: String = "BEGIN", _ body: () throws -> R) throws -> R {
+        try execute(begin)
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            if isHealthy { _ = try? execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Sets run-time parameters for this session (`set_config`, values bound, never spliced).
+    public func set(_ parameters: KeyValuePairs<String, String>) throws(PGError) {
+        for (name, value) in parameters {
+            try execute("SELECT set_config($1, $2, false)", [name, value])
+        }
+    }
+
+    /// Throws `PGError.schemaMissing` unless every relation (`schema.table`)
+    /// and every column (`schema.table.column`) exists: one question for the
+    /// whole contract a program relies on.
+    public func verifySchema(relations: [String], columns: [String] = []) throws(PGError) {
+        let present = try execute("""
+            SELECT coalesce(bool_and(to_regclass(r) IS NOT NULL), true)
+                   AND coalesce((SELECT bool_and(EXISTS (
+                       SELECT FROM information_schema.columns
+                       WHERE table_schema = split_part(c, '.', 1) AND table_name = split_part(c, '.', 2) AND column_name = split_part(c, '.', 3)))
+                       FROM unnest($2::text[]) AS c), true)
+            FROM unnest($1::text[]) AS r
+            """, [PGArray.literal(relations), PGArray.literal(columns)]).scalar
+        guard present == "t" else {
+            throw .schemaMissing((relations + columns).joined(separator: ", "))
         }
     }
 
@@ -150,7 +187,7 @@ public final class PGConnection {
             PQclear(result)
         }
         if let firstError { throw firstError }
-        if sendFailed { throw PGError(kind: .copy, message: String(cString: PQerrorMessage(conn))) }
+        if sendFailed { throw PGError.copyFailed(String(cString: PQerrorMessage(conn))) }
         return rows
     }
 
@@ -190,7 +227,3 @@ func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> 
     defer { copies.forEach { free($0) } }
     return body(copies.map { $0.map { UnsafePointer($0) } })
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -1,7 +1,7 @@
 import JetStreamSetup
 
 /// Everything the receiver needs to run, resolved from flags and environment
-/// (see SPEC §1) by the executable and passed to `buildApplication`.
+/// (README.md, Configuration) by the executable and passed to `runReceiver`.
 public struct ReceiverConfiguration: Sendable {
     public var host: String = "0.0.0.0"
     public var port: Int = 8000

@@ -1,3 +1,4 @@
+import DatabaseSchema
 import LibPQ
 import TaskModel
 import WebhookModel
@@ -9,11 +10,6 @@ import WebhookModel
 public final class ReportStore {
     /// `pg_try_advisory_lock` key of the reporter ("meetperr" in ASCII).
     static let lockKey = "7882826979136762482"
-
-    /// The schema is not there: changeset.sql was not applied.
-    public struct SchemaError: Error, CustomStringConvertible {
-        public var description: String
-    }
 
     /// The latest recorded cron run: where the next window starts, and the
     /// snapshot it read under (nil for runs recorded before corrections existed).
@@ -35,18 +31,7 @@ public final class ReportStore {
 
     public init(conninfo: String) throws {
         connection = try PGConnection(conninfo: conninfo)
-        let present = try connection.execute("""
-            SELECT to_regclass('meetperry.task') IS NOT NULL AND to_regclass('meetperry.task_event') IS NOT NULL
-               AND to_regclass('meetperry.report_run') IS NOT NULL
-               AND EXISTS (SELECT FROM information_schema.columns
-                           WHERE table_schema = 'meetperry' AND table_name = 'task_event' AND column_name = 'xact_id')
-               AND EXISTS (SELECT FROM information_schema.columns
-                           WHERE table_schema = 'meetperry' AND table_name = 'report_run' AND column_name = 'snapshot')
-            """).scalar
-        guard present == "t" else {
-            throw SchemaError(description: "meetperry.task, task_event or report_run does not exist or is older than this reporter: apply changeset.sql first (psql -f changeset.sql)")
-        }
-        try connection.execute("SET TIME ZONE 'UTC'")
+        try SchemaRequirement.prepare(connection, for: SchemaRequirement.reporter)
     }
 
     /// Takes the single-runner lock for as long as this connection lives;
@@ -82,17 +67,11 @@ public final class ReportStore {
     /// the snapshot every statement inside reads under (`pg_current_snapshot()`,
     /// taken by the transaction's first statement).
     public func readConsistently<R>(_ body: (String) throws -> R) throws -> R {
-        try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        do {
+        try connection.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") {
             guard let snapshot = try connection.execute("SELECT pg_current_snapshot()::text").scalar else {
-                throw SchemaError(description: "PostgreSQL returned no snapshot")
+                throw PGError(kind: .query, message: "PostgreSQL returned no snapshot")
             }
-            let result = try body(snapshot)
-            try connection.execute("COMMIT")
-            return result
-        } catch {
-            if connection.isHealthy { _ = try? connection.execute("ROLLBACK") }
-            throw error
+            return try body(snapshot)
         }
     }
 
@@ -118,9 +97,7 @@ public final class ReportStore {
               AND NOT pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot)
               AND e.occurred_at <= $2::timestamptz
             """, [snapshot, through.canonical], binary: true) { row in
-            guard let taskId = row[0], let micros = row.int64(binary: 2) else {
-                throw SchemaError(description: "meetperry.task_event holds a row the reporter cannot read")
-            }
+            guard let taskId = row[0], let micros = row.int64(binary: 2) else { throw PGError.unreadableRow("meetperry.task_event") }
             try body(LateEvent(taskId: taskId, owner: row[1], occurredAt: Timestamp(microsecondsSinceEpoch: micros)))
         }
     }
@@ -143,8 +120,7 @@ public final class ReportStore {
             SELECT t.user_id, t.external_id, t.content,
                    t.created_date, t.completed_date, t.deleted_date,
                    CASE WHEN l.external_id IS NOT NULL OR t.user_id = ANY($4::text[]) THEN (
-                       SELECT json_agg(json_build_array(e.event, e.user_id, e.content, e.is_completed,
-                                                        (extract(epoch FROM e.occurred_at) * 1000000)::int8,
+                       SELECT json_agg(json_build_array(\(StoredEvent.columns),
                                                         coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, $5::pg_snapshot), true)))
                        FROM meetperry.task_event e WHERE e.external_id = t.external_id)
                    END
@@ -164,7 +140,7 @@ public final class ReportStore {
     /// One row of the task query: the owner, the row's facts and, when asked for, the task's events.
     static func decodeTask(_ row: RowView) throws -> (String, StoredTask) {
         guard let userId = row[0], let taskId = row[1], let content = row[2], let created = row.timestampMicroseconds(binary: 3) else {
-            throw SchemaError(description: "meetperry.task holds a row the reporter cannot read")
+            throw PGError.unreadableRow("meetperry.task")
         }
         let snapshot = TaskSnapshot(
             taskId: taskId, content: content,
@@ -176,24 +152,14 @@ public final class ReportStore {
         return (userId, StoredTask(row: snapshot, events: events))
     }
 
-    /// A task's events as aggregated above: a JSON array of [event, userId, content, isCompleted, micros, seenBefore].
+    /// A task's events as aggregated above: a JSON array of [`StoredEvent.columns`…, seenBefore].
     static func decodeEvents(_ history: String, taskId: String) throws -> [StoredTask.Event] {
         guard case .array(let items) = try JSONParser.parse(Array(history.utf8)) else { return [] }
-        var events: [StoredTask.Event] = []
-        events.reserveCapacity(items.count)
-        for item in items {
-            guard case .array(let f) = item, f.count == 6,
-                  case .string(let name) = f[0], let event = WebhookEvent(rawValue: name),
-                  case .string(let userId) = f[1], case .string(let content) = f[2],
-                  case .bool(let done) = f[3], case .number(let micros) = f[4], let at = Int64(micros),
-                  case .bool(let seen) = f[5] else {
-                throw SchemaError(description: "meetperry.task_event holds an event the reporter cannot read")
+        return try items.map { item in
+            guard case .array(let fields) = item, fields.count == 6, case .bool(let seen) = fields[5] else {
+                throw PGError.unreadableRow("meetperry.task_event")
             }
-            events.append(StoredTask.Event(
-                webhook: Webhook(event: event, timestamp: Timestamp(microsecondsSinceEpoch: at), userId: userId,
-                                 taskId: taskId, content: content, isCompleted: done),
-                seenBefore: seen))
+            return StoredTask.Event(webhook: try StoredEvent.webhook(taskId: taskId, json: fields), seenBefore: seen)
         }
-        return events
     }
 }

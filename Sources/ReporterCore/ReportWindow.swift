@@ -1,7 +1,7 @@
 import WebhookModel
 
 /// The period a report covers: (start, end], start exclusive, end inclusive,
-/// judged as of `end` (SPEC §5).
+/// judged as of `end` (README.md, The reporter).
 public struct ReportWindow: Sendable, Hashable, CustomStringConvertible {
     public var start: Timestamp
     public var end: Timestamp

@@ -40,8 +40,8 @@ public struct Reporter {
 
     public let configuration: ReporterConfiguration
     public let logger: Logger
-    /// Called after each file is renamed into place (tests use it to fail mid-run).
-    public var afterEachFile: ((Int) throws -> Void)?
+    /// Called after each file is renamed into place: a test's way to make a run die between files.
+    var afterEachFile: ((Int) throws -> Void)?
     /// Called after each user with the counts so far (the executable draws them on a terminal).
     public var progress: ((Summary) -> Void)?
 

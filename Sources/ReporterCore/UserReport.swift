@@ -18,7 +18,7 @@ public struct TaskSnapshot: Sendable, Equatable {
 }
 
 /// The report of one user for one window: tasks are sorted into the four
-/// lists of SPEC §5 as they are added, and rendered as the report file.
+/// lists (README.md, The reporter) as they are added, and rendered as the report file.
 public struct UserReport: Sendable {
     public struct Entry: Sendable, Equatable {
         public var id: String

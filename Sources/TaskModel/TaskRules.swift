@@ -39,7 +39,7 @@ public enum EventDisposition: Sendable, Hashable {
     }
 }
 
-/// SPEC §4 as a pure function: the state of a task is a function of the
+/// The applier's rules (README.md, The applier) as a pure function: the state of a task is a function of the
 /// *set* of its events. Events are put in one total order first (timestamp,
 /// then created < updated < deleted, then the rest of the identity byte-wise),
 /// so neither arrival order nor duplicates can change the outcome.

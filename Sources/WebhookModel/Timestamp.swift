@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// An instant with microsecond precision (PostgreSQL's), kept as microseconds
 /// since 1970-01-01T00:00:00Z. Parsing accepts every ISO 8601 / RFC 3339 form
 /// the webhook contract allows; formatting always gives the canonical
@@ -205,11 +213,3 @@ extension Timestamp {
         return result
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif

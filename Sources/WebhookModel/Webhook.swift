@@ -6,7 +6,7 @@ public enum WebhookEvent: String, Sendable, Hashable, CaseIterable, Comparable {
 }
 
 /// One validated webhook: what the TODO service said happened to a task, and when.
-/// Its fields are exactly the event's identity (SPEC §4).
+/// Its fields are exactly the event's identity (README.md, The applier).
 public struct Webhook: Sendable, Hashable {
     /// The longest `userId` or `id` accepted, in UTF-8 bytes.
     public static let maxIdentifierBytes = 256

@@ -241,6 +241,19 @@ import WebhookModel
         #expect(Date().timeIntervalSince(start) < 20)
     }
 
+    /// Errors retrying cannot fix end start-up at once (exit 1), for the applier and the reporter alike.
+    @Test func aDatabaseThatDoesNotExistEndsStartUpAtOnce() throws {
+        let missing = cluster.conninfo(database: "no_such_database")
+        let start = Date()
+        let run = try runApplier(stream([event(.created, 0)]), conninfo: missing)
+        #expect(run.exitCode == 1)
+        #expect(run.stderr.contains("does not exist"))
+        #expect(!run.stderr.contains("retrying"))
+        #expect(Date().timeIntervalSince(start) < 10, "not a minute of retries")
+        let reporter = try ChildProcess(executable("reporter"), environment: ["DATABASE_URL": missing], stdout: .null)
+        #expect(try reporter.waitForExit(timeout: 10) == 1)
+    }
+
     @Test func drawsProgressOnlyOnATerminal() throws {
         let db = try freshDatabase()
         let dir = try makeTemporaryDirectory("progress")

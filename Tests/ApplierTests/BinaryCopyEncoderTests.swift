@@ -94,7 +94,7 @@ import TestSupport
             try db.copyIn("COPY t FROM STDIN (FORMAT binary)", data: encoder.data)
             Issue.record("a NUL byte was accepted")
         } catch {
-            #expect(error.sqlState?.hasPrefix("22") == true, "\(error)")
+            #expect(error.sqlState?.errorClass == "22" && error.isDataError, "\(error)")
         }
         #expect(db.isHealthy)
         #expect(try db.execute("SELECT count(*) FROM t").scalar == "0")

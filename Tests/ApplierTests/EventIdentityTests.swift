@@ -30,6 +30,6 @@ import ApplierCore
     /// Appliers of every version must agree on which lock guards which task.
     @Test func taskPartitionsAreStableAcrossVersions() {
         // FNV-1a 64 modulo 16, computed independently (Python).
-        #expect(["42", "task-0000001", "ünï", ""].map(TaskStore.partition(ofTask:)) == [3, 14, 6, 5])
+        #expect(["42", "task-0000001", "ünï", ""].map(TaskPartition.of(task:)) == [3, 14, 6, 5])
     }
 }

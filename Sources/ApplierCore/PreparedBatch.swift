@@ -1,0 +1,122 @@
+import LibPQ
+import TaskModel
+import WebhookModel
+
+/// One event read from the stream, with where it came from.
+public struct IncomingEvent: Sendable {
+    public var record: StreamRecord
+    /// Its line number on stdin, or its sequence number in the JetStream stream.
+    public var line: Int
+    public var input: [UInt8]
+    /// Who is told once it is committed or rejected (a JetStream message), if anyone.
+    public var delivery: (any Delivery)?
+
+    public init(record: StreamRecord, line: Int, input: [UInt8], delivery: (any Delivery)? = nil) {
+        self.record = record
+        self.line = line
+        self.input = input
+        self.delivery = delivery
+    }
+}
+
+/// Tasks fall into `count` fixed partitions (a hash of the task id); a
+/// transaction takes the advisory locks of its partitions, in ascending
+/// order, so two appliers never fold one task at the same time.
+public enum TaskPartition {
+    /// Fixed for all versions: appliers must agree on which lock guards which task.
+    public static let count = 16
+    /// `pg_advisory_xact_lock` key of partition 0 ("meetappl" in ASCII); partition p is this + p.
+    static let firstLockKey: Int64 = 7_882_826_979_082_792_044
+
+    /// The partition of a task: FNV-1a (64-bit) of its id, modulo `count`.
+    public static func of(task taskId: String) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in taskId.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return Int(hash % UInt64(count))
+    }
+}
+
+/// An event identity as a cheap dictionary key (the 16 bytes of its uuid).
+struct EventKey: Hashable, Sendable {
+    var high: UInt64
+    var low: UInt64
+
+    init?(_ bytes: some Collection<UInt8>) {
+        guard bytes.count == 16 else { return nil }
+        var high: UInt64 = 0, low: UInt64 = 0
+        for (i, byte) in bytes.enumerated() {
+            if i < 8 { high = high << 8 | UInt64(byte) } else { low = low << 8 | UInt64(byte) }
+        }
+        self.high = high
+        self.low = low
+    }
+}
+
+/// A batch encoded for the database. Preparing is pure CPU work, done by
+/// the reading thread while the previous batch is being committed.
+public struct PreparedBatch: Sendable {
+    public let items: [IncomingEvent]
+    /// The identity of each item, in item order.
+    let identities: [EventKey]
+    /// One `COPY meetperry.task_event` row per item, in item order.
+    let eventRows: BinaryCopyEncoder
+    /// The batch's distinct task ids, as a `text[]` parameter.
+    let taskIds: String
+    /// The partitions of the batch's tasks, ascending.
+    let partitions: [Int]
+
+    public var firstLine: Int { items.first?.line ?? 0 }
+    public var lastLine: Int { items.last?.line ?? 0 }
+    public var count: Int { items.count }
+
+    /// Computes identities and encodes the event log rows.
+    public init(_ items: [IncomingEvent]) {
+        var encoder = BinaryCopyEncoder(columns: 9)
+        var identities: [EventKey] = []
+        identities.reserveCapacity(items.count)
+        var taskIds = Set<String>()
+        var partitionMask: UInt32 = 0
+        for item in items {
+            let w = item.record.webhook
+            if taskIds.insert(w.taskId).inserted {
+                partitionMask |= 1 << UInt32(TaskPartition.of(task: w.taskId))
+            }
+            let identity = EventIdentity.bytes(of: w)
+            identities.append(EventKey(identity)!)
+            encoder.addUUID(identity)
+            encoder.add(w.event.rawValue)
+            encoder.add(w.taskId)
+            encoder.add(w.userId)
+            encoder.add(w.content)
+            encoder.add(w.isCompleted)
+            encoder.addTimestamp(microsecondsSinceUnixEpoch: w.timestamp.microsecondsSinceEpoch)
+            encoder.addTimestamp(microsecondsSinceUnixEpoch: item.record.receivedAt?.microsecondsSinceEpoch)
+            encoder.add(item.record.deliveryId)
+            encoder.endRow()
+        }
+        self.items = items
+        self.identities = identities
+        self.eventRows = encoder
+        self.taskIds = PGArray.literal(taskIds)
+        self.partitions = (0..<TaskPartition.count).filter { partitionMask & (1 << UInt32($0)) != 0 }
+    }
+
+    /// The batch's items whose indices are in `range`, prepared on their own (a batch split in two).
+    func part(_ range: Range<Int>) -> PreparedBatch {
+        PreparedBatch(Array(items[range]))
+    }
+}
+
+/// What one committed batch did.
+public struct BatchOutcome: Sendable {
+    public var applied = 0
+    public var duplicates = 0
+    public var pending = 0
+    /// Events the rules refused, with why.
+    public var rejected: [(IncomingEvent, String)] = []
+
+    public init() {}
+}

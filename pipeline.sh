@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# meetperry's whole pipeline on one machine:
+# meetperry's whole pipeline on one machine, supervised:
 #
 #   receiver --archive-path var/archive/archive.ndjson | applier  ──▶ PostgreSQL
 #   reporter every REPORT_INTERVAL_SECONDS                         ──▶ reports/
 #
-# 1. Checks (as root: installs) what is missing: libpq-dev and libnats-dev
-#    (the binaries link both), psql, and the PostgreSQL server when no
-#    database is configured.
-# 2. Builds the release binaries (incremental: seconds when up to date).
-# 3. With neither DATABASE_URL nor DB_HOST set, runs a private cluster in
-#    var/postgres (as the `postgres` user when run as root) and reuses it on the
-#    next start. Applies changeset.sql (idempotent).
+# 1. Refuses to start when another pipeline.sh runs on the same state
+#    directory (it holds var/run/pipeline.lock).
+# 2. Binaries: MEETPERRY_BIN_DIR's (an installed release: nothing is built or
+#    installed), or else scripts/setup.sh checks the packages and builds.
+# 3. With neither DATABASE_URL nor DB_HOST set, scripts/postgres.sh runs a
+#    private cluster in var/postgres and reuses it on the next start. The
+#    applier applies changeset.sql (idempotent) with the programs' own settings.
 # 4. Replays every archive segment not yet verified into the applier, so every
 #    webhook that ever got a 202 is in the database before new ones are taken,
 #    whatever was killed last time (replaying is duplicates only, and cheap).
@@ -27,7 +27,7 @@
 #
 # Settings: every program's variables (README.md), and
 #   MEETPERRY_VAR_DIR        state: cluster, archive, pids, logs (default ./var)
-#   MEETPERRY_BIN_DIR        prebuilt binaries; skips the build (default: build into .build/release)
+#   MEETPERRY_BIN_DIR        prebuilt binaries; no build, no packages (default: scripts/setup.sh builds .build/release)
 #   PIPELINE_REPORTER        on|off: run the reporter loop (off when cron or a systemd timer does)
 #   ARCHIVE_RETENTION_DAYS   verified segments older than this are deleted (default 7; 0 keeps all)
 #   PIPELINE_PG_PORT         the private cluster's port number (socket only; default 54329)
@@ -54,36 +54,23 @@ PRIVATE_DB=no
 
 log() { printf '%s pipeline: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S%z)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-is_root() { [ "$(id -u)" = 0 ]; }
-as_postgres() { if is_root; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-# --- 1. what this machine needs ---------------------------------------------
-ensure_packages() {
-    local missing=()
-    pkg-config --exists libpq 2>/dev/null || [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
-    pkg-config --exists libnats 2>/dev/null || [ -f /usr/include/nats/nats.h ] || missing+=(libnats-dev)
-    command -v psql >/dev/null || missing+=(postgresql-client)
-    if [ "$PRIVATE_DB" = yes ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
-    [ ${#missing[@]} -eq 0 ] && return
-    if is_root && command -v apt-get >/dev/null; then
-        log "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
-            || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } \
-            || die "apt-get install ${missing[*]} failed"
-    else
-        die "missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+# --- 1. one pipeline per state directory -------------------------------------
+take_lock() {
+    mkdir -p "$RUN"
+    exec 9>>"$RUN/pipeline.lock"
+    # A few seconds' grace: a pipeline killed a moment ago may leave a short-lived child holding it.
+    if ! flock -w 3 9; then
+        die "another pipeline.sh (pid $(cat "$RUN/pipeline.pid" 2>/dev/null || echo '?')) runs on $VAR; stop it first (Ctrl-C, or kill -TERM that pid)"
     fi
 }
 
 # --- 2. binaries -------------------------------------------------------------
-build() {
+find_binaries() {
     if [ -n "${MEETPERRY_BIN_DIR:-}" ]; then
         BIN=$MEETPERRY_BIN_DIR
     else
-        command -v swift >/dev/null || die "swift is not on PATH (https://swift.org/install)"
-        log "building release binaries (the first build takes a few minutes)"
-        swift build -c release >&2
+        scripts/setup.sh $([ "$PRIVATE_DB" = yes ] && echo --with-postgres)
         BIN=$ROOT/.build/release
     fi
     for program in receiver applier reporter; do
@@ -92,67 +79,24 @@ build() {
 }
 
 # --- 3. the database ---------------------------------------------------------
-PG_BIN=""
 start_private_cluster() {
-    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-    [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
-    local dir=$VAR/postgres
-    mkdir -p "$dir"
-    if is_root; then
-        chown postgres: "$dir"
-        runuser -u postgres -- test -x "$VAR" || die "the postgres user cannot reach $VAR; set MEETPERRY_VAR_DIR to a directory it can"
-    fi
-    if [ ! -s "$dir/data/PG_VERSION" ]; then
-        log "creating a private PostgreSQL cluster in $dir"
-        as_postgres "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
-    fi
-    [ ${#dir} -lt 90 ] || die "$dir is too long a path for a Unix socket; set MEETPERRY_VAR_DIR to a shorter one"
-    if ! as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-        as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-p $PG_PORT -k $dir -c listen_addresses=''" start >/dev/null \
-            || die "PostgreSQL did not start; see $dir/server.log"
-        echo yes > "$RUN/postgres.started"
-    fi
-    export DB_HOST=$dir DB_PORT=$PG_PORT DB_USER=postgres DB_NAME=${DB_NAME:-meetperry}
-    psql_admin() { psql -X -q -h "$DB_HOST" -p "$DB_PORT" -U postgres -d postgres "$@"; }
-    if [ "$(psql_admin -At -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" != 1 ]; then
-        psql_admin -c "CREATE DATABASE \"$DB_NAME\"" >/dev/null
-    fi
+    local settings
+    settings=$(scripts/postgres.sh start "$VAR/postgres" "$PG_PORT" "${DB_NAME:-meetperry}" 9>&-) || die "the private PostgreSQL cluster did not start"
+    eval "export $settings"
 }
 
 stop_private_cluster() {
-    if [ -f "$RUN/postgres.started" ]; then
-        as_postgres "$PG_BIN/pg_ctl" -D "$VAR/postgres/data" -m fast -w stop >/dev/null 2>&1 || true
-        rm -f "$RUN/postgres.started"
-    fi
-}
-
-# psql with the same settings the programs use.
-db_psql() {
-    if [ -n "${DATABASE_URL:-}" ]; then
-        psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"
-    else
-        PGPASSWORD=${DB_PASSWORD:-} psql -X -q -v ON_ERROR_STOP=1 -h "${DB_HOST:-localhost}" -p "${DB_PORT:-5432}" \
-            -U "${DB_USER:-postgres}" -d "${DB_NAME:-meetperry}" "$@"
-    fi
-}
-
-wait_for_database() {
-    local i
-    for i in $(seq 60); do
-        db_psql -c "SELECT 1" >/dev/null 2>&1 && return 0
-        sleep 1
-    done
-    db_psql -c "SELECT 1" >/dev/null || die "PostgreSQL is not reachable"
+    [ "$PRIVATE_DB" = yes ] && scripts/postgres.sh stop "$VAR/postgres" || true
 }
 
 # --- 4. replay ----------------------------------------------------------------
-# Every segment not yet verified, oldest first, then the current file.
+# Every segment not yet verified, oldest first: the receiver names a rotated
+# segment ARCHIVE_PATH.<UTC time>, and those names sort by time.
 unverified_segments() {
-    local name
-    for name in $(ls "$ARCHIVE_DIR" 2>/dev/null | grep -E '^archive\.ndjson\.[0-9]{8}T' | sort); do
-        echo "$ARCHIVE_DIR/$name"
-    done
+    local segment
+    for segment in "$ARCHIVE_PATH".*; do
+        if [ -f "$segment" ]; then echo "$segment"; fi
+    done | sort
 }
 
 replay_archive() {
@@ -259,14 +203,15 @@ main() {
     # SIGHUP (certbot's renew hook: systemctl kill -s HUP --kill-whom=main meetperry)
     # never stops the pipeline; once the receiver runs, it goes on to it.
     trap 'log "SIGHUP while starting: no receiver to pass it to yet"' HUP
+    take_lock
     mkdir -p "$RUN" "$ARCHIVE_DIR" "$REPORT_DIR"
-    ensure_packages
-    build
+    find_binaries
     stop_leftovers
     trap 'stop_private_cluster' EXIT
     if [ "$PRIVATE_DB" = yes ]; then start_private_cluster; fi
-    wait_for_database
-    db_psql -f changeset.sql >/dev/null 2>&1 || db_psql -f changeset.sql >/dev/null
+    # With the programs' own settings (and waiting for PostgreSQL to come up).
+    "$BIN/applier" --apply-changeset "$ROOT/changeset.sql" 2>> "$VAR/applier.log" \
+        || die "changeset.sql could not be applied; see $VAR/applier.log"
     replay_archive
 
     # Background jobs get process groups of their own (set -m), so a Ctrl-C
@@ -274,14 +219,15 @@ main() {
     set -m
     rm -f "$RUN/stream"
     mkfifo "$RUN/stream"
-    "$BIN/applier" < "$RUN/stream" >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log" &
+    # (fd 9, the lock, stays with this script: a child that outlives it must not keep the next one out.)
+    "$BIN/applier" < "$RUN/stream" >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log" 9>&- &
     APPLIER_PID=$!
-    "$BIN/receiver" > "$RUN/stream" 2>> "$VAR/receiver.log" &
+    "$BIN/receiver" > "$RUN/stream" 2>> "$VAR/receiver.log" 9>&- &
     RECEIVER_PID=$!
     trap 'log "SIGHUP: passed to the receiver"; kill -HUP "$RECEIVER_PID" 2>/dev/null || true' HUP
     LOOP_PIDS=()
-    housekeeping_loop & LOOP_PIDS+=($!)
-    if [ "$PIPELINE_REPORTER" = on ]; then reporter_loop & LOOP_PIDS+=($!); fi
+    housekeeping_loop 9>&- & LOOP_PIDS+=($!)
+    if [ "$PIPELINE_REPORTER" = on ]; then reporter_loop 9>&- & LOOP_PIDS+=($!); fi
     set +m
     echo "$APPLIER_PID" > "$RUN/applier.pid"
     echo "$RECEIVER_PID" > "$RUN/receiver.pid"
@@ -305,11 +251,11 @@ main() {
     reports go to     $REPORT_DIR  (every ${REPORT_INTERVAL_SECONDS}s: $PIPELINE_REPORTER)
     archive           $ARCHIVE_PATH
     logs, rejects     $VAR/{receiver,applier,reporter}.log, $VAR/rejects.ndjson
-    database          $(if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL"; else echo "host=$DB_HOST port=${DB_PORT:-5432} dbname=${DB_NAME:-meetperry}"; fi)
+    database          $(if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL"; else echo "psql \"host=$DB_HOST port=${DB_PORT:-5432} user=${DB_USER:-postgres} dbname=${DB_NAME:-meetperry}\""; fi)
 
-  Try:
+  Try (the timestamp is taken when you run it):
     curl -i -X POST http://$host:$HTTP_PORT/webhook -H 'Content-Type: application/json' \\
-      -d '{"event":"created","timestamp":"$(date -u +%Y-%m-%dT%H:%M:%SZ)","metadata":{"userId":"1","id":"42","content":"Buy milk","isCompleted":false}}'
+      -d '{"event":"created","timestamp":"'"\$(date -u +%Y-%m-%dT%H:%M:%SZ)"'","metadata":{"userId":"1","id":"42","content":"Buy milk","isCompleted":false}}'
 
   Ctrl-C stops everything.
 EOF

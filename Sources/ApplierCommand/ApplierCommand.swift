@@ -39,6 +39,9 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
     var maxLineBytes: Int?
     @Option(help: ArgumentHelp("Seconds to keep retrying an unreachable database after SIGTERM [APPLIER_SHUTDOWN_TIMEOUT, default 30].", valueName: "s"))
     var shutdownTimeout: Int?
+    @Option(help: ArgumentHelp("Apply this schema file (changeset.sql) to the database with these same settings, then exit; waits up to a minute for PostgreSQL to come up.",
+                               valueName: "file"))
+    var applyChangeset: String?
     @OptionGroup(title: "JetStream mode (read the stream instead of stdin)") var jetStream: JetStreamOptions
     @Option(help: ArgumentHelp("Durable consumer the appliers share [NATS_CONSUMER, default appliers].", valueName: "name"))
     var natsConsumer: String?
@@ -72,6 +75,7 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
     func run() throws {
         let config = try resolve()
         let logger = startLogging(as: "applier")
+        if let applyChangeset { return try Self.apply(changeset: applyChangeset, to: config.conninfo, logger: logger) }
         signal(SIGPIPE, SIG_IGN)
         let stop = StopToken.onSignals()
         logger.info("applier reading \(config.jetStream.map { "JetStream stream \($0.stream), consumer \($0.consumer)" } ?? "stdin")", metadata: [
@@ -95,6 +99,31 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
         case .done: return
         case .failed: throw ExitStatus.failure.exitCode
         case .gaveUp: throw ExitStatus.tryAgainLater.exitCode
+        }
+    }
+
+    /// Runs the schema file on the database the applier would use (so a
+    /// script needs no second copy of the connection settings), retrying
+    /// for a minute while PostgreSQL is not up yet.
+    static func apply(changeset path: String, to conninfo: String, logger: Logger) throws {
+        let sql: String
+        do { sql = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            logger.critical("cannot read \(path): \(error)")
+            throw ExitStatus.failure.exitCode
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while true {
+            do {
+                let connection = try PGConnection(conninfo: conninfo)
+                try connection.executeScript(sql)
+                logger.notice("applied \(path)", metadata: ["database": "\(ConnectionString.redacted(conninfo))"])
+                return
+            } catch where error.isTransient && Date() < deadline {
+                usleep(500_000)
+            } catch {
+                logger.critical("cannot apply \(path): \(error)")
+                throw ExitStatus.failure.exitCode
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 import FileIO
 import Foundation
+import Synchronization
 import WebhookModel
 #if canImport(Glibc)
 import Glibc
@@ -11,13 +12,17 @@ import Glibc
 /// (invalid UTF-8 becomes U+FFFD, control characters are escaped). Both the
 /// reading thread (lines that do not decode) and the committing thread
 /// (events the rules refuse) report here, so it is locked.
-public final class RejectWriter: @unchecked Sendable {
-    private let lock = NSLock()
+public final class RejectWriter: Sendable {
+    private struct Output {
+        var buffer: [UInt8] = []
+        /// Set once stdout failed: rejects are then dropped, the applier goes on.
+        var broken = false
+    }
+
     private let fd: Int32
     /// `{"line":` or `{"seq":`.
     private let opening: [UInt8]
-    private var buffer: [UInt8] = []
-    private var broken = false
+    private let output = Mutex(Output())
 
     /// `positionName`: what an input's number is (`line`, or `seq` in a stream).
     public init(fd: Int32 = 1, positionName: String = "line") {
@@ -26,31 +31,30 @@ public final class RejectWriter: @unchecked Sendable {
     }
 
     public func reject(line: Int, reason: String, input: [UInt8], truncated: Bool = false) {
-        lock.lock()
-        defer { lock.unlock() }
-        buffer.append(contentsOf: opening)
-        buffer.append(contentsOf: String(line).utf8)
-        buffer.append(contentsOf: ",\"reason\":".utf8)
-        JSONWriter.appendQuoted(reason, to: &buffer)
-        buffer.append(contentsOf: ",\"input\":".utf8)
-        JSONWriter.appendQuoted(String(decoding: input, as: UTF8.self), to: &buffer)
-        if truncated { buffer.append(contentsOf: ",\"inputTruncated\":true".utf8) }
-        buffer.append(contentsOf: "}\n".utf8)
-        if buffer.count > 1 << 16 { flushLocked() }
+        var record = opening
+        record.append(contentsOf: String(line).utf8)
+        record.append(contentsOf: ",\"reason\":".utf8)
+        JSONWriter.appendQuoted(reason, to: &record)
+        record.append(contentsOf: ",\"input\":".utf8)
+        JSONWriter.appendQuoted(String(decoding: input, as: UTF8.self), to: &record)
+        if truncated { record.append(contentsOf: ",\"inputTruncated\":true".utf8) }
+        record.append(contentsOf: "}\n".utf8)
+        output.withLock { output in
+            output.buffer.append(contentsOf: record)
+            if output.buffer.count > 1 << 16 { write(&output) }
+        }
     }
 
     /// Writes what is buffered. A closed stdout does not stop the applier:
     /// rejects are diagnostics, the database is the product.
     public func flush() {
-        lock.lock()
-        defer { lock.unlock() }
-        flushLocked()
+        output.withLock { write(&$0) }
     }
 
-    private func flushLocked() {
-        guard !buffer.isEmpty else { return }
-        defer { buffer.removeAll(keepingCapacity: true) }
-        guard !broken else { return }
-        if buffer.withUnsafeBytes({ writeFully(fd, $0) }) != 0 { broken = true }
+    private func write(_ output: inout Output) {
+        guard !output.buffer.isEmpty else { return }
+        defer { output.buffer.removeAll(keepingCapacity: true) }
+        guard !output.broken else { return }
+        if output.buffer.withUnsafeBytes({ writeFully(fd, $0) }) != 0 { output.broken = true }
     }
 }

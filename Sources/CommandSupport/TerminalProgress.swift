@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,10 +7,9 @@ import Glibc
 /// A one-line progress display on stderr, redrawn in place at most twice a
 /// second, and only when stderr is a terminal: under systemd, cron or a pipe
 /// the programs stay quiet and line-oriented.
-public final class TerminalProgress: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lastDraw: UInt64 = 0
-    private var drawn = false
+public final class TerminalProgress: Sendable {
+    /// When the line was last drawn, and whether one is on the screen.
+    private let line = Mutex((lastDraw: UInt64(0), drawn: false))
 
     /// nil when stderr is not a terminal.
     public init?() {
@@ -19,20 +19,20 @@ public final class TerminalProgress: @unchecked Sendable {
     /// Redraws the line if half a second has passed since the last time.
     public func update(_ text: @autoclosure () -> String) {
         let now = DispatchTime.now().uptimeNanoseconds
-        lock.lock()
-        defer { lock.unlock() }
-        guard now - lastDraw >= 500_000_000 else { return }
-        lastDraw = now
-        write("\r\u{1B}[K" + text())
-        drawn = true
+        line.withLock { line in
+            guard now - line.lastDraw >= 500_000_000 else { return }
+            line.lastDraw = now
+            write("\r\u{1B}[K" + text())
+            line.drawn = true
+        }
     }
 
     /// Clears the line, so the next log line starts clean.
     public func finish() {
-        lock.lock()
-        defer { lock.unlock() }
-        if drawn { write("\r\u{1B}[K") }
-        drawn = false
+        line.withLock { line in
+            if line.drawn { write("\r\u{1B}[K") }
+            line.drawn = false
+        }
     }
 
     private func write(_ text: String) {

@@ -120,7 +120,7 @@ public final class PullSubscription: @unchecked Sendable {
 /// stream, and how to settle it — acknowledged (done), refused for
 /// redelivery now, or terminated (never again). Settling publishes to the
 /// message's reply subject, so nothing of libnats is held meanwhile.
-public final class JetStreamMessage: @unchecked Sendable {
+public final class JetStreamMessage: Sendable {
     private let connection: NATSConnection
     private let reply: String
     public let data: [UInt8]

@@ -23,7 +23,7 @@ import Synchronization
 /// Run it as a `Service`: on graceful shutdown (after the HTTP server has
 /// answered everything in flight) it waits for outstanding acknowledgements
 /// and closes the connection.
-public final class JetStreamPublisher: LineSink, Service, @unchecked Sendable {
+public final class JetStreamPublisher: LineSink, Service, Sendable {
     struct Ticket {
         let loop: any EventLoop
         let completion: @Sendable (LineOutcome) -> Void
@@ -189,7 +189,7 @@ final class LoopAnswers: Sendable {
 /// JetStream mode with an archive: each line is appended to the archive (and
 /// fsynced) by an archive-only `StreamWriter` first, then published; a line
 /// the archive refuses is never published.
-final class ArchivingSink: LineSink, @unchecked Sendable {
+final class ArchivingSink: LineSink, Sendable {
     let archive: StreamWriter
     let then: any LineSink
 

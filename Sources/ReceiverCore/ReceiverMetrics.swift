@@ -1,19 +1,20 @@
 import CoreMetrics
 import Foundation
 import Prometheus
+import Synchronization
 
 /// The receiver's Prometheus metrics, served on `GET /metrics`: requests by
 /// status, the queue in front of stdout, bytes written, and how long writing
 /// and archiving (write + fdatasync) take. Built on swift-metrics with an
 /// explicit `PrometheusMetricsFactory`, so nothing is bootstrapped globally
 /// and every test can have its own registry.
-public final class ReceiverMetrics: @unchecked Sendable {
+public final class ReceiverMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
-    private let lock = NSLock()
     /// The statuses the receiver answers, made up front: counting them takes no lock.
     private let commonRequestCounters: [Int: CoreMetrics.Counter]
-    private var requestCounters: [Int: CoreMetrics.Counter] = [:]
+    /// Any other status, made the first time it is answered.
+    private let otherRequestCounters = Mutex<[Int: CoreMetrics.Counter]>([:])
     let queueDepth: CoreMetrics.Gauge
     let bytesWritten: CoreMetrics.Counter
     let linesWritten: CoreMetrics.Counter
@@ -51,16 +52,13 @@ public final class ReceiverMetrics: @unchecked Sendable {
     /// Counts one answered request.
     func countRequest(status: Int) {
         if let counter = commonRequestCounters[status] { return counter.increment() }
-        lock.lock()
-        let counter: CoreMetrics.Counter
-        if let existing = requestCounters[status] {
-            counter = existing
-        } else {
-            counter = Counter(label: "meetperry_receiver_requests_total", dimensions: [("status", String(status))], factory: factory)
-            requestCounters[status] = counter
-        }
-        lock.unlock()
-        counter.increment()
+        let factory = self.factory
+        otherRequestCounters.withLock { counters in
+            if let existing = counters[status] { return existing }
+            let made = Counter(label: "meetperry_receiver_requests_total", dimensions: [("status", String(status))], factory: factory)
+            counters[status] = made
+            return made
+        }.increment()
     }
 
     /// A line the JetStream stream acknowledged, `started` (uptime nanoseconds) after it was published.

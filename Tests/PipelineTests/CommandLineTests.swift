@@ -50,3 +50,44 @@ import TestSupport
         #expect(window.code == 64 && window.err.contains("must be before --to"))
     }
 }
+
+/// `scripts/install.sh` puts a release in place, and the units it installs
+/// run those installed files: no build, no package installation.
+@Suite struct InstallTests {
+    @Test func installsTheReleaseAndUnitsThatRunIt() throws {
+        let stage = try makeTemporaryDirectory("install")
+        defer { try? FileManager.default.removeItem(atPath: stage) }
+        let release = packageRoot() + "/.build/release"
+        // The script builds only when the release binaries are missing; a test
+        // provides them from this build instead, in a copy of the tree.
+        let tree = try makeTemporaryDirectory("tree")
+        defer { try? FileManager.default.removeItem(atPath: tree) }
+        for item in ["scripts", "deploy", "pipeline.sh", "changeset.sql"] {
+            try FileManager.default.copyItem(atPath: packageRoot() + "/" + item, toPath: tree + "/" + item)
+        }
+        try FileManager.default.createDirectory(atPath: tree + "/.build/release", withIntermediateDirectories: true)
+        for program in ["receiver", "applier", "reporter"] {
+            let built = FileManager.default.isExecutableFile(atPath: release + "/" + program) ? release + "/" + program : executable(program)
+            try FileManager.default.copyItem(atPath: built, toPath: tree + "/.build/release/" + program)
+        }
+        let log = stage + ".log"
+        let install = try ChildProcess("/bin/bash", arguments: [tree + "/scripts/install.sh"],
+                                       environment: ["DESTDIR": stage, "PREFIX": "/opt/mp"], stdout: .null, stderr: .file(log))
+        #expect(try install.waitForExit(timeout: 60) == 0, "\(String(describing: try? String(contentsOfFile: log, encoding: .utf8)))")
+        for file in ["/opt/mp/lib/meetperry/bin/receiver", "/opt/mp/lib/meetperry/bin/applier", "/opt/mp/lib/meetperry/bin/reporter",
+                     "/opt/mp/lib/meetperry/pipeline.sh", "/opt/mp/lib/meetperry/scripts/postgres.sh"] {
+            #expect(FileManager.default.isExecutableFile(atPath: stage + file), "\(file)")
+        }
+        #expect(FileManager.default.fileExists(atPath: stage + "/opt/mp/lib/meetperry/changeset.sql"))
+        #expect(FileManager.default.fileExists(atPath: stage + "/etc/meetperry.env"))
+        for unit in ["meetperry.service", "meetperry-reporter.service", "meetperry-reporter.timer"] {
+            let text = try String(contentsOfFile: stage + "/etc/systemd/system/" + unit, encoding: .utf8)
+            #expect(!text.contains("@LIB@") && !text.contains("swift build") && !text.contains("apt-get") && !text.contains(".build/"), "\(unit)")
+        }
+        let service = try String(contentsOfFile: stage + "/etc/systemd/system/meetperry.service", encoding: .utf8)
+        #expect(service.contains("ExecStart=/opt/mp/lib/meetperry/pipeline.sh"))
+        #expect(service.contains("MEETPERRY_BIN_DIR=/opt/mp/lib/meetperry/bin"), "installed binaries: pipeline.sh builds nothing")
+        let reporter = try String(contentsOfFile: stage + "/etc/systemd/system/meetperry-reporter.service", encoding: .utf8)
+        #expect(reporter.contains("ExecStart=/opt/mp/lib/meetperry/bin/reporter"))
+    }
+}

@@ -251,6 +251,35 @@ import Glibc
         #expect(try pipeline.stop(SIGTERM) == 0)
         #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
     }
+
+    /// One pipeline per state directory: a second start refuses and says
+    /// which one runs, and the first goes on untouched. Its banner's commands
+    /// work as printed: the curl line takes the time it is run at, the psql
+    /// line names the user.
+    @Test func aSecondPipelineOnTheSameStateRefusesToStart() throws {
+        let pipeline = try Pipeline()
+        try pipeline.start()
+        let first = pipeline.pid("pipeline")
+        let dir = try makeTemporaryDirectory("second")
+        let second = try ChildProcess("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: [
+            "MEETPERRY_VAR_DIR": pipeline.varDir,
+            "MEETPERRY_BIN_DIR": (executable("receiver") as NSString).deletingLastPathComponent,
+            "HTTP_HOST": "127.0.0.1", "HTTP_PORT": String(freePort()), "PIPELINE_PG_PORT": String(pipeline.pgPort),
+            "DATABASE_URL": "", "DB_HOST": "",
+        ], stdout: .null, stderr: .file(dir + "/err"))
+        #expect(try second.waitForExit(timeout: 30) == 1)
+        let refusal = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
+        #expect(refusal.contains("another pipeline.sh (pid \(first ?? 0)) runs on"), "\(refusal)")
+        #expect(pipeline.pid("pipeline") == first)
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "still")).status == 202, "the first goes on")
+
+        let deadline = Date().addingTimeInterval(10)
+        while !pipeline.log.contains("Ctrl-C stops everything") && Date() < deadline { usleep(50_000) }
+        let banner = pipeline.log
+        #expect(banner.contains(#""timestamp":"'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'""#), "the curl line takes the time it is run at")
+        #expect(banner.contains("/postgres port=\(pipeline.pgPort) user=postgres dbname=meetperry\"") && banner.contains("psql \"host="))
+        #expect(try pipeline.stop(SIGTERM) == 0)
+    }
 }
 
 /// A flag shared with posting threads.

@@ -182,10 +182,29 @@ public func executable(_ name: String) -> String {
 }
 
 /// A fresh temporary directory.
+/// Inside one directory for the whole test process, which a watchdog
+/// removes when the process ends, however it ends: a test run leaves
+/// nothing in /tmp (clusters, archives, stores included).
 public func makeTemporaryDirectory(_ prefix: String = "meetperry") throws -> String {
-    var template = Array((NSTemporaryDirectory() + "/\(prefix).XXXXXX").utf8CString)
+    var template = Array((try testRunDirectory.get() + "/\(prefix).XXXXXX").utf8CString)
     guard let path = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
         throw TestFailure("mkdtemp failed: errno \(errno)")
     }
     return String(cString: path)
 }
+
+/// `$TMPDIR/meetperry-tests.<pid>`, made once, traversable by the `postgres`
+/// user (the throwaway clusters live inside), removed after the process.
+private let testRunDirectory: Result<String, TestFailure> = {
+    let base = NSTemporaryDirectory().hasSuffix("/") ? String(NSTemporaryDirectory().dropLast()) : NSTemporaryDirectory()
+    let root = "\(base)/meetperry-tests.\(getpid())"
+    guard mkdir(root, 0o755) == 0 || errno == EEXIST else { return .failure(TestFailure("mkdir \(root): errno \(errno)")) }
+    chmod(root, 0o755)
+    let watchdog = "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; sleep 10; rm -rf '\(root)'"
+    do {
+        try ChildProcess("/bin/sh", arguments: ["-c", "setsid sh -c \"\(watchdog)\" >/dev/null 2>&1 &"], stdout: .null).waitForExit()
+    } catch {
+        return .failure(TestFailure("cannot start the clean-up watchdog: \(error)"))
+    }
+    return .success(root)
+}()

@@ -57,7 +57,7 @@ public final class NATSCluster: @unchecked Sendable {
                 }
                 \(cluster)
                 """
-            try config.write(toFile: "\(directory)/\(node.name).conf", atomically: true, encoding: .utf8)
+            try config.write(toFile: "\(directory)/\(node.name).conf", atomically: false, encoding: .utf8)
         }
         _ = server
         // Kill the servers when this process exits, even if it crashes.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Developer set-up: what this machine needs to build and run meetperry, then
+# the release binaries. pipeline.sh runs it when it is not given prebuilt
+# binaries (MEETPERRY_BIN_DIR); a production host never does (scripts/install.sh).
+#
+#   scripts/setup.sh [--with-postgres]
+#
+# Checks (as root: installs with apt-get) libpq-dev and libnats-dev, which the
+# binaries link, and with --with-postgres the PostgreSQL server for a private
+# cluster; then `swift build -c release` (seconds when up to date).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '%s setup: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S%z)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+missing=()
+pkg-config --exists libpq 2>/dev/null || [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
+pkg-config --exists libnats 2>/dev/null || [ -f /usr/include/nats/nats.h ] || missing+=(libnats-dev)
+if [ "${1:-}" = --with-postgres ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+            || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; } \
+            || die "apt-get install ${missing[*]} failed"
+    else
+        die "missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+    fi
+fi
+
+command -v swift >/dev/null || die "swift is not on PATH (https://swift.org/install)"
+log "building release binaries (the first build takes a few minutes)"
+swift build -c release >&2

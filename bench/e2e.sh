@@ -93,20 +93,25 @@ pipeline() { # db seconds delay → "requests non2xx rps rows applied_per_s rece
     HTTP_HOST=127.0.0.1 HTTP_PORT=$port ARCHIVE_PATH=$BENCH_WORK/$db.ndjson LOG_LEVEL=warning taskset -c "$FRONT_CPUS" .build/release/receiver > "$fifo" 2> "$BENCH_WORK/$db.receiver.err" &
     local rpid=$!; BENCH_PIDS+=($rpid)
     wait_port "$port"
+    load_and_measure "$db" "$port" "$seconds" "$delay" "$rpid" "$apid"
+    kill -TERM "$rpid"; wait "$rpid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true
+}
+
+# wrk on the receiver, then wait until the applier caught up (rows stop
+# growing) → "requests non2xx rps rows applied_per_s receiver_rss applier_rss".
+load_and_measure() { # db port seconds delay receiver_pid applier_pid
+    local db=$1 port=$2 seconds=$3 delay=$4 rpid=$5 apid=$6
     local start; start=$(date +%s.%N)
     local total non rps
     read -r total non rps < <(RATE_DELAY_MS=$delay run_wrk "$port" "$seconds")
-    # Wait for the applier to catch up: rows stop growing.
     local rows=0 previous=-1
     while [ "$rows" != "$previous" ]; do
-        previous=$rows; sleep 1
+        previous=$rows; sleep 2
         rows=$(psql -At -d "$db" -c "SELECT count(*) FROM meetperry.task")
     done
     local last; last=$(psql -At -d "$db" -c "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM meetperry.task")
-    local rr ar; rr=$(hwm "$rpid"); ar=$(hwm "$apid")
-    kill -TERM "$rpid"; wait "$rpid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true
     local applied; applied=$(awk -v r="$rows" -v s="$start" -v e="$last" 'BEGIN { printf "%.0f", r / (e - s) }')
-    echo "$total $non $rps $rows $applied $rr $ar"
+    echo "$total $non $rps $rows $applied $(hwm "$rpid") $(hwm "$apid")"
 }
 
 if [ "${BENCH_MODE:-}" = jetstream ]; then
@@ -125,20 +130,11 @@ if [ "${BENCH_MODE:-}" = jetstream ]; then
             .build/release/applier > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
         local apid=$!; BENCH_PIDS+=($apid)
         wait_healthy "$port"
-        local start; start=$(date +%s.%N)
-        local total non rps
-        read -r total non rps < <(RATE_DELAY_MS=$delay run_wrk "$port" "$seconds")
-        local rows=0 previous=-1
-        while [ "$rows" != "$previous" ]; do
-            previous=$rows; sleep 2
-            rows=$(psql -At -d "$db" -c "SELECT count(*) FROM meetperry.task")
-        done
-        local last; last=$(psql -At -d "$db" -c "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM meetperry.task")
-        local rr ar nr; rr=$(hwm "$rpid"); ar=$(hwm "$apid"); nr=$(nats_cluster_hwm)
+        local measured; measured=$(load_and_measure "$db" "$port" "$seconds" "$delay" "$rpid" "$apid")
+        local nr; nr=$(nats_cluster_hwm)
         kill -TERM "$rpid" "$apid"; wait "$rpid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true
         nats_cluster_stop
-        local applied; applied=$(awk -v r="$rows" -v s="$start" -v e="$last" 'BEGIN { printf "%.0f", r / (e - s) }')
-        echo "$total $non $rps $rows $applied $rr $ar $nr"
+        echo "$measured $nr"
     }
     latency() { # db → "p50 p99 max" of 202-to-row-visible, ms
         psql -At -F ' ' -d "$1" -c "

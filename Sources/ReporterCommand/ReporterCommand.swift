@@ -18,7 +18,10 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
         to that watermark. Each cron run also rewrites the earlier reports that events \
         committed since the previous run change (up to REPORT_CORRECTION_HOURS old), then \
         writes manifest_{start}_{end}.json naming every file it wrote, and only then \
-        records the run, so a failed run is redone, whole, by the next.
+        records the run, so a failed run is redone, whole, by the next. After a recorded \
+        run, report and manifest files of windows that ended more than REPORT_RETENTION_DAYS \
+        ago are removed (names this program writes only; anything else in the directory is \
+        left alone).
 
         --from/--to report any window (any timestamp form of the webhook contract) and do \
         not move the cron cursor.
@@ -43,6 +46,8 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
     var delaySeconds: Int?
     @Option(help: ArgumentHelp("Rewrite reports changed by events up to this many hours late; 0: off [REPORT_CORRECTION_HOURS, default 72].", valueName: "h"))
     var correctionHours: Int?
+    @Option(help: ArgumentHelp("After each cron run, remove this program's report and manifest files of windows that ended more than this many days ago; 0 keeps all [REPORT_RETENTION_DAYS, default 7].", valueName: "days"))
+    var retentionDays: Int?
 
     func resolve() throws -> ReporterConfiguration {
         let settings = Settings()
@@ -55,6 +60,8 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
                                                    range: 0...(366 * 86_400))
             config.correctionHours = try settings.int(("--correction-hours", correctionHours), "REPORT_CORRECTION_HOURS", default: config.correctionHours,
                                                       range: 0...(24 * 366))
+            config.retentionDays = try settings.int(("--retention-days", retentionDays), "REPORT_RETENTION_DAYS", default: config.retentionDays,
+                                                    range: 0...36_600)
         }
         switch (from, to) {
         case (nil, nil):

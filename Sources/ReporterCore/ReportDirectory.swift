@@ -1,5 +1,6 @@
 import FileIO
 import Foundation
+import WebhookModel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,9 +37,58 @@ public final class ReportDirectory {
 
     /// Removes temporary files a killed run left behind. Call while holding the run lock.
     public func removeLeftovers() {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
-        for name in names where name.hasPrefix(Self.temporaryPrefix) {
-            unlinkat(fd, name, 0)
+        forEachRegularFile { name in
+            if name.hasPrefix(Self.temporaryPrefix) { unlinkat(fd, name, 0) }
+        }
+    }
+
+    /// What `removeExpired` did.
+    public struct Pruning: Sendable {
+        public var removed = 0
+        /// Expired files that could not be removed, and the first error.
+        public var failed = 0
+        public var firstError: SystemCallError?
+    }
+
+    /// Removes the report and manifest files whose window ended before
+    /// `cutoff`: only names this program writes (`ReportFileName.window(of:)`),
+    /// only regular files; anything else in the directory is left alone.
+    /// Streams the directory, so its size costs no memory.
+    public func removeExpired(endingBefore cutoff: Timestamp) -> Pruning {
+        var result = Pruning()
+        forEachRegularFile { name in
+            guard let window = ReportFileName.window(of: name), window.end < cutoff else { return }
+            if unlinkat(fd, name, 0) == 0 || errno == ENOENT {
+                result.removed += 1
+            } else {
+                result.failed += 1
+                if result.firstError == nil { result.firstError = SystemCallError(operation: "cannot remove \(name) from", path: path, errno: errno) }
+            }
+        }
+        return result
+    }
+
+    /// Calls `body` with the name of every regular file in the directory, one
+    /// entry at a time (readdir), never holding the whole listing.
+    private func forEachRegularFile(_ body: (String) -> Void) {
+        let copy = dup(fd)
+        guard copy >= 0, let stream = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            return
+        }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        while let entry = readdir(stream) {
+            let type = entry.pointee.d_type
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+            }
+            if type == UInt8(DT_REG) {
+                body(name)
+            } else if type == UInt8(DT_UNKNOWN) {
+                var info = stat()
+                if fstatat(fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG { body(name) }
+            }
         }
     }
 

@@ -32,9 +32,11 @@ public struct Reporter {
         public var beyondHorizon = 0
         /// Time spent finding late events and rewriting their reports (part of `seconds`).
         public var correctionSeconds = 0.0
+        /// Files of windows older than the retention removed after the run.
+        public var expiredFiles = 0
         public var seconds = 0.0
         public var description: String {
-            "window=\(window) users=\(users) files=\(files) tasks=\(tasks) corrections=\(corrections) late_events=\(lateEvents) beyond_horizon=\(beyondHorizon) correction_seconds=\(String(format: "%.3f", correctionSeconds)) seconds=\(String(format: "%.3f", seconds))"
+            "window=\(window) users=\(users) files=\(files) tasks=\(tasks) corrections=\(corrections) late_events=\(lateEvents) beyond_horizon=\(beyondHorizon) correction_seconds=\(String(format: "%.3f", correctionSeconds)) expired_files=\(expiredFiles) seconds=\(String(format: "%.3f", seconds))"
         }
     }
 
@@ -136,9 +138,26 @@ public struct Reporter {
             try directory.write(name: RunManifest.fileName(for: window), bytes: manifest.render(summary: summary))
             try directory.sync()
             try store.recordRun(window, snapshot: snapshot, summary: summary)
+            summary.expiredFiles = removeExpired(from: directory, now: now)
         }
         summary.seconds = elapsed()
         return .done(summary)
+    }
+
+    /// Retention: after a recorded cron run, removes this program's files whose
+    /// window ended more than `retentionDays` ago. A file that cannot be
+    /// removed is a warning, not a failed run (the reports are written).
+    /// On-demand runs never prune: their files were asked for.
+    private func removeExpired(from directory: ReportDirectory, now: Timestamp) -> Int {
+        guard configuration.retentionDays > 0 else { return 0 }
+        let cutoff = now.adding(seconds: -configuration.retentionDays * 86_400)
+        let pruning = directory.removeExpired(endingBefore: cutoff)
+        if let error = pruning.firstError {
+            logger.warning("expired report files could not be removed", metadata: [
+                "files": "\(pruning.failed)", "first_error": "\(error)", "retention_days": "\(configuration.retentionDays)",
+            ])
+        }
+        return pruning.removed
     }
 
     /// Finds the events committed since `previous` read the database that

@@ -13,6 +13,9 @@ public struct ReporterConfiguration: Sendable {
     public var delaySeconds: Int = 30
     /// Late events up to this old rewrite the reports they change; 0 turns corrections off.
     public var correctionHours: Int = 72
+    /// After a successful cron run, report and manifest files whose window
+    /// ended more than this many days ago are removed; 0 keeps every file.
+    public var retentionDays: Int = 7
     /// An explicit window (`--from`/`--to`); nil means cron mode.
     public var window: ReportWindow?
     /// Only this user (`--user`).

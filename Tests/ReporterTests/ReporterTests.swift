@@ -176,6 +176,41 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         if let newest { #expect(try second.text(newest).contains(#""id": "second""#)) }
     }
 
+    @Test func retentionRemovesOnlyItsOwnExpiredFilesAfterACronRun() throws {
+        let db = try database(with: [])
+        let dir = try makeTemporaryDirectory("retention")
+        let now = Timestamp.now()
+        func daysAgo(_ days: Double) -> Timestamp { Timestamp(microsecondsSinceEpoch: now.microsecondsSinceEpoch - Int64(days * 86_400_000_000)) }
+        let old = ReportWindow(start: daysAgo(8.01), end: daysAgo(8)), recent = ReportWindow(start: daysAgo(6.01), end: daysAgo(6))
+        let expired = [ReportFileName.make(userId: "alice", window: old), ReportFileName.make(userId: "a/b c", window: old),
+                       ReportFileName.make(userId: String(repeating: "é", count: 200), window: old), RunManifest.fileName(for: old)]
+        let kept = [ReportFileName.make(userId: "alice", window: recent), RunManifest.fileName(for: recent),
+                    "notes.txt", "task_report_alice_2020-01-01T00:00:00Z_2020-01-02T00:00:00Z.json",   // not a name it writes
+                    "task_report_bad name_\(old.start.canonical)_\(old.end.canonical).json",
+                    "task_report_alice_\(old.start.canonical)_\(old.end.canonical).json.bak",
+                    "manifest_x_\(old.start.canonical)_\(old.end.canonical).json"]
+        for name in expired + kept { #expect(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data("{}".utf8)), "\(name)") }
+        let lookalikeDirectory = ReportFileName.make(userId: "bob", window: old)
+        try FileManager.default.createDirectory(atPath: dir + "/" + lookalikeDirectory, withIntermediateDirectories: false)
+
+        let onDemand = try runReporter(window, conninfo: db, directory: dir, environment: ["REPORT_RETENTION_DAYS": "7"])
+        #expect(onDemand.exitCode == 0, "\(onDemand.stderr)")
+        #expect(Set(expired).isSubset(of: onDemand.all), "an on-demand run removes nothing")
+
+        let keepAll = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_RETENTION_DAYS": "0", "REPORT_DELAY_SECONDS": "0"])
+        #expect(keepAll.exitCode == 0, "\(keepAll.stderr)")
+        #expect(Set(expired).isSubset(of: keepAll.all), "0 keeps every file")
+
+        usleep(10_000)
+        let cron = try runReporter(["--retention-days", "7"], conninfo: db, directory: dir, environment: ["REPORT_DELAY_SECONDS": "0"])
+        #expect(cron.exitCode == 0, "\(cron.stderr)")
+        let left = Set(cron.all)
+        #expect(left.isDisjoint(with: expired), "expired reports and manifests removed: \(left.intersection(expired))")
+        #expect(Set(kept + [lookalikeDirectory]).isSubset(of: left), "recent and foreign files stay: \(Set(kept).subtracting(left))")
+        #expect(cron.stderr.contains("expired_files=4"), "\(cron.stderr)")
+        #expect(try runReporter(["--retention-days", "-1"], conninfo: db, directory: dir).exitCode == 64)
+    }
+
     @Test func aRunThatDiesBetweenFilesIsRedoneByTheNext() throws {
         let db = try database(with: (0..<5).map { event(.created, 30, "t\($0)", user: "user\($0)") })
         let dir = try makeTemporaryDirectory("crash")
@@ -281,5 +316,20 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
             }
         }
         #expect(names.count == 107 * 2)
+    }
+
+    @Test func recognisesExactlyTheNamesItWrites() {
+        for id in ["u1", "a/b c%", "..", "~x", String(repeating: "/", count: 300), String(repeating: "a", count: 300), "é\u{0}"] {
+            let name = ReportFileName.make(userId: id, window: window)
+            #expect(ReportFileName.window(of: name) == window, "\(name)")
+        }
+        #expect(ReportFileName.window(of: RunManifest.fileName(for: window)) == window)
+        let stamps = "_1970-01-01T00:00:00.000000Z_1970-01-01T00:00:15.000000Z.json"
+        for foreign in ["task_report_" + stamps.dropFirst(), "task_report_a b" + stamps, "task_report_a%2" + stamps, "task_report_a%2f" + stamps,
+                        "task_report_a~0123" + stamps, "Task_report_a" + stamps, "task_report_a" + stamps + ".tmp", "manifest_a" + stamps,
+                        "task_report_a_1970-01-01T00:00:00Z_1970-01-01T00:00:15Z.json",
+                        "task_report_a_1970-01-01T00:00:15.000000Z_1970-01-01T00:00:00.000000Z.json", ".task_report.tmp-1-1.json"] {
+            #expect(ReportFileName.window(of: foreign) == nil, "\(foreign)")
+        }
     }
 }

@@ -28,6 +28,10 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
 
         Every option has an environment variable (in brackets); the option wins.
 
+        With REPORT_METRICS_FILE, every run ends by replacing that file with its metrics \
+        (last success, duration, users, files, tasks, exit status) for node_exporter's \
+        textfile collector.
+
         Exit status: 0 done; 1 an error (named on stderr); 64 bad settings; 75 another \
         run holds the lock.
         """,
@@ -48,6 +52,8 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
     var correctionHours: Int?
     @Option(help: ArgumentHelp("After each cron run, remove this program's report and manifest files of windows that ended more than this many days ago; 0 keeps all [REPORT_RETENTION_DAYS, default 7].", valueName: "days"))
     var retentionDays: Int?
+    @Option(help: ArgumentHelp("After every run, replace this file with the run's metrics in node_exporter's textfile-collector format (name it *.prom) [REPORT_METRICS_FILE].", valueName: "file"))
+    var metricsFile: String?
 
     func resolve() throws -> ReporterConfiguration {
         let settings = Settings()
@@ -62,6 +68,14 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
                                                       range: 0...(24 * 366))
             config.retentionDays = try settings.int(("--retention-days", retentionDays), "REPORT_RETENTION_DAYS", default: config.retentionDays,
                                                     range: 0...36_600)
+        }
+        if let file = metricsFile ?? settings.string("REPORT_METRICS_FILE"), !file.isEmpty {
+            let directory = (file as NSString).deletingLastPathComponent
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory.isEmpty ? "." : directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ValidationError("REPORT_METRICS_FILE / --metrics-file \(JSONWriter.quoted(file)): the directory \(JSONWriter.quoted(directory)) does not exist")
+            }
+            config.metricsFile = file
         }
         switch (from, to) {
         case (nil, nil):
@@ -93,6 +107,9 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
     func run() throws {
         let config = try resolve()
         let logger = startLogging(as: "reporter")
+        let started = ContinuousClock.now
+        var summary: Reporter.Summary?
+        var status = ExitStatus.success
         do {
             var reporter = Reporter(configuration: config, logger: logger)
             let display = TerminalProgress()
@@ -105,19 +122,30 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
                 outcome = try reporter.run()
             }
             switch outcome {
-            case .done(let summary):
-                logger.notice("reporter finished: \(summary)")
+            case .done(let done):
+                summary = done
+                logger.notice("reporter finished: \(done)")
             case .locked:
                 logger.error("another reporter run holds the lock (pg_try_advisory_lock); not running twice at once")
-                throw ExitStatus.tryAgainLater.exitCode
+                status = .tryAgainLater
             case .nothingToDo(let lastEnd, let watermark):
                 logger.notice("nothing to report: the last run ended at \(lastEnd.canonical), not before the watermark \(watermark.canonical) (now - REPORT_DELAY_SECONDS)")
             }
-        } catch let error as ExitCode {
-            throw error
         } catch {
             logger.critical("reporter failed: \(error)")
-            throw ExitStatus.failure.exitCode
+            status = .failure
         }
+        if let path = config.metricsFile {
+            let elapsed = started.duration(to: .now)
+            let run = ReporterMetricsFile.Run(exitStatus: status.rawValue, finishedAt: .now(),
+                                              seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, summary: summary)
+            do {
+                try ReporterMetricsFile(path: path).write(run)
+            } catch {
+                logger.error("the metrics file was not written: \(error)")
+                if status == .success { status = .failure }
+            }
+        }
+        if status != .success { throw status.exitCode }
     }
 }

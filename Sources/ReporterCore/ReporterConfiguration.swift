@@ -16,6 +16,8 @@ public struct ReporterConfiguration: Sendable {
     /// After a successful cron run, report and manifest files whose window
     /// ended more than this many days ago are removed; 0 keeps every file.
     public var retentionDays: Int = 7
+    /// node_exporter textfile written after every run (`REPORT_METRICS_FILE`); nil: none.
+    public var metricsFile: String?
     /// An explicit window (`--from`/`--to`); nil means cron mode.
     public var window: ReportWindow?
     /// Only this user (`--user`).

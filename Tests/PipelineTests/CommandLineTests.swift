@@ -8,13 +8,8 @@ import TestSupport
 @Suite struct CommandLineTests {
     /// Runs `program` with `arguments` and `environment`; its exit code and what it printed.
     func run(_ program: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (code: Int32, out: String, err: String) {
-        let dir = try makeTemporaryDirectory("cli")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let process = try ChildProcess(executable(program), arguments: arguments, environment: environment,
-                                       stdout: .file(dir + "/out"), stderr: .file(dir + "/err"))
-        let code = try process.waitForExit(timeout: 30)
-        return (code, (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? "",
-                (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? "")
+        let run = try runTool(executable(program), arguments, environment: environment, timeout: 30)
+        return (run.status, run.output, run.errors)
     }
 
     @Test(arguments: ["receiver", "applier", "reporter"]) func versionNamesTheProgram(program: String) throws {

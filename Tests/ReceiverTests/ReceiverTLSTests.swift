@@ -26,12 +26,8 @@ private func run(_ path: String, _ arguments: [String], dir: String) throws -> (
 
 /// The same, with stdout and stderr apart.
 private func runSeparately(_ path: String, _ arguments: [String], dir: String) throws -> (status: Int32, output: String, errors: String) {
-    let out = dir + "/out-\(UInt32.random(in: 0...UInt32.max))"
-    let process = try ChildProcess(path, arguments: arguments, stdout: .file(out), stderr: .file(out + ".err"))
-    let status = try process.waitForExit(timeout: 60)
-    let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-    let errors = (try? String(contentsOfFile: out + ".err", encoding: .utf8)) ?? ""
-    return (status, text, errors)
+    let run = try runTool(path, arguments, timeout: 60)
+    return (run.status, run.output, run.errors)
 }
 
 /// `curl` POSTing a webhook over HTTPS, trusting `ca`; prints the status code last.

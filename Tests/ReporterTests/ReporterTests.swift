@@ -211,6 +211,44 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         #expect(try runReporter(["--retention-days", "-1"], conninfo: db, directory: dir).exitCode == 64)
     }
 
+    @Test func everyRunReplacesTheMetricsFileAndAFailureKeepsTheLastSuccess() throws {
+        let db = try database(with: [])
+        try PGConnection(conninfo: db).execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('t1', 'u1', 'x', now() - interval '2 seconds'), ('t2', 'u2', 'y', now() - interval '3 seconds')")
+        let metrics = try makeTemporaryDirectory("textfile") + "/meetperry_reporter.prom"
+        func sample(_ name: String) throws -> Double? {
+            let text = try String(contentsOfFile: metrics, encoding: .utf8)
+            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+        }
+        let before = Date().timeIntervalSince1970
+        let ok = try runReporter(["--metrics-file", metrics], conninfo: db, environment: ["REPORT_DELAY_SECONDS": "0", "REPORT_INTERVAL_SECONDS": "60"])
+        #expect(ok.exitCode == 0, "\(ok.stderr)")
+        let success = try #require(try sample("meetperry_reporter_last_success_timestamp_seconds"))
+        #expect(success >= before - 1 && success <= Date().timeIntervalSince1970 + 1)
+        #expect(try sample("meetperry_reporter_last_exit_status") == 0)
+        #expect(try sample("meetperry_reporter_last_run_users") == 2)
+        #expect(try sample("meetperry_reporter_last_run_files") == 2)
+        #expect(try sample("meetperry_reporter_last_run_tasks") == 2)
+        #expect(try sample("meetperry_reporter_last_success_window_seconds") == 60)
+        #expect(try (sample("meetperry_reporter_last_run_duration_seconds") ?? -1) > 0)
+        let check = try runTool(try systemTool("promtool", package: "Debian's prometheus"), ["check", "metrics"], input: try String(contentsOfFile: metrics, encoding: .utf8))
+        #expect(check.status == 0, "promtool check metrics: \(check.all)")
+
+        let failed = try runReporter([], conninfo: "host=/nonexistent port=1 user=postgres dbname=x connect_timeout=2",
+                                     environment: ["REPORT_METRICS_FILE": metrics])
+        #expect(failed.exitCode == 1)
+        #expect(try sample("meetperry_reporter_last_exit_status") == 1)
+        #expect(try sample("meetperry_reporter_last_success_timestamp_seconds") == success, "a failed run keeps the last success")
+        #expect(try sample("meetperry_reporter_last_success_window_seconds") == 60)
+        #expect(try sample("meetperry_reporter_last_run_files") == nil, "no figures from a run that did not report")
+        #expect(try (sample("meetperry_reporter_last_run_timestamp_seconds") ?? 0) >= success)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: (metrics as NSString).deletingLastPathComponent) == ["meetperry_reporter.prom"],
+                "no temporary file left")
+
+        let nowhere = try runReporter(["--metrics-file", "/nonexistent/dir/r.prom"], conninfo: db)
+        #expect(nowhere.exitCode == 64)
+        #expect(nowhere.stderr.contains("/nonexistent/dir"), "\(nowhere.stderr)")
+    }
+
     @Test func aRunThatDiesBetweenFilesIsRedoneByTheNext() throws {
         let db = try database(with: (0..<5).map { event(.created, 30, "t\($0)", user: "user\($0)") })
         let dir = try makeTemporaryDirectory("crash")

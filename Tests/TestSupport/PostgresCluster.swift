@@ -55,13 +55,8 @@ public final class PostgresCluster: @unchecked Sendable {
 
     @discardableResult
     static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let dir = try makeTemporaryDirectory("run")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let process = try ChildProcess(path, arguments: arguments, stdout: .file(dir + "/out"), stderr: .file(dir + "/err"))
-        let status = try process.waitForExit(timeout: 120)
-        let out = (try? String(contentsOfFile: dir + "/out", encoding: .utf8)) ?? ""
-        let err = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
-        return (status, out + err)
+        let run = try runTool(path, arguments)
+        return (run.status, run.all)
     }
 
     private func runAsOwner(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {

@@ -1,5 +1,6 @@
 import FileIO
 import Foundation
+import Synchronization
 import WebhookModel
 #if canImport(Glibc)
 import Glibc
@@ -8,11 +9,12 @@ import Glibc
 /// The directory reports go to. Every file is written under a temporary name
 /// in the same directory and renamed into place, so a reader (or a crash)
 /// never sees half a report; `sync()` makes the whole run durable at once
-/// before the run is recorded.
-public final class ReportDirectory {
+/// before the run is recorded. `write` may be called from several threads at once.
+public final class ReportDirectory: Sendable {
     public let path: String
     private let fd: Int32
-    private var counter = 0
+    /// Numbers temporary names; writers on several threads share it.
+    private let counter = Atomic<Int>(0)
     private static let temporaryPrefix = ".task_report.tmp-"
 
     /// Creates the directory if it is missing and checks that files can be made in it.
@@ -95,8 +97,8 @@ public final class ReportDirectory {
     /// Writes `bytes` as `name` atomically (temporary file, then rename).
     public func write(name: String, bytes: [UInt8]) throws {
         precondition(!name.utf8.contains(UInt8(ascii: "/")) && name != "." && name != "..", "report names never hold a path")
-        counter += 1
-        let temporary = "\(Self.temporaryPrefix)\(getpid())-\(counter).json"
+        let number = counter.wrappingAdd(1, ordering: .relaxed).newValue
+        let temporary = "\(Self.temporaryPrefix)\(getpid())-\(number).json"
         let file = openat(fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard file >= 0 else { throw SystemCallError(operation: "cannot create a file in", path: path, errno: errno) }
         var failure = bytes.withUnsafeBytes { writeFully(file, $0) }

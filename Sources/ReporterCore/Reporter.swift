@@ -77,62 +77,21 @@ public struct Reporter {
 
         var summary = Summary(window: window)
         var manifest = RunManifest(window: window)
-        func write(_ report: UserReport, correction: Bool) throws {
-            let name = ReportFileName.make(userId: report.userId, window: report.window)
-            try directory.write(name: name, bytes: report.render())
-            if correction {
-                summary.corrections += 1
-                manifest.addCorrection(name, report: report)
-            } else {
-                summary.files += 1
-                summary.tasks += report.taskCount
-                manifest.addFile(name, report: report)
+        // Files are created by the writer's thread while this one reads,
+        // judges and renders the next users' reports.
+        let writer = ReportWriter(directory: directory, afterEachFile: afterEachFile)
+        let snapshot: String
+        do {
+            snapshot = try store.readConsistently { snapshot in
+                try streamReports(window: window, previous: previous, cron: cron, now: now, store: store,
+                                  writer: writer, summary: &summary, manifest: &manifest, elapsed: elapsed)
+                return snapshot
             }
-            try afterEachFile?(summary.files + summary.corrections)
+        } catch {
+            _ = try? writer.finish()
+            throw error
         }
-
-        let snapshot = try store.readConsistently { snapshot in
-            var plan: CorrectionPlan?
-            var windows: [ReportWindow] = []
-            if cron, let previous {
-                let started = elapsed()
-                (plan, windows) = try planCorrections(since: previous, now: now, store: store)
-                summary.lateEvents = plan?.lateEvents ?? 0
-                summary.beyondHorizon = plan?.beyondHorizon ?? 0
-                summary.correctionSeconds += elapsed() - started
-            }
-            let correcting = windows.isEmpty ? [] : Set(plan?.users ?? [])
-            var current: UserReport?
-            var history: [StoredTask] = []
-            var counted: String? // the last user counted (one with a task that may be in the window)
-            func finishUser() throws {
-                if let done = current, !done.isEmpty { try write(done, correction: false) }
-                guard let user = current?.userId, correcting.contains(user), let plan else { return }
-                let started = elapsed()
-                for report in plan.corrections(user: user, tasks: history, windows: windows) { try write(report, correction: true) }
-                history.removeAll(keepingCapacity: true)
-                summary.correctionSeconds += elapsed() - started
-            }
-            let corrections = correcting.isEmpty ? nil : plan.map { (users: $0.users, previous: previous!.snapshot!) }
-            try store.streamTasks(window, user: configuration.user, corrections: corrections) { userId, task in
-                if current?.userId != userId {
-                    try finishUser()
-                    current = UserReport(userId: userId, window: window)
-                    if let progress { summary.seconds = elapsed(); progress(summary) }
-                }
-                if correcting.contains(userId) {
-                    history.append(task)
-                    guard task.isCandidate(for: window) else { return }
-                }
-                if counted != userId {
-                    counted = userId
-                    summary.users += 1
-                }
-                current!.add(task.asOf(window.end))
-            }
-            try finishUser()
-            return snapshot
-        }
+        summary.correctionSeconds += try writer.finish()
         try directory.sync()
         if cron {
             try directory.write(name: RunManifest.fileName(for: window), bytes: manifest.render(summary: summary))
@@ -142,6 +101,67 @@ public struct Reporter {
         }
         summary.seconds = elapsed()
         return .done(summary)
+    }
+
+    /// Reads the window's tasks (and, in cron mode, those of users with late
+    /// events) user by user inside the run's snapshot, and hands each user's
+    /// report, and the corrections of earlier windows, to `writer`.
+    private func streamReports(window: ReportWindow, previous: ReportStore.PreviousRun?, cron: Bool, now: Timestamp,
+                               store: ReportStore, writer: ReportWriter, summary: inout Summary, manifest: inout RunManifest,
+                               elapsed: () -> Double) throws {
+        /// Hands a report to the writers and counts it (the counts and the
+        /// manifest only outlive a run whose every file was written).
+        func write(_ report: UserReport, correction: Bool) throws {
+            let name = ReportFileName.make(userId: report.userId, window: report.window)
+            try writer.submit(ReportWriter.File(name: name, bytes: report.render(), correction: correction))
+            if correction {
+                summary.corrections += 1
+                manifest.addCorrection(name, report: report)
+            } else {
+                summary.files += 1
+                summary.tasks += report.taskCount
+                manifest.addFile(name, report: report)
+            }
+        }
+        var plan: CorrectionPlan?
+        var windows: [ReportWindow] = []
+        if cron, let previous {
+            let started = elapsed()
+            (plan, windows) = try planCorrections(since: previous, now: now, store: store)
+            summary.lateEvents = plan?.lateEvents ?? 0
+            summary.beyondHorizon = plan?.beyondHorizon ?? 0
+            summary.correctionSeconds += elapsed() - started
+        }
+        let correcting = windows.isEmpty ? [] : Set(plan?.users ?? [])
+        var current: UserReport?
+        var history: [StoredTask] = []
+        var counted: String? // the last user counted (one with a task that may be in the window)
+        func finishUser() throws {
+            if let done = current, !done.isEmpty { try write(done, correction: false) }
+            guard let user = current?.userId, correcting.contains(user), let plan else { return }
+            let started = elapsed()
+            for report in plan.corrections(user: user, tasks: history, windows: windows) { try write(report, correction: true) }
+            history.removeAll(keepingCapacity: true)
+            summary.correctionSeconds += elapsed() - started
+        }
+        let corrections = correcting.isEmpty ? nil : plan.map { (users: $0.users, previous: previous!.snapshot!) }
+        try store.streamTasks(window, user: configuration.user, corrections: corrections) { userId, task in
+            if current?.userId != userId {
+                try finishUser()
+                current = UserReport(userId: userId, window: window)
+                if let progress { summary.seconds = elapsed(); progress(summary) }
+            }
+            if correcting.contains(userId) {
+                history.append(task)
+                guard task.isCandidate(for: window) else { return }
+            }
+            if counted != userId {
+                counted = userId
+                summary.users += 1
+            }
+            current!.add(task.asOf(window.end))
+        }
+        try finishUser()
     }
 
     /// Retention: after a recorded cron run, removes this program's files whose

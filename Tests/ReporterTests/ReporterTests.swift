@@ -264,7 +264,10 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         #expect(throws: Crash.self) { try reporter.run(now: at(60)) }
         let failedWindow = "_\(at(30).canonical)_\(at(60).canonical).json"
         let written = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(failedWindow) }
-        #expect(written.count == 2, "two whole files, nothing half-written: \(written)")
+        #expect(written.count == 2, "the run stopped at the failure: \(written)")
+        for name in written {
+            #expect(throws: Never.self, "\(name) is whole") { try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name)))) }
+        }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { $0.hasPrefix("task_report_") || $0.hasPrefix("manifest_") })
         #expect(try !FileManager.default.contentsOfDirectory(atPath: dir).contains(RunManifest.fileName(for: ReportWindow(start: at(30), end: at(60)))),
                 "no manifest for a run that died")
@@ -332,6 +335,44 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         let unreachable = try runReporter(window, conninfo: "host=/nonexistent port=1 user=postgres dbname=x connect_timeout=2")
         #expect(unreachable.exitCode == 1)
         #expect(unreachable.stderr.contains("cannot connect to PostgreSQL"))
+    }
+}
+
+@Suite struct ReportWriterTests {
+    struct Refused: Error {}
+
+    func files(_ count: Int) -> [ReportWriter.File] {
+        let window = ReportWindow(start: at(0), end: at(60))
+        return (0..<count).map { n in
+            var report = UserReport(userId: "user\(n)", window: window)
+            report.add(TaskSnapshot(taskId: "t", content: "c", createdDate: at(30), completedDate: nil, deletedDate: nil))
+            return ReportWriter.File(name: ReportFileName.make(userId: report.userId, window: window), bytes: report.render(), correction: false)
+        }
+    }
+
+    @Test(arguments: [1, 4096, 1 << 20]) func writesEveryFileHandedOverBeforeFinishReturns(chunkBytes: Int) throws {
+        let dir = try makeTemporaryDirectory("writer")
+        let writer = ReportWriter(directory: try ReportDirectory(path: dir), capacity: 2, chunkBytes: chunkBytes, afterEachFile: nil)
+        for file in files(200) { try writer.submit(file) }
+        try writer.finish()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).count == 200)
+    }
+
+    @Test func theFirstFailureStopsTheWriterAndReachesTheReader() throws {
+        let dir = try makeTemporaryDirectory("writer-fails")
+        let writer = ReportWriter(directory: try ReportDirectory(path: dir), capacity: 2, chunkBytes: 1, afterEachFile: { count in
+            if count == 5 { throw Refused() }
+        })
+        var handedOver = 0
+        #expect(throws: Refused.self, "a hand-off after the failure throws it") {
+            for file in files(1000) {
+                try writer.submit(file)
+                handedOver += 1
+            }
+        }
+        #expect(handedOver < 1000)
+        #expect(throws: Refused.self) { try writer.finish() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).count == 5, "nothing after the failure")
     }
 }
 

@@ -50,12 +50,22 @@ let package = Package(
                 "WebhookModel", "TaskModel", "LibPQ", "DatabaseSchema", "FileIO", "LibNATS", "JetStreamSetup",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // GET /metrics for a program whose work is not HTTP (the applier).
+        .target(
+            name: "MetricsEndpoint",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .executableTarget(
             name: "ApplierCommand",
             dependencies: [
-                "ApplierCore", "CommandSupport", "LibPQ",
+                "ApplierCore", "CommandSupport", "LibPQ", "MetricsEndpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

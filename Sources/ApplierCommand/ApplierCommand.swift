@@ -4,6 +4,7 @@ import CommandSupport
 import Foundation
 import LibPQ
 import Logging
+import MetricsEndpoint
 
 /// `applier`: NDJSON webhooks on stdin (or a JetStream stream) into PostgreSQL.
 @main
@@ -16,6 +17,10 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
         summary go to stderr. With NATS_URL set it reads the JetStream stream's durable \
         consumer instead of stdin, acknowledges each message once its batch has committed, \
         and writes rejects as {"seq","reason","input"}.
+
+        With APPLIER_METRICS_PORT set it serves Prometheus metrics (meetperry_applier_*: lines \
+        read, events by outcome, batches, commit latency, retries, reconnections, accepted \
+        webhooks rejected by the rules, lag) on GET /metrics.
 
         Every option has an environment variable (in brackets); the option wins.
 
@@ -39,6 +44,11 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
     var maxLineBytes: Int?
     @Option(help: ArgumentHelp("Seconds to keep retrying an unreachable database after SIGTERM [APPLIER_SHUTDOWN_TIMEOUT, default 30].", valueName: "s"))
     var shutdownTimeout: Int?
+    @Option(help: ArgumentHelp("Serve Prometheus metrics on GET /metrics at this port; 0 picks a free one (logged) [APPLIER_METRICS_PORT, default off].",
+                               valueName: "port"))
+    var metricsPort: Int?
+    @Option(help: ArgumentHelp("Address the metrics endpoint binds to [APPLIER_METRICS_HOST, default 127.0.0.1].", valueName: "address"))
+    var metricsHost: String?
     @Option(help: ArgumentHelp("Apply this schema file (changeset.sql) to the database with these same settings, then exit; waits up to a minute for PostgreSQL to come up.",
                                valueName: "file"))
     var applyChangeset: String?
@@ -61,6 +71,10 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
                                                    range: 1024...(1 << 30))
             config.shutdownTimeoutSeconds = try settings.int(("--shutdown-timeout", shutdownTimeout), "APPLIER_SHUTDOWN_TIMEOUT",
                                                              default: config.shutdownTimeoutSeconds, range: 0...86_400)
+            if metricsPort != nil || settings.string("APPLIER_METRICS_PORT") != nil {
+                config.metricsPort = try settings.int(("--metrics-port", metricsPort), "APPLIER_METRICS_PORT", default: 0, range: 0...65_535)
+            }
+            config.metricsHost = settings.string(metricsHost, "APPLIER_METRICS_HOST", default: config.metricsHost)
             config.jetStream = try jetStream.resolve(settings, consumer: settings.string(natsConsumer, "NATS_CONSUMER", default: "appliers"))
             config.jetStream?.ackWaitSeconds = try settings.int(("--nats-ack-wait-seconds", natsAckWaitSeconds), "NATS_ACK_WAIT_SECONDS",
                                                                 default: 30, range: 1...86_400)
@@ -82,8 +96,15 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
             "database": "\(ConnectionString.redacted(config.conninfo))", "batch.size": "\(config.batchSize)", "batch.ms": "\(config.batchMilliseconds)",
         ])
         let applier: Applier
+        var server: MetricsServer?
+        defer { server?.close() }
         do {
-            applier = try Applier(configuration: config, logger: logger, stop: stop)
+            let metrics = config.metricsPort.map { _ in ApplierMetrics() }
+            if let metrics, let port = config.metricsPort {
+                server = try MetricsServer(host: config.metricsHost, port: port) { metrics.exposition() }
+                logger.info("serving metrics", metadata: ["address": "\(config.metricsHost):\(server!.port)", "path": "/metrics"])
+            }
+            applier = try Applier(configuration: config, logger: logger, stop: stop, metrics: metrics)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitStatus.failure.exitCode

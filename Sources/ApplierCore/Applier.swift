@@ -25,6 +25,7 @@ public final class Applier {
     private let input: any ApplierInput
     private let rejects: RejectWriter
     private let committers: [BatchCommitter]
+    private let metrics: ApplierMetrics?
     public private(set) var summary = ApplierSummary()
     /// Called now and then with the counts so far (the executable draws them
     /// on a terminal), and once with `done` before the summary is logged.
@@ -35,8 +36,9 @@ public final class Applier {
     /// JetStream settings libnats refuses. `connect` makes each committer's
     /// store (PostgreSQL unless a test says otherwise).
     public init(configuration: ApplierConfiguration, logger: Logger, stop: StopToken, inputFD: Int32 = 0, outputFD: Int32 = 1,
-                connect: (() throws -> any BatchStore)? = nil) throws {
+                metrics: ApplierMetrics? = nil, connect: (() throws -> any BatchStore)? = nil) throws {
         self.configuration = configuration
+        self.metrics = metrics
         self.logger = logger
         self.stop = stop
         let rejects: RejectWriter
@@ -50,7 +52,7 @@ public final class Applier {
         }
         self.rejects = rejects
         self.committers = (0..<max(1, configuration.connections)).map { _ in
-            BatchCommitter(configuration: configuration, logger: logger, rejects: rejects, stop: stop, connect: connect)
+            BatchCommitter(configuration: configuration, logger: logger, rejects: rejects, stop: stop, metrics: metrics, connect: connect)
         }
     }
 
@@ -102,6 +104,7 @@ public final class Applier {
         /// Rejects an input before it reaches a batch: written, then its source told.
         func reject(_ number: Int, _ reason: String, _ input: [UInt8], truncated: Bool = false, _ delivery: (any Delivery)?) {
             counts.rejected += 1
+            metrics?.lineRejected()
             rejects.reject(line: number, reason: reason, input: input, truncated: truncated)
             if let delivery {
                 rejects.flush()
@@ -112,19 +115,23 @@ public final class Applier {
             switch item {
             case .tooLong(let number, let prefix, let delivery):
                 counts.read += 1
+                metrics?.linesRead.increment()
                 reject(number, "line longer than \(configuration.maxLineBytes) bytes", prefix, truncated: true, delivery)
             case .line(let number, let bytes, let delivery):
                 if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
                     // A blank line between lines is nothing; a blank message is a message that is not a webhook.
                     if delivery != nil {
                         counts.read += 1
+                        metrics?.linesRead.increment()
                         reject(number, "an empty message is not a webhook", bytes, delivery)
                     }
                     return
                 }
                 counts.read += 1
+                metrics?.linesRead.increment()
                 switch Result(catching: { () throws(WebhookDecodingError) in try Webhook.decode(bytes) }) {
                 case .success(let record):
+                    metrics?.eventBatched()
                     if batch.isEmpty { batchStarted = DispatchTime.now().uptimeNanoseconds }
                     batch.append(IncomingEvent(record: record, line: number, input: bytes, delivery: delivery))
                     if batch.count >= configuration.batchSize { try flushBatch() }

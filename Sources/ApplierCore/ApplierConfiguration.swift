@@ -16,6 +16,10 @@ public struct ApplierConfiguration: Sendable {
     public var connections: Int = 2
     /// Longest wait between reconnection attempts.
     public var maxBackoffMilliseconds: Int = 5000
+    /// `GET /metrics` on this port (0: any free one, logged); nil: no metrics endpoint.
+    public var metricsPort: Int?
+    /// The address the metrics endpoint binds to (loopback unless asked).
+    public var metricsHost = "127.0.0.1"
     /// JetStream mode: read from the stream's durable consumer instead of stdin.
     public var jetStream: JetStreamSettings?
 

@@ -1,6 +1,7 @@
 import Foundation
 import LibPQ
 import Logging
+import WebhookModel
 
 /// Commits prepared batches on a thread of its own, so reading and decoding
 /// the next batch overlaps with PostgreSQL working on this one. It holds at
@@ -31,7 +32,10 @@ final class BatchCommitter: @unchecked Sendable {
     private let rejects: RejectWriter
     private let stop: StopToken
     private let connect: () throws -> any BatchStore
+    private let metrics: ApplierMetrics?
     private var store: (any BatchStore)?
+    /// Whether a store was ever made: the next one is a reconnection.
+    private var connectedOnce = false
     private var shutdownDeadline: Date?
 
     private let condition = NSCondition()
@@ -39,8 +43,9 @@ final class BatchCommitter: @unchecked Sendable {
 
     /// `connect` makes a store on a new connection (PostgreSQL's `TaskStore` unless a test says otherwise).
     init(configuration: ApplierConfiguration, logger: Logger, rejects: RejectWriter, stop: StopToken,
-         connect: (() throws -> any BatchStore)? = nil) {
+         metrics: ApplierMetrics? = nil, connect: (() throws -> any BatchStore)? = nil) {
         self.configuration = configuration
+        self.metrics = metrics
         self.logger = logger
         self.rejects = rejects
         self.stop = stop
@@ -141,12 +146,15 @@ final class BatchCommitter: @unchecked Sendable {
         let lines = "\(batch.firstLine)-\(batch.lastLine)"
         while true {
             do {
-                let outcome = try connectedStore().apply(batch)
-                record(outcome, of: batch)
+                let store = try connectedStore()
+                let started = DispatchTime.now().uptimeNanoseconds
+                let outcome = try store.apply(batch)
+                record(outcome, of: batch, nanoseconds: Int64(DispatchTime.now().uptimeNanoseconds - started))
                 return
             } catch let error as PGError where error.isTransient || (error.isWriteConflict && conflicts < Self.writeConflictRetries) {
                 // A write conflict rolled back on a healthy connection: just read again.
                 attempt += 1
+                metrics?.retries.increment()
                 logger.warning("batch not committed, retrying", metadata: [
                     "lines": "\(lines)", "attempt": "\(attempt)", "error": "\(error)",
                 ])
@@ -160,6 +168,8 @@ final class BatchCommitter: @unchecked Sendable {
                 guard batch.count > 1 else {
                     let item = batch.items[0]
                     transition { $0.rejectedAlone() }
+                    metrics?.rejectedAlone()
+                    refusedAfterAcceptance(item, rule: .databaseRefused, reason: "\(error)")
                     rejects.reject(line: item.line, reason: "database refused the event: \(error)", input: item.input)
                     rejects.flush()
                     item.delivery?.rejected()
@@ -175,9 +185,12 @@ final class BatchCommitter: @unchecked Sendable {
         }
     }
 
-    private func record(_ outcome: BatchOutcome, of batch: PreparedBatch) {
+    private func record(_ outcome: BatchOutcome, of batch: PreparedBatch, nanoseconds: Int64) {
         transition { $0.committed(outcome) }
-        for (item, reason) in outcome.rejected.sorted(by: { $0.0.line < $1.0.line }) {
+        metrics?.committed(outcome, of: batch, nanoseconds: nanoseconds)
+        for (item, disposition) in outcome.rejected.sorted(by: { $0.0.line < $1.0.line }) {
+            let reason = disposition.rejectionReason ?? "rejected"
+            if let rule = ApplierMetrics.RefusalRule(disposition) { refusedAfterAcceptance(item, rule: rule, reason: reason) }
             rejects.reject(line: item.line, reason: reason, input: item.input)
         }
         rejects.flush()
@@ -190,6 +203,21 @@ final class BatchCommitter: @unchecked Sendable {
         logger.debug("batch committed", metadata: ["applied": "\(outcome.applied)", "duplicates": "\(outcome.duplicates)", "pending": "\(outcome.pending)"])
     }
 
+    /// A webhook the receiver had accepted (it carries `receivedAt`: its
+    /// sender got a 202) that is refused now is more than a line in the
+    /// rejects: it is logged and counted, so an alert can fire. What comes
+    /// from the webhook is quoted and cut short: it is the sender's text.
+    private func refusedAfterAcceptance(_ item: IncomingEvent, rule: ApplierMetrics.RefusalRule, reason: String) {
+        guard let receivedAt = item.record.receivedAt else { return }
+        metrics?.refusedAfterAcceptance(rule)
+        let webhook = item.record.webhook
+        logger.warning("an accepted webhook was rejected", metadata: [
+            "rule": "\(rule.rawValue)", "line": "\(item.line)", "received_at": "\(receivedAt.canonical)",
+            "task": "\(JSONWriter.quoted(String(webhook.taskId.prefix(128))))", "user": "\(JSONWriter.quoted(String(webhook.userId.prefix(128))))",
+            "reason": "\(reason)",
+        ])
+    }
+
     // MARK: - The store
 
     private func connectedStore(startup: Bool = false) throws -> any BatchStore {
@@ -200,6 +228,8 @@ final class BatchCommitter: @unchecked Sendable {
             do {
                 let made = try connect()
                 store = made
+                if connectedOnce { metrics?.reconnects.increment() }
+                connectedOnce = true
                 if attempt > 0 { logger.notice("connected to PostgreSQL again after \(attempt) failed attempt(s)") }
                 return made
             } catch let error as PGError where error.isTransient {

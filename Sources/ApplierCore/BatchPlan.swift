@@ -77,7 +77,7 @@ struct BatchPlan {
             switch TaskRules.disposition(of: webhook, creation: creations[webhook.taskId]) {
             case .applied: outcome.applied += 1
             case .pending: outcome.pending += 1
-            case let other: outcome.rejected.append((item, other.rejectionReason ?? "rejected"))
+            case let refusal: outcome.rejected.append((item, refusal))
             }
         }
         return (rows, outcome)

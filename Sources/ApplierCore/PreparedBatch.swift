@@ -115,8 +115,8 @@ public struct BatchOutcome: Sendable {
     public var applied = 0
     public var duplicates = 0
     public var pending = 0
-    /// Events the rules refused, with why.
-    public var rejected: [(IncomingEvent, String)] = []
+    /// Events the rules refused, with the rule's verdict (its `rejectionReason` says why).
+    public var rejected: [(IncomingEvent, EventDisposition)] = []
 
     public init() {}
 }

@@ -432,6 +432,95 @@ import WebhookModel
     }
 }
 
+/// The applier's `/metrics` while it works.
+@Suite struct ApplierMetricsTests {
+    @Test func metricsMoveUnderLoadShowTheLagAndCountAcceptedWebhooksTheRulesRefuse() throws {
+        let cluster = PostgresCluster.shared
+        let db = cluster.conninfo(database: try cluster.makeDatabase())
+        let dir = try makeTemporaryDirectory("applier-metrics")
+        let port = freePort()
+        let process = try ChildProcess(executable("applier"), arguments: ["--metrics-port", String(port), "--batch-ms", "10", "--batch-size", "100"],
+                                       environment: ["DATABASE_URL": db], stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/stderr"))
+        func scrape() throws -> String {
+            let result = try httpRequest(port: port, "GET", "/metrics", headers: [:])
+            guard result.status == 200 else { throw TestFailure("GET /metrics: \(result.status)") }
+            #expect(result.header("Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
+            return result.text
+        }
+        func value(_ series: String) -> Double { (try? scrape()).flatMap { metricSample(series, in: $0) } ?? -1 }
+        try waitUntil("the metrics endpoint answers") { (try? scrape()) != nil }
+        #expect(value("meetperry_applier_lines_read_total") == 0)
+
+        let receivedAt = Timestamp(microsecondsSinceEpoch: Timestamp.now().microsecondsSinceEpoch - 2_000_000)
+        func lines(_ events: [Webhook]) -> [UInt8] {
+            var out: [UInt8] = []
+            for w in events { StreamRecord(webhook: w, receivedAt: receivedAt).appendCanonicalLine(to: &out) }
+            return out
+        }
+        process.writeStdin(lines((0..<300).map { event(.created, $0, id: "m\($0)") }))
+        try waitUntil("300 applied") { value(#"meetperry_applier_events_total{outcome="applied"}"#) == 300 }
+        #expect(value("meetperry_applier_lines_read_total") == 300)
+        #expect(value("meetperry_applier_lag_seconds") == 0, "everything read is committed: no lag")
+        #expect(abs(value("meetperry_applier_last_committed_received_timestamp_seconds") - Double(receivedAt.microsecondsSinceEpoch) / 1e6) < 0.001)
+
+        // Every partition lock held elsewhere: the next events are read but cannot commit, and the lag grows.
+        let blocker = try PGConnection(conninfo: db)
+        try blocker.execute("BEGIN")
+        for p in 0..<TaskPartition.count { try blocker.execute("SELECT pg_advisory_xact_lock($1::int8)", [String(TaskPartition.firstLockKey + Int64(p))]) }
+        process.writeStdin(lines((300..<400).map { event(.created, $0, id: "m\($0)") }))
+        try waitUntil("the next 100 are read") { value("meetperry_applier_lines_read_total") == 400 }
+        try waitUntil("the lag passes 3 s while they wait") { value("meetperry_applier_lag_seconds") > 3 }
+        try blocker.execute("COMMIT")
+        try waitUntil("400 applied, the lag back to 0") {
+            value(#"meetperry_applier_events_total{outcome="applied"}"#) == 400 && value("meetperry_applier_lag_seconds") == 0
+        }
+
+        // Accepted (it carries receivedAt), then refused: another user edits m1. A duplicate, and a raw line the rules refuse too.
+        process.writeStdin(lines([event(.updated, 500, id: "m1", user: "intruder", content: "mine"), event(.created, 0, id: "m0")]))
+        process.writeStdin(stream([event(.updated, 501, id: "m2", user: "intruder", content: "raw")]) + Array("not json\n".utf8))
+        try waitUntil("the refusal counted") { value(#"meetperry_applier_rejected_after_acceptance_total{rule="owner_change"}"#) == 1 }
+        try waitUntil("every line counted") { value(#"meetperry_applier_events_total{outcome="rejected"}"#) == 3 }
+        let text = try scrape()
+        #expect(metricSample(#"meetperry_applier_events_total{outcome="duplicate"}"#, in: text) == 1)
+        #expect(metricSample("meetperry_applier_lines_read_total", in: text) == 404)
+        #expect((metricSample("meetperry_applier_batches_total", in: text) ?? 0) >= 4)
+        #expect(metricSample("meetperry_applier_commit_seconds_count", in: text) == metricSample("meetperry_applier_batches_total", in: text))
+        #expect(metricSample(#"meetperry_applier_rejected_after_acceptance_total{rule="conflicting_created"}"#, in: text) == 0)
+        #expect(metricSample("meetperry_applier_retries_total", in: text) == 0)
+        let check = try runTool(try systemTool("promtool", package: "Debian's prometheus"), ["check", "metrics"], input: text)
+        #expect(check.status == 0, "promtool check metrics: \(check.all)")
+
+        let post = try httpRequest(port: port, "POST", "/metrics", headers: [:], body: Array("x".utf8))
+        #expect(post.status == 405 && post.header("Allow") == "GET, HEAD")
+        #expect(try httpRequest(port: port, "GET", "/webhook", headers: [:]).status == 404)
+
+        process.closeStdin()
+        #expect(try process.waitForExit(timeout: 60) == 0)
+        let log = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
+        let warning = log.split(separator: "\n").filter { $0.contains("an accepted webhook was rejected") }
+        #expect(warning.count == 1, "\(log)")
+        #expect(warning.first?.contains("rule=owner_change") == true && warning.first?.contains(#"task="m1""#) == true)
+    }
+
+    @Test func aTakenMetricsPortStopsStartUpNamingIt() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = listen(listener, 1)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let db = PostgresCluster.shared.conninfo(database: try PostgresCluster.shared.makeDatabase())
+        let run = try runApplier([], conninfo: db, arguments: ["--metrics-port", String(port)])
+        #expect(run.exitCode == 1)
+        #expect(run.stderr.contains("cannot serve metrics on 127.0.0.1:\(port)"), "\(run.stderr)")
+        #expect(try runApplier([], conninfo: db, arguments: ["--metrics-port", "70000"]).exitCode == 64)
+    }
+}
+
 /// The real receiver piped into the real applier, fed over HTTP.
 @Suite struct ReceiverIntoApplierTests {
     @Test func webhooksPostedOverHTTPEndUpInPostgreSQL() throws {

@@ -215,10 +215,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         let db = try database(with: [])
         try PGConnection(conninfo: db).execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('t1', 'u1', 'x', now() - interval '2 seconds'), ('t2', 'u2', 'y', now() - interval '3 seconds')")
         let metrics = try makeTemporaryDirectory("textfile") + "/meetperry_reporter.prom"
-        func sample(_ name: String) throws -> Double? {
-            let text = try String(contentsOfFile: metrics, encoding: .utf8)
-            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
-        }
+        func sample(_ name: String) throws -> Double? { metricSample(name, in: try String(contentsOfFile: metrics, encoding: .utf8)) }
         let before = Date().timeIntervalSince1970
         let ok = try runReporter(["--metrics-file", metrics], conninfo: db, environment: ["REPORT_DELAY_SECONDS": "0", "REPORT_INTERVAL_SECONDS": "60"])
         #expect(ok.exitCode == 0, "\(ok.stderr)")

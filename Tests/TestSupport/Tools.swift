@@ -36,3 +36,12 @@ public func systemTool(_ name: String, package: String) throws -> String {
     }
     throw TestFailure("\(name) not found on PATH: install \(package) (.ci/run does)")
 }
+
+/// The value of sample `series` (a metric name, with its labels as written:
+/// `name{label="x"}`) in a Prometheus text exposition, or nil.
+public func metricSample(_ series: String, in exposition: String) -> Double? {
+    for line in exposition.split(separator: "\n") where line.hasPrefix(series + " ") {
+        return Double(line.dropFirst(series.count + 1).split(separator: " ").first ?? "")
+    }
+    return nil
+}

@@ -298,9 +298,12 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             } else {
                 send(.ok, #"{"status":"ok"}"#, to: head, context: context)
             }
-        case ("/metrics", .get):
+        case ("/metrics", .get), ("/metrics", .head):
             send(.ok, body: context.channel.allocator.buffer(bytes: metrics.exposition()),
                  contentType: "text/plain; version=0.0.4; charset=utf-8", to: head, context: context)
+        case ("/healthz", _), ("/metrics", _):
+            send(APIError(.methodNotAllowed, "method not allowed", detail: .text("use GET or HEAD"), headers: [("Allow", "GET, HEAD")]),
+                 to: head, context: context)
         default:
             send(APIError(.notFound, "not found", detail: .text("POST webhooks to /webhook")), to: head, context: context)
         }

@@ -101,6 +101,35 @@ ALTER TABLE meetperry.task_event
     ADD COLUMN IF NOT EXISTS xact_id bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
 CREATE INDEX IF NOT EXISTS task_event_xact_id ON meetperry.task_event USING brin (xact_id);
 
+-- The rules' verdict on each stored event, as of the last time its task was
+-- folded: NULL while the event is applied or pending, else the rule that
+-- refuses it ('owner_change': sent by another user than the task's creator;
+-- 'conflicting_created': a created event that lost to an earlier one). A
+-- duplicate of a refused event is refused again, from here, without folding
+-- its task: a replay of an archive writes its rejects again.
+-- Added to an older event log, it is filled in once from the events
+-- themselves (the creation: the earliest created event, ties broken as the
+-- rules break them).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = 'meetperry' AND table_name = 'task_event' AND column_name = 'rejection') THEN
+        ALTER TABLE meetperry.task_event ADD COLUMN rejection text
+            CHECK (rejection IN ('owner_change', 'conflicting_created'));
+        WITH creation AS (
+            SELECT DISTINCT ON (external_id) external_id, identity, user_id
+            FROM meetperry.task_event WHERE event = 'created'
+            ORDER BY external_id, occurred_at, user_id COLLATE "C", content COLLATE "C", is_completed
+        )
+        UPDATE meetperry.task_event e
+        SET rejection = CASE WHEN e.user_id <> c.user_id THEN 'owner_change' ELSE 'conflicting_created' END
+        FROM creation c
+        WHERE c.external_id = e.external_id
+          AND (e.user_id <> c.user_id OR (e.event = 'created' AND e.identity <> c.identity));
+    END IF;
+END
+$$;
+
 -- The cron cursor: one row per finished reporter run, written only after
 -- every file of its window is on disk. The next run starts at the latest end.
 CREATE TABLE IF NOT EXISTS meetperry.report_run (

@@ -31,18 +31,16 @@ public final class ApplierMetrics: Sendable {
     /// The lag counts from here until an event with a `receivedAt` commits.
     private let startedAt = Int64(Date().timeIntervalSince1970 * 1e6)
 
-    /// Why an accepted webhook was refused: the metric's `rule` label.
+    /// Why an accepted webhook was refused: the metric's `rule` label (the
+    /// rules' refusals by their `EventDisposition.rejectionCode`).
     enum RefusalRule: String, CaseIterable {
         case conflictingCreated = "conflicting_created"
         case ownerChange = "owner_change"
         case databaseRefused = "database_refused"
 
         init?(_ disposition: EventDisposition) {
-            switch disposition {
-            case .rejectedConflict: self = .conflictingCreated
-            case .rejectedOwner: self = .ownerChange
-            case .applied, .pending: return nil
-            }
+            guard let rule = disposition.rejectionCode.flatMap(RefusalRule.init(rawValue:)) else { return nil }
+            self = rule
         }
     }
 

@@ -53,6 +53,17 @@ struct EventKey: Hashable, Sendable {
         self.high = high
         self.low = low
     }
+
+    /// The uuid's text form, for a `uuid[]` parameter.
+    var uuidText: String {
+        let hex = String(high, radix: 16).leftPadded(to: 16) + String(low, radix: 16).leftPadded(to: 16)
+        let h = Array(hex)
+        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+    }
+}
+
+private extension String {
+    func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
 
 /// A batch encoded for the database. Preparing is pure CPU work, done by

@@ -74,8 +74,9 @@ public final class TaskStore: BatchStore {
                 (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id)
             FROM STDIN (FORMAT binary)
             """, data: batch.eventRows.data(rows: plan.newItems))
-        let (rows, outcome) = plan.fold()
+        let (rows, outcome, verdicts) = plan.fold()
         try write(rows)
+        try store(verdicts)
         return outcome
     }
 
@@ -94,9 +95,9 @@ public final class TaskStore: BatchStore {
     private func stored(_ batch: PreparedBatch) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
         try connection.query("""
-            SELECT external_id, identity FROM meetperry.task_event WHERE external_id = ANY($1::text[])
+            SELECT external_id, identity, rejection FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
-            SELECT external_id, NULL FROM meetperry.task WHERE external_id = ANY($1::text[])
+            SELECT external_id, NULL, NULL FROM meetperry.task WHERE external_id = ANY($1::text[])
             """, [batch.taskIds], binary: true) { row in
             guard let taskId = row.string(0) else { throw PGError.unreadableRow("meetperry.task_event") }
             switch row.withBytes(1, { EventKey($0) }) {
@@ -107,22 +108,45 @@ public final class TaskStore: BatchStore {
             case .some(let identity?):
                 stored.identities.insert(identity)
                 stored.tasksWithHistory.insert(taskId)
+                if let code = row.string(2) { stored.refusals[identity] = try Self.refusal(code) }
             }
         }
         return stored
     }
 
-    /// Every stored event of `tasks`.
-    private func storedEvents(of tasks: [String]) throws -> [Webhook] {
+    /// Every stored event of `tasks`, with its identity and stored verdict.
+    private func storedEvents(of tasks: [String]) throws -> [BatchPlan.StoredEvent] {
         guard !tasks.isEmpty else { return [] }
-        var events: [Webhook] = []
+        var events: [BatchPlan.StoredEvent] = []
         try connection.query("""
-            SELECT e.external_id, \(StoredEvent.columns) FROM meetperry.task_event e WHERE e.external_id = ANY($1::text[])
+            SELECT e.external_id, e.identity, e.rejection, \(StoredEvent.columns) FROM meetperry.task_event e WHERE e.external_id = ANY($1::text[])
             """, [PGArray.literal(tasks)], binary: true) { row in
-            guard let taskId = row.string(0) else { throw PGError.unreadableRow("meetperry.task_event") }
-            events.append(try StoredEvent.webhook(taskId: taskId, row: row, from: 1))
+            guard let taskId = row.string(0), let identity = row.withBytes(1, { EventKey($0) }) ?? nil else {
+                throw PGError.unreadableRow("meetperry.task_event")
+            }
+            events.append(BatchPlan.StoredEvent(webhook: try StoredEvent.webhook(taskId: taskId, row: row, from: 3), identity: identity,
+                                                refusal: try row.string(2).map(Self.refusal)))
         }
         return events
+    }
+
+    /// A stored `rejection` code as the rules' refusal.
+    private static func refusal(_ code: String) throws -> EventDisposition {
+        guard let refusal = EventDisposition(rejectionCode: code) else { throw PGError.unreadableRow("meetperry.task_event (rejection \(JSONWriter.quoted(code)))") }
+        return refusal
+    }
+
+    /// Stores the verdicts the fold made or changed (`task_event.rejection`):
+    /// new events the rules refuse, stored ones whose verdict changed. Rare,
+    /// so one statement when there are any, none otherwise.
+    private func store(_ verdicts: [BatchPlan.VerdictChange]) throws {
+        guard !verdicts.isEmpty else { return }
+        try connection.execute("""
+            UPDATE meetperry.task_event e SET rejection = v.rejection
+            FROM unnest($1::text[], $2::uuid[], $3::text[]) AS v(external_id, identity, rejection)
+            WHERE e.external_id = v.external_id AND e.identity = v.identity AND e.rejection IS DISTINCT FROM v.rejection
+            """, [PGArray.literal(verdicts.map(\.taskId)), PGArray.literal(verdicts.map(\.identity.uuidText)),
+                  PGArray.literal(verdicts.map { $0.refusal?.rejectionCode })])
     }
 
     /// A task without a row is copied in; one with a row is updated if it changed.

@@ -30,6 +30,25 @@ public enum EventDisposition: Sendable, Hashable {
     /// Sent by a user other than the task's creator.
     case rejectedOwner
 
+    /// How a refusal is kept in the event log (`meetperry.task_event.rejection`)
+    /// and named in metrics; nil for an event the rules take.
+    public var rejectionCode: String? {
+        switch self {
+        case .rejectedConflict: return "conflicting_created"
+        case .rejectedOwner: return "owner_change"
+        case .applied, .pending: return nil
+        }
+    }
+
+    /// The refusal a stored `rejection` code names (nil for an unknown code).
+    public init?(rejectionCode code: String) {
+        switch code {
+        case "conflicting_created": self = .rejectedConflict
+        case "owner_change": self = .rejectedOwner
+        default: return nil
+        }
+    }
+
     public var rejectionReason: String? {
         switch self {
         case .rejectedConflict: return "conflicting created event: the task was already created by an earlier event"

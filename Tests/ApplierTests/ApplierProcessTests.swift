@@ -190,6 +190,43 @@ import WebhookModel
         #expect(try taskRows(db, includeSurrogates: true) == once)
     }
 
+    /// `applier < archive > rejects.ndjson` into a database that already holds
+    /// the archive: every line whose event the rules refuse (by the final
+    /// verdict of its task) is rejected again, duplicates included, and
+    /// nothing else; an older event log gets its verdicts from changeset.sql.
+    @Test func aReplayWritesItsRejectsAgain() throws {
+        let db = try freshDatabase()
+        var generator = SeededGenerator(seed: 12)
+        var events = (0..<80).flatMap { randomHistory(taskId: "task\($0)", using: &generator) }
+        events += events.prefix(40)  // a sender's retries
+        events.shuffle(using: &generator)
+        let input = stream(events)
+        var refused = Set<Webhook>()
+        for (_, history) in Dictionary(grouping: events, by: \.taskId) {
+            for (event, verdict) in TaskRules.fold(history).dispositions where verdict.rejectionCode != nil { refused.insert(event) }
+        }
+        let expected = events.indices.filter { refused.contains(events[$0]) }.map { $0 + 1 }
+        #expect(expected.count > 10, "the histories refuse some events")
+
+        let first = try runApplier(input, conninfo: db, arguments: ["--batch-size", "17"])
+        #expect(first.exitCode == 0)
+        for _ in 0..<2 {
+            let replay = try runApplier(input, conninfo: db, arguments: ["--batch-size", "17"])
+            #expect(replay.exitCode == 0)
+            #expect(replay.rejectedLines.sorted() == expected)
+            #expect(replay.stderr.contains("applied=0 duplicates=\(events.count - expected.count) pending=0 rejected=\(expected.count)"), "\(replay.stderr)")
+        }
+
+        // The same verdicts from changeset.sql for a log written before they were stored.
+        let connection = try PGConnection(conninfo: db)
+        let verdicts = "SELECT external_id, identity::text, rejection FROM meetperry.task_event ORDER BY 1, 2"
+        let stored = try connection.execute(verdicts).rows
+        #expect(stored.filter { $0[2] != nil }.count == refused.count)
+        try connection.execute("ALTER TABLE meetperry.task_event DROP COLUMN rejection")
+        try connection.executeScript(try String(contentsOfFile: packageRoot() + "/changeset.sql", encoding: .utf8))
+        #expect(try connection.execute(verdicts).rows == stored)
+    }
+
     /// The final table is a function of the set of events: any order, any
     /// duplication, any split across concurrent appliers, gives the same rows,
     /// and the rows are what the rules say.

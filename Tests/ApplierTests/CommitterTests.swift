@@ -75,7 +75,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         #expect(plan.newItems == [0], "only the first a is new")
         #expect(plan.duplicates == 2)
         #expect(plan.tasksToRefold.isEmpty, "b gained nothing")
-        let (rows, outcome) = plan.fold()
+        let (rows, outcome, _) = plan.fold()
         #expect(rows.new.map(\.taskId) == ["a"] && rows.existing.isEmpty)
         #expect(outcome.applied == 1 && outcome.duplicates == 2 && outcome.rejected.isEmpty)
     }
@@ -90,17 +90,53 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         stored.tasksWithRow = ["a"]
         var plan = BatchPlan(batch, stored: stored)
         #expect(plan.tasksToRefold == ["a"])
-        plan.addStored(event(.created, 0, id: "a", content: "Buy milk"))
-        let (rows, outcome) = plan.fold()
+        let stored0 = event(.created, 0, id: "a", content: "Buy milk")
+        plan.addStored(.init(webhook: stored0, identity: EventKey(EventIdentity.bytes(of: stored0))!, refusal: nil))
+        let (rows, outcome, verdicts) = plan.fold()
         #expect(rows.new.isEmpty)
         #expect(rows.existing.map(\.content) == ["done"] && rows.existing.first?.completedDate == at(5))
         #expect(outcome.applied == 1)
         #expect(outcome.rejected.map(\.0.line) == [2], "another user's event is refused")
+        #expect(verdicts == [.init(taskId: "a", identity: EventKey(EventIdentity.bytes(of: thief))!, refusal: .rejectedOwner)], "and that is stored")
+    }
+
+    /// A refused event arriving again is refused again: from its stored
+    /// verdict when its task gained nothing, from the fold when it did (and a
+    /// verdict the fold changes is stored).
+    @Test func duplicatesOfRefusedEventsAreRefusedAgain() {
+        let creation = event(.created, 0, id: "a"), thief = event(.updated, 6, id: "a", user: "u2", content: "mine")
+        let late = event(.created, 3, id: "a", content: "second created")
+        func key(_ w: Webhook) -> EventKey { EventKey(EventIdentity.bytes(of: w))! }
+        var stored = BatchPlan.Stored()
+        stored.identities = [key(creation), key(thief), key(late)]
+        stored.tasksWithHistory = ["a"]
+        stored.tasksWithRow = ["a"]
+        stored.refusals = [key(thief): .rejectedOwner, key(late): .rejectedConflict]
+
+        let replay = BatchPlan(PreparedBatch([incoming(creation, line: 1), incoming(thief, line: 2), incoming(late, line: 3), incoming(thief, line: 4)]),
+                               stored: stored)
+        let (_, outcome, verdicts) = replay.fold()
+        #expect(outcome.duplicates == 1 && outcome.applied == 0)
+        #expect(outcome.rejected.map(\.0.line) == [2, 3, 4])
+        #expect(outcome.rejected.map(\.1) == [.rejectedOwner, .rejectedConflict, .rejectedOwner])
+        #expect(verdicts.isEmpty)
+
+        // u2's own created, earlier than everything: u2 owns the task now, so the
+        // stored verdicts of u1's events change and the thief's update is taken.
+        let earlier = event(.created, -5, id: "a", user: "u2", content: "first")
+        var plan = BatchPlan(PreparedBatch([incoming(earlier, line: 1), incoming(thief, line: 2)]), stored: stored)
+        for w in [creation, thief, late] { plan.addStored(.init(webhook: w, identity: key(w), refusal: stored.refusals[key(w)])) }
+        let (rows, again, changed) = plan.fold()
+        #expect(rows.existing.first?.userId == "u2")
+        #expect(again.rejected.isEmpty && again.duplicates == 1 && again.applied == 1)
+        #expect(Set(changed.map(\.identity)) == [key(creation), key(thief), key(late)])
+        #expect(changed.first { $0.identity == key(creation) }?.refusal == .rejectedOwner)
+        #expect(changed.first { $0.identity == key(thief) }?.refusal == nil)
     }
 
     @Test func eventsBeforeTheirCreatedArePendingAndMakeNoRow() {
         let batch = PreparedBatch([incoming(event(.updated, 3, id: "p"), line: 1)])
-        let (rows, outcome) = BatchPlan(batch, stored: .init()).fold()
+        let (rows, outcome, _) = BatchPlan(batch, stored: .init()).fold()
         #expect(rows.new.isEmpty && rows.existing.isEmpty)
         #expect(outcome.pending == 1)
     }

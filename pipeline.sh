@@ -32,6 +32,9 @@
 #   ARCHIVE_RETENTION_DAYS   verified segments older than this are deleted (default 7; 0 keeps all)
 #   PIPELINE_PG_PORT         the private cluster's port number (socket only; default 54329)
 #   PIPELINE_HOUSEKEEPING_SECONDS  how often rotated archive segments are verified (default 30)
+#   LOG_MAX_BYTES            var/*.log and var/rejects.ndjson are rotated past this size, and at
+#                            each UTC midnight, to NAME.<UTC time> (default 67108864: 64 MiB)
+#   LOG_RETENTION_DAYS       rotated logs and rejects older than this are deleted (default 7; 0 keeps all)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -48,12 +51,60 @@ export HTTP_HOST=${HTTP_HOST:-0.0.0.0}
 export HTTP_PORT=${HTTP_PORT:-8000}
 PIPELINE_REPORTER=${PIPELINE_REPORTER:-on}
 ARCHIVE_RETENTION_DAYS=${ARCHIVE_RETENTION_DAYS:-7}
+LOG_MAX_BYTES=${LOG_MAX_BYTES:-67108864}
+LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-7}
 PG_PORT=${PIPELINE_PG_PORT:-54329}
 PRIVATE_DB=no
 [ -z "${DATABASE_URL:-}" ] && [ -z "${DB_HOST:-}" ] && PRIVATE_DB=yes
 
 log() { printf '%s pipeline: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S%z)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# Appends its stdin, line by line, to FILE, and rotates FILE (renamed to
+# FILE.<UTC time>, a new FILE started) when the next line would take it past
+# LOG_MAX_BYTES or when the UTC day changes. Lines are never split between
+# files, and each is written as it arrives. The long-lived writers (the
+# applier's rejects and log, the receiver's log, the loops) write into one of
+# these through a FIFO (start_rotator), so rotating never needs them to reopen
+# anything.
+rotating() {
+    local file=$1 size=0 day
+    day=$(date -u +%Y%m%d)
+    if [ -f "$file" ]; then
+        size=$(stat -c %s "$file")
+        day=$(date -u -r "$file" +%Y%m%d)
+    fi
+    local interactive=()
+    awk -W version 2>&1 | grep -q mawk && interactive=(-W interactive)   # mawk: a line at a time from a pipe
+    exec awk "${interactive[@]}" -v path="$file" -v max="$LOG_MAX_BYTES" -v size="$size" -v day="$day" '
+        function quoted(s) { gsub(/\047/, "\047\\\047\047", s); return "\047" s "\047" }
+        function rotate(   stamp, target, n) {
+            close(path)
+            stamp = strftime("%Y%m%dT%H%M%SZ", systime(), 1)
+            target = path "." stamp
+            while (system("test -e " quoted(target)) == 0) target = path "." stamp "-" sprintf("%04d", ++n)
+            system("mv -- " quoted(path) " " quoted(target))
+            size = 0
+        }
+        {
+            today = strftime("%Y%m%d", systime(), 1)
+            if (size > 0 && (size + length($0) + 1 > max || today != day)) rotate()
+            day = today
+            print >> path
+            fflush(path)
+            size += length($0) + 1
+        }'
+}
+
+# Starts rotating FILE from a new FIFO, $RUN/NAME.fifo, for a writer to open.
+ROTATOR_PIDS=()
+start_rotator() {
+    local fifo=$RUN/$1.fifo
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    rotating "$2" < "$fifo" 9>&- &
+    ROTATOR_PIDS+=($!)
+}
 
 # --- 1. one pipeline per state directory -------------------------------------
 take_lock() {
@@ -131,12 +182,18 @@ housekeeping_loop() {
         local segment
         for segment in $(unverified_segments); do
             # A rotated segment is complete; replaying it proves every line is applied.
-            if "$BIN/applier" < "$segment" >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log"; then
+            if "$BIN/applier" < "$segment"; then
                 mv "$segment" "$ARCHIVE_DIR/applied/"
             fi
         done
         if [ "$ARCHIVE_RETENTION_DAYS" -gt 0 ]; then
             find "$ARCHIVE_DIR/applied" -name 'archive.ndjson.*' -mtime +"$ARCHIVE_RETENTION_DAYS" -delete 2>/dev/null || true
+        fi
+        if [ "$LOG_RETENTION_DAYS" -gt 0 ]; then
+            # Only what rotating() renamed: NAME.<UTC time>[-n].
+            find "$VAR" -maxdepth 1 -type f -regextype posix-extended \
+                -regex '.*/(receiver\.log|applier\.log|reporter\.log|housekeeping\.log|rejects\.ndjson)\.[0-9]{8}T[0-9]{6}Z(-[0-9]+)?' \
+                -mtime +"$LOG_RETENTION_DAYS" -delete 2>/dev/null || true
         fi
     done
 }
@@ -147,7 +204,7 @@ reporter_loop() {
         sleep "$REPORT_INTERVAL_SECONDS" & wait $!
         kill -0 $$ 2>/dev/null || exit 0   # pipeline.sh itself was killed
         # A run that fails is redone by the next: its window is not recorded.
-        "$BIN/reporter" >> "$VAR/reporter.log" 2>&1 || log "reporter exited $? (see $VAR/reporter.log)"
+        "$BIN/reporter" 2>&1 || log "reporter exited $? (see $VAR/reporter.log)" 2>&3
     done
 }
 
@@ -166,8 +223,10 @@ shutdown() {
     [ -n "${RECEIVER_PID:-}" ] && wait "$RECEIVER_PID" 2>/dev/null || true
     for pid in "${LOOP_PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
     for pid in "${LOOP_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # Every writer is gone: the rotators write what they were given and end.
+    for pid in "${ROTATOR_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     stop_private_cluster
-    rm -f "$RUN"/*.pid "$RUN/stream"
+    rm -f "$RUN"/*.pid "$RUN/stream" "$RUN"/*.fifo
     log "stopped"
     exit "$code"
 }
@@ -195,6 +254,13 @@ stop_leftovers() {
         done
         rm -f "$RUN/loops.pid"
     fi
+    # Rotators end once their writers are gone; one still waiting for a writer that never came would not.
+    if [ -f "$RUN/rotators.pid" ]; then
+        for pid in $(cat "$RUN/rotators.pid"); do
+            if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "awk"; then kill -TERM "$pid" 2>/dev/null || true; fi
+        done
+        rm -f "$RUN/rotators.pid"
+    fi
 }
 
 main() {
@@ -220,18 +286,26 @@ main() {
     rm -f "$RUN/stream"
     mkfifo "$RUN/stream"
     # (fd 9, the lock, stays with this script: a child that outlives it must not keep the next one out.)
-    "$BIN/applier" < "$RUN/stream" >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log" 9>&- &
+    start_rotator rejects "$VAR/rejects.ndjson"
+    start_rotator applier "$VAR/applier.log"
+    start_rotator receiver "$VAR/receiver.log"
+    start_rotator housekeeping "$VAR/housekeeping.log"
+    [ "$PIPELINE_REPORTER" = on ] && start_rotator reporter "$VAR/reporter.log"
+    "$BIN/applier" < "$RUN/stream" > "$RUN/rejects.fifo" 2> "$RUN/applier.fifo" 9>&- &
     APPLIER_PID=$!
-    "$BIN/receiver" > "$RUN/stream" 2>> "$VAR/receiver.log" 9>&- &
+    "$BIN/receiver" > "$RUN/stream" 2> "$RUN/receiver.fifo" 9>&- &
     RECEIVER_PID=$!
     trap 'log "SIGHUP: passed to the receiver"; kill -HUP "$RECEIVER_PID" 2>/dev/null || true' HUP
     LOOP_PIDS=()
-    housekeeping_loop 9>&- & LOOP_PIDS+=($!)
-    if [ "$PIPELINE_REPORTER" = on ]; then reporter_loop 9>&- & LOOP_PIDS+=($!); fi
+    # A verification's rejects are the live applier's again (it read the same lines): dropped. Its log is kept.
+    housekeeping_loop > /dev/null 2> "$RUN/housekeeping.fifo" 9>&- & LOOP_PIDS+=($!)
+    # (fd 3: the pipeline's own stderr, for the loop's messages.)
+    if [ "$PIPELINE_REPORTER" = on ]; then reporter_loop 3>&2 > "$RUN/reporter.fifo" 2>&1 9>&- & LOOP_PIDS+=($!); fi
     set +m
     echo "$APPLIER_PID" > "$RUN/applier.pid"
     echo "$RECEIVER_PID" > "$RUN/receiver.pid"
     echo "${LOOP_PIDS[*]}" > "$RUN/loops.pid"
+    echo "${ROTATOR_PIDS[*]}" > "$RUN/rotators.pid"
     echo $$ > "$RUN/pipeline.pid"
     trap 'shutdown 0' INT TERM
     trap - EXIT
@@ -250,7 +324,8 @@ main() {
     POST webhooks to  http://$host:$HTTP_PORT/webhook   (health: /healthz, metrics: /metrics)
     reports go to     $REPORT_DIR  (every ${REPORT_INTERVAL_SECONDS}s: $PIPELINE_REPORTER)
     archive           $ARCHIVE_PATH
-    logs, rejects     $VAR/{receiver,applier,reporter}.log, $VAR/rejects.ndjson
+    logs, rejects     $VAR/{receiver,applier,reporter,housekeeping}.log, $VAR/rejects.ndjson
+                      (rotated past $LOG_MAX_BYTES bytes and daily; kept $LOG_RETENTION_DAYS days)
     database          $(if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL"; else echo "psql \"host=$DB_HOST port=${DB_PORT:-5432} user=${DB_USER:-postgres} dbname=${DB_NAME:-meetperry}\""; fi)
 
   Try (the timestamp is taken when you run it):

@@ -173,6 +173,52 @@ import Glibc
         #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
     }
 
+    /// Logs and rejects rotate past LOG_MAX_BYTES without losing or splitting a
+    /// line, and rotated ones past LOG_RETENTION_DAYS are pruned; nothing else is.
+    @Test func logsAndRejectsRotateAndArePruned() throws {
+        let pipeline = try Pipeline()
+        pipeline.extraEnvironment = ["LOG_MAX_BYTES": "4000", "LOG_RETENTION_DAYS": "3", "PIPELINE_HOUSEKEEPING_SECONDS": "1"]
+        let old = ["applier.log.20200101T000000Z", "rejects.ndjson.20200101T000000Z-0001"]
+        let foreign = ["notes.log.20200101T000000Z", "rejects.ndjson.bak", "applier.log.20200101"]
+        for name in old + foreign {
+            let path = pipeline.varDir + "/" + name
+            #expect(FileManager.default.createFile(atPath: path, contents: Data("x\n".utf8)))
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-10 * 86_400)], ofItemAtPath: path)
+        }
+        try pipeline.start()
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "owned", userId: "owner")).status == 202)
+        // Each intruder's edit is accepted, then refused by the rules: a reject line and a log warning each.
+        let intruders = 60
+        for i in 0..<intruders {
+            let body = webhookJSON(event: "updated", id: "owned", userId: "intruder\(i)", content: String(repeating: "z", count: 100))
+            #expect(try httpRequest(port: pipeline.httpPort, body: body).status == 202)
+        }
+        func files(_ prefix: String) -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: pipeline.varDir)) ?? []).filter { $0.hasPrefix(prefix) }.sorted()
+        }
+        func rejects() -> [String] {
+            files("rejects.ndjson").filter { !old.contains($0) && !foreign.contains($0) }.flatMap { name in
+                ((try? String(contentsOfFile: pipeline.varDir + "/" + name, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            }
+        }
+        try waitUntil("every reject written") { rejects().count == intruders }
+        try waitUntil("the expired rotated files pruned") { old.allSatisfy { !FileManager.default.fileExists(atPath: pipeline.varDir + "/" + $0) } }
+        #expect(try pipeline.stop(SIGINT) == 0)
+        #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
+
+        let lines = rejects()
+        #expect(lines.count == intruders)
+        #expect(lines.allSatisfy { (try? JSONParser.parse(Array($0.utf8))) != nil }, "every line whole")
+        #expect(Set(lines.map { $0.contains("never changes owner") }) == [true])
+        #expect(files("rejects.ndjson.").count >= 3, "rotated at 4,000 bytes: \(files("rejects.ndjson"))")
+        #expect(files("applier.log.").count >= 2, "the applier's log too: \(files("applier.log"))")
+        for name in files("rejects.ndjson") + files("applier.log") where !foreign.contains(name) {
+            let size = (try FileManager.default.attributesOfItem(atPath: pipeline.varDir + "/" + name)[.size] as? Int) ?? 0
+            #expect(size <= 4000, "\(name): \(size) bytes")
+        }
+        for name in foreign { #expect(FileManager.default.fileExists(atPath: pipeline.varDir + "/" + name), "\(name) is not the pipeline's to prune") }
+    }
+
     @Test func rotatedArchiveSegmentsAreVerifiedSoAStartReplaysOnlyWhatIsNeeded() throws {
         let pipeline = try Pipeline()
         pipeline.extraEnvironment = ["ARCHIVE_ROTATE_BYTES": "2000", "PIPELINE_HOUSEKEEPING_SECONDS": "1"]

@@ -40,6 +40,7 @@ final class ReportWriter: @unchecked Sendable {
     private var running = true
     private var filesWritten = 0
     private var correctionSeconds = 0.0
+    private var writeSeconds = 0.0
     /// The chunk being filled: the reader's alone.
     private var filling: [File] = []
     private var fillingBytes = 0
@@ -63,11 +64,11 @@ final class ReportWriter: @unchecked Sendable {
     }
 
     /// Waits until every file handed over is written, or throws the first
-    /// failure; returns the writer's time spent on corrections (part of the
-    /// run's correction time). Also the way to stop the writer when the
-    /// reader failed: call it and ignore what it throws.
+    /// failure; returns the writer's time spent writing files, and the part of
+    /// it spent on corrections (part of the run's correction time). Also the
+    /// way to stop the writer when the reader failed: call it and ignore what it throws.
     @discardableResult
-    func finish() throws -> Double {
+    func finish() throws -> (writing: Double, corrections: Double) {
         try? handOver()
         condition.lock()
         defer { condition.unlock() }
@@ -75,7 +76,7 @@ final class ReportWriter: @unchecked Sendable {
         condition.broadcast()
         while running { condition.wait() }
         if case .failed(let error) = state { throw error }
-        return correctionSeconds
+        return (writeSeconds, correctionSeconds)
     }
 
     /// Queues the chunk being filled, waiting while `capacity` chunks are queued.
@@ -111,8 +112,8 @@ final class ReportWriter: @unchecked Sendable {
                     fail(error)
                     break
                 }
-                let seconds = file.correction ? Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9 : 0
-                guard countWritten(correctionSeconds: seconds) else { break }
+                let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+                guard countWritten(seconds: seconds, correction: file.correction) else { break }
             }
         }
     }
@@ -139,10 +140,11 @@ final class ReportWriter: @unchecked Sendable {
     }
 
     /// Counts a written file and runs the test seam; false when the run is to stop.
-    private func countWritten(correctionSeconds seconds: Double) -> Bool {
+    private func countWritten(seconds: Double, correction: Bool) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        correctionSeconds += seconds
+        writeSeconds += seconds
+        if correction { correctionSeconds += seconds }
         filesWritten += 1
         do {
             try afterEachFile?(filesWritten)

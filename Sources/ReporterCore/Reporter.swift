@@ -32,11 +32,13 @@ public struct Reporter {
         public var beyondHorizon = 0
         /// Time spent finding late events and rewriting their reports (part of `seconds`).
         public var correctionSeconds = 0.0
+        /// Time the writer thread spent creating files (overlapping the rest).
+        public var writeSeconds = 0.0
         /// Files of windows older than the retention removed after the run.
         public var expiredFiles = 0
         public var seconds = 0.0
         public var description: String {
-            "window=\(window) users=\(users) files=\(files) tasks=\(tasks) corrections=\(corrections) late_events=\(lateEvents) beyond_horizon=\(beyondHorizon) correction_seconds=\(String(format: "%.3f", correctionSeconds)) expired_files=\(expiredFiles) seconds=\(String(format: "%.3f", seconds))"
+            "window=\(window) users=\(users) files=\(files) tasks=\(tasks) corrections=\(corrections) late_events=\(lateEvents) beyond_horizon=\(beyondHorizon) correction_seconds=\(String(format: "%.3f", correctionSeconds)) write_seconds=\(String(format: "%.3f", writeSeconds)) expired_files=\(expiredFiles) seconds=\(String(format: "%.3f", seconds))"
         }
     }
 
@@ -91,7 +93,9 @@ public struct Reporter {
             _ = try? writer.finish()
             throw error
         }
-        summary.correctionSeconds += try writer.finish()
+        let writing = try writer.finish()
+        summary.correctionSeconds += writing.corrections
+        summary.writeSeconds = writing.writing
         try directory.sync()
         if cron {
             try directory.write(name: RunManifest.fileName(for: window), bytes: manifest.render(summary: summary))

@@ -6,6 +6,15 @@
                                     completed or deleted; 5 % duplicates; shuffled
                                     within a window of 2,000 lines, so updates do
                                     arrive before their created.
+  generate.py timeordered EVENTS [hours|days]
+                                    NDJSON webhooks as senders send them: each
+                                    task's events at their own times (created;
+                                    a quarter edited; half completed 1 s-1 h
+                                    later; 3/8 deleted 1-2 h later; with "days",
+                                    completed 1-3 days and deleted 3-7 days
+                                    later), the stream in timestamp order with
+                                    +-5 minutes of jitter, 5 % duplicates (a
+                                    retry up to 5 minutes after its original).
   generate.py taskrows ROWS         the same kind of rows as meetperry.task holds,
                                     as COPY text (external_id, user_id, content,
                                     created_date, completed_date, deleted_date).
@@ -72,6 +81,37 @@ def archive(total):
                     for i, e in enumerate(events)), key=lambda p: p[0])
     out = sys.stdout
     for _, e in keyed[:total]:
+        out.write(e)
+
+
+def timeordered(total, spacing="hours"):
+    rng = random.Random(15)
+    per_task = (1 + 0.25 + 0.5 + 0.375) * 1.05
+    tasks = int(total / per_task)
+    timed = []  # (arrival, line)
+    for i in range(tasks):
+        user = "user%d" % rng.randrange(10_000)
+        task = "task-%07d" % i
+        t0 = BASE + i * 0.05
+        content = "Buy milk, eggs and bread for the weekend #%d" % i
+        events = [(t0, line("created", t0, user, task, content, False))]
+        if rng.random() < 0.25:
+            t = t0 + rng.uniform(1, 600)
+            content += " (edited)"
+            events.append((t, line("updated", t, user, task, content, False)))
+        if rng.random() < 0.5:
+            t = t0 + (rng.uniform(1, 3600) if spacing == "hours" else rng.uniform(86_400, 3 * 86_400))
+            events.append((t, line("updated", t, user, task, content, True)))
+        if rng.random() < 0.375:
+            t = t0 + (rng.uniform(3600, 7200) if spacing == "hours" else rng.uniform(3 * 86_400, 7 * 86_400))
+            events.append((t, line("deleted", t, user, task, content, False)))
+        for t, e in events:
+            timed.append((t + rng.uniform(-300, 300), e))
+            if rng.random() < 0.05:
+                timed.append((t + rng.uniform(0, 300), e))
+    timed.sort(key=lambda p: p[0])
+    out = sys.stdout
+    for _, e in timed[:total]:
         out.write(e)
 
 
@@ -161,6 +201,8 @@ if __name__ == "__main__":
     what = sys.argv[1]
     if what == "archive":
         archive(int(sys.argv[2]))
+    elif what == "timeordered":
+        timeordered(int(sys.argv[2]), *sys.argv[3:4])
     elif what == "taskrows":
         taskrows(int(sys.argv[2]))
     elif what == "reportrows":

@@ -157,6 +157,7 @@ import Glibc
         let lost = Atomic<Int>(0)
         let progress = Atomic<Int>(0)
         let happened = Mutex<[String]>([])
+        let disrupted = Atomic<Bool>(false)
         @Sendable func note(_ event: String) { happened.withLock { $0.append("\(event) after \(progress.load(ordering: .relaxed)) posts") } }
         let deadline = Date().addingTimeInterval(240)
         let senders = 8
@@ -177,10 +178,16 @@ import Glibc
             if let restarted = try? JetStreamApplier(urls: cluster.urls, database: db, directory: dir, name: "a0-again", replicas: 3) {
                 appliers.withLock { $0[0] = restarted }
             }
+            disrupted.store(true, ordering: .releasing)
         }
         disruptions.start()
         onThreads(senders) { sender in
             for index in stride(from: sender, to: posts.count, by: senders) {
+                // The last tenth waits for the disruptions, so they all land mid-load
+                // however fast the first nine tenths went.
+                if index >= posts.count * 9 / 10 {
+                    while !disrupted.load(ordering: .acquiring) && Date() < deadline { usleep(10_000) }
+                }
                 let statuses = self.deliver(posts[index], to: ports, first: index, deadline: deadline)
                 if statuses.last == 202 { accepted.withLock { $0.append(index) } } else { lost.add(1, ordering: .relaxed) }
                 if statuses.contains(503) { saw503.add(1, ordering: .relaxed) }

@@ -3,6 +3,7 @@
 # throwaway cluster with default settings (fsync on).
 #   bash bench/applier.sh [events]        (default 1000000)
 #   BENCH_ARCHIVES="clustered timeordered days"   which archives (default all three)
+#   BENCH_APPLIER=path    another applier binary (say, an earlier build), for before/after
 #
 # The baseline: COPY of as many equivalent rows into meetperry.task on a fresh
 # database (loading finished rows: no rules, no event log). Then, per archive:
@@ -47,7 +48,7 @@ checkpoint() { psql -q -d postgres -c CHECKPOINT; }
 
 apply() { # db, file → "seconds rss"
     checkpoint
-    DB_NAME=$1 LOG_LEVEL=notice bench_time .build/release/applier < "$2" 3>&1 > "$BENCH_WORK/rejects.ndjson" 2> "$BENCH_WORK/applier.err"
+    DB_NAME=$1 LOG_LEVEL=notice bench_time "${BENCH_APPLIER:-.build/release/applier}" < "$2" 3>&1 > "$BENCH_WORK/rejects.ndjson" 2> "$BENCH_WORK/applier.err"
 }
 
 bench_fresh_db bench_copy

@@ -3,13 +3,20 @@ import WebhookModel
 
 /// What one batch does, worked out without the database, in two steps:
 /// given what is stored of its tasks, which of its events are new (every
-/// other is a duplicate, of a stored event or of one earlier in the batch);
-/// then, given the stored events of the tasks that gained one, each such
-/// task's row as the rules fold it, what became of each event of the batch,
+/// other is a duplicate, of a stored event or of one earlier in the batch),
+/// and which tasks need their history read back; then each task that gained
+/// an event gets its row as the rules make it, with what became of each event of the batch,
 /// and which stored verdicts (`task_event.rejection`) changed. A duplicate of
 /// a refused event is refused again: from the fold when its task gained an
 /// event, else from the stored verdict. `TaskStore` does the reading and
 /// writing around it.
+///
+/// The common case costs no history: a task whose new events all come after
+/// every stored one (later timestamps: the usual case when webhooks arrive
+/// in time order) goes on from its row (`TaskRules.extend`), which is the
+/// fold of its stored events, kept so under the partition locks. Only the
+/// others (an event older than one stored, pending events, a row without
+/// events) are folded again from all of their events.
 struct BatchPlan {
     /// What the database holds of the batch's tasks.
     struct Stored {
@@ -21,6 +28,10 @@ struct BatchPlan {
         var tasksWithRow: Set<String> = []
         /// The stored events the rules refuse, with the refusal.
         var refusals: [EventKey: EventDisposition] = [:]
+        /// The latest timestamp among each task's stored events.
+        var latest: [String: Timestamp] = [:]
+        /// The rows of tasks that have one (with a creation date), as the rules' state.
+        var rows: [String: TaskState] = [:]
     }
 
     /// A stored event of a task that gained one, with its stored verdict.
@@ -56,6 +67,8 @@ struct BatchPlan {
     private var storedEvents: [StoredEvent] = []
     /// Every event of each task that gained one: the new ones, then (once added) the stored ones.
     private(set) var eventsByTask: [String: [Webhook]] = [:]
+    /// Tasks that gained only events later than all of theirs stored: they go on from their rows.
+    private(set) var extending: Set<String> = []
 
     init(_ batch: PreparedBatch, stored: Stored) {
         self.batch = batch
@@ -70,10 +83,16 @@ struct BatchPlan {
                 duplicateItems.append(index)
             }
         }
+        for (taskId, events) in eventsByTask {
+            guard let latest = stored.latest[taskId], let row = stored.rows[taskId], row.createdDate <= latest,
+                  events.allSatisfy({ $0.timestamp > latest }) else { continue }
+            extending.insert(taskId)
+        }
     }
 
-    /// Tasks that gained an event and have stored ones: their history must be read to fold them.
-    var tasksToRefold: [String] { eventsByTask.keys.filter(stored.tasksWithHistory.contains) }
+    /// Tasks that gained an event and have stored ones, but cannot go on from their rows:
+    /// their history must be read to fold them.
+    var tasksToRefold: [String] { eventsByTask.keys.filter { stored.tasksWithHistory.contains($0) && !extending.contains($0) } }
 
     /// Adds a stored event of a task that gained one.
     mutating func addStored(_ event: StoredEvent) {
@@ -88,18 +107,31 @@ struct BatchPlan {
         var rows = Rows()
         var creations: [String: Webhook] = [:]
         creations.reserveCapacity(eventsByTask.count)
+        /// The verdicts on the new events of the tasks that went on from their rows.
+        var extended: [String: [Webhook: EventDisposition]] = [:]
         for (taskId, events) in eventsByTask {
+            if extending.contains(taskId), let row = stored.rows[taskId] {
+                let (state, verdicts) = TaskRules.extend(row, with: events)
+                extended[taskId] = verdicts
+                if state != row { rows.existing.append(state) }
+                continue
+            }
             let (state, creation) = TaskRules.foldState(events)
             creations[taskId] = creation
             guard let state else { continue }
             if stored.tasksWithRow.contains(taskId) { rows.existing.append(state) } else { rows.new.append(state) }
+        }
+        /// The verdict on an event of a task that gained one (new, or a duplicate of a new one).
+        func disposition(of webhook: Webhook) -> EventDisposition {
+            if let verdicts = extended[webhook.taskId] { return verdicts[webhook] ?? .applied }
+            return TaskRules.disposition(of: webhook, creation: creations[webhook.taskId])
         }
         var outcome = BatchOutcome()
         var verdicts: [VerdictChange] = []
         for index in newItems {
             let item = batch.items[index]
             let webhook = item.record.webhook
-            switch TaskRules.disposition(of: webhook, creation: creations[webhook.taskId]) {
+            switch disposition(of: webhook) {
             case .applied: outcome.applied += 1
             case .pending: outcome.pending += 1
             case let refusal:
@@ -118,7 +150,14 @@ struct BatchPlan {
             let item = batch.items[index]
             let webhook = item.record.webhook
             let refusal: EventDisposition?
-            if eventsByTask[webhook.taskId] != nil {
+            if let verdicts = extended[webhook.taskId] {
+                // A duplicate of a new event shares its verdict; one of a stored event keeps the stored one.
+                if let verdict = verdicts[webhook] {
+                    refusal = verdict.rejectionCode == nil ? nil : verdict
+                } else {
+                    refusal = stored.refusals[batch.identities[index]]
+                }
+            } else if eventsByTask[webhook.taskId] != nil {
                 let verdict = TaskRules.disposition(of: webhook, creation: creations[webhook.taskId])
                 refusal = verdict.rejectionCode == nil ? nil : verdict
             } else {

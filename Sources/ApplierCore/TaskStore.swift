@@ -89,25 +89,36 @@ public final class TaskStore: BatchStore {
         )
     }
 
-    /// Which events of the batch's tasks are stored already, and which tasks
-    /// have a row: identities and ids only (the event log's primary key holds
-    /// them all), index look-ups, one per task and table.
+    /// What is stored of the batch's tasks: each stored event's identity,
+    /// verdict and time, and each task's row (index look-ups, one per task
+    /// and table). No event's content: that is read only for the tasks that
+    /// must be folded again (`storedEvents`).
     private func stored(_ batch: PreparedBatch) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
         try connection.query("""
-            SELECT external_id, identity, rejection FROM meetperry.task_event WHERE external_id = ANY($1::text[])
+            SELECT external_id, identity, rejection, occurred_at, NULL::text, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz
+            FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
-            SELECT external_id, NULL, NULL FROM meetperry.task WHERE external_id = ANY($1::text[])
+            SELECT external_id, NULL, NULL, NULL, user_id, content, created_date, completed_date, deleted_date
+            FROM meetperry.task WHERE external_id = ANY($1::text[])
             """, [batch.taskIds], binary: true) { row in
             guard let taskId = row.string(0) else { throw PGError.unreadableRow("meetperry.task_event") }
             switch row.withBytes(1, { EventKey($0) }) {
             case nil: // NULL: a row of meetperry.task
                 stored.tasksWithRow.insert(taskId)
+                guard let userId = row.string(4), let content = row.string(5), let created = row.timestampMicroseconds(binary: 6) else { return }
+                stored.rows[taskId] = TaskState(
+                    taskId: taskId, userId: userId, content: content, createdDate: Timestamp(microsecondsSinceEpoch: created),
+                    completedDate: row.timestampMicroseconds(binary: 7).map(Timestamp.init(microsecondsSinceEpoch:)),
+                    deletedDate: row.timestampMicroseconds(binary: 8).map(Timestamp.init(microsecondsSinceEpoch:)))
             case .some(nil):
                 throw PGError.unreadableRow("meetperry.task_event")
             case .some(let identity?):
+                guard let micros = row.timestampMicroseconds(binary: 3) else { throw PGError.unreadableRow("meetperry.task_event") }
                 stored.identities.insert(identity)
                 stored.tasksWithHistory.insert(taskId)
+                let occurred = Timestamp(microsecondsSinceEpoch: micros)
+                if stored.latest[taskId].map({ occurred > $0 }) ?? true { stored.latest[taskId] = occurred }
                 if let code = row.string(2) { stored.refusals[identity] = try Self.refusal(code) }
             }
         }

@@ -109,6 +109,42 @@ public enum TaskRules {
         return .applied
     }
 
+    /// The fold continued: `state` is what `foldState` made of a task's
+    /// events so far, and every one of `events` comes after all of those in
+    /// the rules' order (its timestamp is later than theirs). Then the walk
+    /// simply goes on from `state`: no earlier event needs to be seen again.
+    /// Returns the new state and what became of each of `events`: a `created`
+    /// is always a conflict here (the task's creation came earlier), and an
+    /// event of another user than the creator is refused.
+    public static func extend(_ state: TaskState, with events: [Webhook]) -> (state: TaskState, dispositions: [Webhook: EventDisposition]) {
+        var state = state
+        var dispositions: [Webhook: EventDisposition] = [:]
+        dispositions.reserveCapacity(events.count)
+        for event in events.sorted(by: precedes) where dispositions[event] == nil {
+            precondition(event.timestamp > state.createdDate, "extend() is for events after the task's history")
+            if event.userId != state.userId {
+                dispositions[event] = .rejectedOwner
+                continue
+            }
+            dispositions[event] = event.event == .created ? .rejectedConflict : .applied
+            switch event.event {
+            case .created:
+                continue
+            case .deleted:
+                if state.deletedDate == nil { state.deletedDate = event.timestamp }
+            case .updated:
+                guard state.deletedDate == nil else { continue }
+                state.content = event.content
+                if event.isCompleted {
+                    if state.completedDate == nil { state.completedDate = event.timestamp }
+                } else {
+                    state.completedDate = nil
+                }
+            }
+        }
+        return (state, dispositions)
+    }
+
     /// The state alone, and the `created` that made the task: one sort and one
     /// walk, no hashing (this runs for every task of every batch).
     public static func foldState(_ events: [Webhook], asOf: Timestamp? = nil) -> (state: TaskState?, creation: Webhook?) {

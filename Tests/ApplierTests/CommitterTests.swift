@@ -134,6 +134,29 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         #expect(changed.first { $0.identity == key(thief) }?.refusal == nil)
     }
 
+    /// A task whose new events all come after its stored ones goes on from its
+    /// row, without its history; one with an older new event is folded again.
+    @Test func laterEventsGoOnFromTheRowAndAnOlderOneRefolds() {
+        let row = TaskState(taskId: "a", userId: "u1", content: "c", createdDate: at(0), completedDate: nil, deletedDate: nil)
+        var stored = BatchPlan.Stored()
+        stored.identities = [EventKey(EventIdentity.bytes(of: event(.created, 0, id: "a")))!]
+        stored.tasksWithHistory = ["a", "b"]
+        stored.tasksWithRow = ["a", "b"]
+        stored.latest = ["a": at(0), "b": at(10)]
+        stored.rows = ["a": row, "b": TaskState(taskId: "b", userId: "u1", content: "c", createdDate: at(0), completedDate: nil, deletedDate: nil)]
+        let done = event(.updated, 5, id: "a", content: "done", done: true), thief = event(.updated, 6, id: "a", user: "u2")
+        let again = event(.created, 7, id: "a"), older = event(.updated, 9, id: "b", content: "older than b's latest")
+        let plan = BatchPlan(PreparedBatch([incoming(done, line: 1), incoming(thief, line: 2), incoming(again, line: 3),
+                                            incoming(older, line: 4), incoming(done, line: 5)]), stored: stored)
+        #expect(plan.tasksToRefold == ["b"], "only b's history is read")
+        let (rows, outcome, verdicts) = plan.fold()
+        #expect(rows.existing.first { $0.taskId == "a" } == TaskState(taskId: "a", userId: "u1", content: "done", createdDate: at(0),
+                                                                    completedDate: at(5), deletedDate: nil))
+        #expect(outcome.applied == 1 && outcome.duplicates == 1 && outcome.pending == 1, "(b is folded without its history here: pending)")
+        #expect(outcome.rejected.map(\.0.line) == [2, 3] && outcome.rejected.map(\.1) == [.rejectedOwner, .rejectedConflict])
+        #expect(Set(verdicts.map(\.refusal)) == [.rejectedOwner, .rejectedConflict])
+    }
+
     @Test func eventsBeforeTheirCreatedArePendingAndMakeNoRow() {
         let batch = PreparedBatch([incoming(event(.updated, 3, id: "p"), line: 1)])
         let (rows, outcome, _) = BatchPlan(batch, stored: .init()).fold()

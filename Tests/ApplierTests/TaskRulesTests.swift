@@ -110,4 +110,25 @@ func event(_ kind: WebhookEvent, _ minute: Int, id: String = "t1", user: String 
             }
         }
     }
+
+    /// Going on from a stored state with events that all come later gives
+    /// what folding every event again gives: the row and each verdict.
+    @Test func extendingAStateWithLaterEventsIsTheFoldOfAll() {
+        var generator = SeededGenerator(seed: 8)
+        var extended = 0
+        for _ in 0..<2000 {
+            var history = randomHistory(taskId: "t", using: &generator)
+            history += history.prefix(Int.random(in: 0...2, using: &generator))  // duplicates too
+            let times = Set(history.map(\.timestamp)).sorted()
+            guard let cut = times.randomElement(using: &generator) else { continue }
+            let earlier = history.filter { $0.timestamp <= cut }, later = history.filter { $0.timestamp > cut }
+            guard let stored = TaskRules.fold(earlier).state, !later.isEmpty else { continue }
+            let (state, verdicts) = TaskRules.extend(stored, with: later)
+            let (all, expected) = TaskRules.fold(history)
+            #expect(state == all, "\(history)")
+            for event in later { #expect(verdicts[event] == expected[event], "\(event)") }
+            extended += 1
+        }
+        #expect(extended > 500)
+    }
 }

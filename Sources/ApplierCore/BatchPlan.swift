@@ -24,13 +24,14 @@ struct BatchPlan {
         var identities: Set<EventKey> = []
         /// Tasks with at least one stored event.
         var tasksWithHistory: Set<String> = []
-        /// Tasks with a row in `meetperry.task`.
-        var tasksWithRow: Set<String> = []
+        /// Tasks with a row in `meetperry.task`, with the row's id.
+        var rowIds: [String: Int64] = [:]
         /// The stored events the rules refuse, with the refusal.
         var refusals: [EventKey: EventDisposition] = [:]
         /// The latest timestamp among each task's stored events.
         var latest: [String: Timestamp] = [:]
-        /// The rows of tasks that have one (with a creation date), as the rules' state.
+        /// The rows (with a creation date) of tasks that gained an event, as the
+        /// rules' state (`addRows`): read only when the batch has new events.
         var rows: [String: TaskState] = [:]
     }
 
@@ -48,16 +49,23 @@ struct BatchPlan {
         var refusal: EventDisposition?
     }
 
+    /// A task's row that the fold changed, by the row's id.
+    struct RowUpdate: Equatable {
+        var id: Int64
+        var state: TaskState
+    }
+
     /// The folded rows to write.
     struct Rows {
         /// Tasks without a row yet: copied in.
         var new: [TaskState] = []
-        /// Tasks with a row: updated where they changed.
-        var existing: [TaskState] = []
+        /// Tasks with a row that changed: updated (an unchanged row is left alone,
+        /// so a replay never touches `updated_date`).
+        var existing: [RowUpdate] = []
     }
 
     let batch: PreparedBatch
-    let stored: Stored
+    private(set) var stored: Stored
     /// The indices of the batch's new events, in batch order.
     private(set) var newItems: [Int] = []
     /// The indices of the rest: duplicates of stored events or of earlier ones in the batch.
@@ -83,8 +91,17 @@ struct BatchPlan {
                 duplicateItems.append(index)
             }
         }
+    }
+
+    /// The ids of the rows to read (`addRows`): those of the tasks that gained an event.
+    var rowsToRead: [Int64] { eventsByTask.keys.compactMap { stored.rowIds[$0] } }
+
+    /// Adds the rows of the tasks that gained an event, and picks the tasks
+    /// that go on from theirs.
+    mutating func addRows(_ rows: [String: TaskState]) {
+        stored.rows = rows
         for (taskId, events) in eventsByTask {
-            guard let latest = stored.latest[taskId], let row = stored.rows[taskId], row.createdDate <= latest,
+            guard let latest = stored.latest[taskId], let row = rows[taskId], row.createdDate <= latest,
                   events.allSatisfy({ $0.timestamp > latest }) else { continue }
             extending.insert(taskId)
         }
@@ -113,13 +130,17 @@ struct BatchPlan {
             if extending.contains(taskId), let row = stored.rows[taskId] {
                 let (state, verdicts) = TaskRules.extend(row, with: events)
                 extended[taskId] = verdicts
-                if state != row { rows.existing.append(state) }
+                if state != row, let id = stored.rowIds[taskId] { rows.existing.append(RowUpdate(id: id, state: state)) }
                 continue
             }
             let (state, creation) = TaskRules.foldState(events)
             creations[taskId] = creation
             guard let state else { continue }
-            if stored.tasksWithRow.contains(taskId) { rows.existing.append(state) } else { rows.new.append(state) }
+            if let id = stored.rowIds[taskId] {
+                if state != stored.rows[taskId] { rows.existing.append(RowUpdate(id: id, state: state)) }
+            } else {
+                rows.new.append(state)
+            }
         }
         /// The verdict on an event of a task that gained one (new, or a duplicate of a new one).
         func disposition(of webhook: Webhook) -> EventDisposition {

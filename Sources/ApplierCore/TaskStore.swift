@@ -30,7 +30,7 @@ public final class TaskStore: BatchStore {
     private let connection: PGConnection
     /// Folded tasks that have no row yet, and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
-    private var derivedRows = BinaryCopyEncoder(columns: 6)
+    private var derivedRows = BinaryCopyEncoder(columns: 7)
 
     public init(connection: PGConnection) throws(PGError) {
         self.connection = connection
@@ -49,7 +49,7 @@ public final class TaskStore: BatchStore {
         ])
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS derived_task (
-                external_id text, user_id text, content text,
+                id int8, external_id text, user_id text, content text,
                 created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
             ) ON COMMIT DELETE ROWS
             """)
@@ -67,6 +67,7 @@ public final class TaskStore: BatchStore {
         try lockPartitions(batch.partitions)
         var plan = BatchPlan(batch, stored: try stored(batch))
         guard !plan.newItems.isEmpty else { return plan.fold().outcome }
+        plan.addRows(try rows(plan.rowsToRead))
         for event in try storedEvents(of: plan.tasksToRefold) { plan.addStored(event) }
         // The new events go into the event log as they were encoded.
         try connection.copyIn("""
@@ -90,27 +91,22 @@ public final class TaskStore: BatchStore {
     }
 
     /// What is stored of the batch's tasks: each stored event's identity,
-    /// verdict and time, and each task's row (index look-ups, one per task
-    /// and table). No event's content: that is read only for the tasks that
-    /// must be folded again (`storedEvents`).
+    /// verdict and time, and each task's row id (index look-ups, one per task
+    /// and table). No content: rows are read only when the batch has new
+    /// events (`rows`), and events only for the tasks that must be folded
+    /// again (`storedEvents`).
     private func stored(_ batch: PreparedBatch) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
         try connection.query("""
-            SELECT external_id, identity, rejection, occurred_at, NULL::text, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::timestamptz
-            FROM meetperry.task_event WHERE external_id = ANY($1::text[])
+            SELECT external_id, identity, rejection, occurred_at, NULL::int8 FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
-            SELECT external_id, NULL, NULL, NULL, user_id, content, created_date, completed_date, deleted_date
-            FROM meetperry.task WHERE external_id = ANY($1::text[])
+            SELECT external_id, NULL, NULL, NULL, id FROM meetperry.task WHERE external_id = ANY($1::text[])
             """, [batch.taskIds], binary: true) { row in
             guard let taskId = row.string(0) else { throw PGError.unreadableRow("meetperry.task_event") }
             switch row.withBytes(1, { EventKey($0) }) {
             case nil: // NULL: a row of meetperry.task
-                stored.tasksWithRow.insert(taskId)
-                guard let userId = row.string(4), let content = row.string(5), let created = row.timestampMicroseconds(binary: 6) else { return }
-                stored.rows[taskId] = TaskState(
-                    taskId: taskId, userId: userId, content: content, createdDate: Timestamp(microsecondsSinceEpoch: created),
-                    completedDate: row.timestampMicroseconds(binary: 7).map(Timestamp.init(microsecondsSinceEpoch:)),
-                    deletedDate: row.timestampMicroseconds(binary: 8).map(Timestamp.init(microsecondsSinceEpoch:)))
+                guard let id = row.int64(binary: 4) else { throw PGError.unreadableRow("meetperry.task") }
+                stored.rowIds[taskId] = id
             case .some(nil):
                 throw PGError.unreadableRow("meetperry.task_event")
             case .some(let identity?):
@@ -123,6 +119,26 @@ public final class TaskStore: BatchStore {
             }
         }
         return stored
+    }
+
+    /// The rows with these ids that have a creation date, as the rules' state, by task id.
+    private func rows(_ ids: [Int64]) throws -> [String: TaskState] {
+        guard !ids.isEmpty else { return [:] }
+        var rows: [String: TaskState] = [:]
+        rows.reserveCapacity(ids.count)
+        try connection.query("""
+            SELECT external_id, user_id, content, created_date, completed_date, deleted_date FROM meetperry.task WHERE id = ANY($1::int8[])
+            """, ["{" + ids.map(String.init).joined(separator: ",") + "}"], binary: true) { row in
+            guard let taskId = row.string(0), let userId = row.string(1), let content = row.string(2) else {
+                throw PGError.unreadableRow("meetperry.task")
+            }
+            guard let created = row.timestampMicroseconds(binary: 3) else { return }  // a seed row without a creation date
+            rows[taskId] = TaskState(
+                taskId: taskId, userId: userId, content: content, createdDate: Timestamp(microsecondsSinceEpoch: created),
+                completedDate: row.timestampMicroseconds(binary: 4).map(Timestamp.init(microsecondsSinceEpoch:)),
+                deletedDate: row.timestampMicroseconds(binary: 5).map(Timestamp.init(microsecondsSinceEpoch:)))
+        }
+        return rows
     }
 
     /// Every stored event of `tasks`, with its identity and stored verdict.
@@ -160,12 +176,15 @@ public final class TaskStore: BatchStore {
                   PGArray.literal(verdicts.map { $0.refusal?.rejectionCode })])
     }
 
-    /// A task without a row is copied in; one with a row is updated if it changed.
+    /// A task without a row is copied in; a row that changed is updated by its id.
     private func write(_ rows: BatchPlan.Rows) throws {
         newTaskRows.removeAll()
         derivedRows.removeAll()
         for state in rows.new { Self.encode(state, into: &newTaskRows) }
-        for state in rows.existing { Self.encode(state, into: &derivedRows) }
+        for update in rows.existing {
+            derivedRows.add(update.id)
+            Self.encode(update.state, into: &derivedRows)
+        }
         if !newTaskRows.isEmpty {
             try connection.copyIn("""
                 COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
@@ -174,20 +193,18 @@ public final class TaskStore: BatchStore {
         }
         if !derivedRows.isEmpty {
             try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)
-            // Rows that would not change are left alone, so a replay never touches updated_date.
-            try connection.execute("""
-                INSERT INTO meetperry.task AS t (external_id, user_id, content, created_date, completed_date, deleted_date)
-                SELECT external_id, user_id, content, created_date, completed_date, deleted_date FROM derived_task
-                ON CONFLICT (external_id) DO UPDATE SET
-                    user_id = EXCLUDED.user_id, content = EXCLUDED.content, created_date = EXCLUDED.created_date,
-                    completed_date = EXCLUDED.completed_date, deleted_date = EXCLUDED.deleted_date
-                WHERE (t.user_id, t.content, t.created_date, t.completed_date, t.deleted_date)
-                    IS DISTINCT FROM (EXCLUDED.user_id, EXCLUDED.content, EXCLUDED.created_date, EXCLUDED.completed_date, EXCLUDED.deleted_date)
-                """)
+            let updated = try connection.execute("""
+                UPDATE meetperry.task AS t SET
+                    user_id = d.user_id, content = d.content, created_date = d.created_date,
+                    completed_date = d.completed_date, deleted_date = d.deleted_date
+                FROM derived_task d WHERE t.id = d.id AND t.external_id = d.external_id
+                """).affectedRows
+            // The rows were read under the partition locks; only a writer that takes none can have moved them.
+            guard updated == rows.existing.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
         }
     }
 
-    /// One `meetperry.task` row (its seed columns) for COPY.
+    /// One `meetperry.task` row (its seed columns but the id) for COPY.
     private static func encode(_ state: TaskState, into rows: inout BinaryCopyEncoder) {
         rows.add(state.taskId)
         rows.add(state.userId)

@@ -102,6 +102,13 @@ public struct BinaryCopyEncoder: Sendable {
         appendInt32(UInt32(bitPattern: value))
     }
 
+    public mutating func add(_ value: Int64) {
+        beginValue()
+        appendInt32(8)
+        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value) >> 32))
+        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value)))
+    }
+
     /// A `timestamptz` value from microseconds since the Unix epoch, or NULL.
     public mutating func addTimestamp(microsecondsSinceUnixEpoch micros: Int64?) {
         guard let micros else { return addNull() }

@@ -70,6 +70,14 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
         PGError(kind: .schema, message: "\(what) holds a row this program cannot read")
     }
 
+    /// Rows read under the applier's locks were gone or changed when it wrote
+    /// them: a writer that takes no locks was at work. Retried like a
+    /// serialization failure (read again, fold again).
+    public static func rowsChangedUnderLock(_ what: String) -> PGError {
+        PGError(kind: .query, sqlState: .serializationFailure,
+                message: "rows of \(what) changed between reading and writing them (another writer that takes no locks?)")
+    }
+
     // MARK: - What to do about it
 
     /// Whether waiting and retrying on a new connection can succeed: broken

@@ -24,8 +24,8 @@ struct BatchPlan {
         var identities: Set<EventKey> = []
         /// Tasks with at least one stored event.
         var tasksWithHistory: Set<String> = []
-        /// Tasks with a row in `meetperry.task`, with the row's id.
-        var rowIds: [String: Int64] = [:]
+        /// Tasks with a row in `meetperry.task`, with where the row is.
+        var rowAddresses: [String: RowAddress] = [:]
         /// The stored events the rules refuse, with the refusal.
         var refusals: [EventKey: EventDisposition] = [:]
         /// The latest timestamp among each task's stored events.
@@ -49,9 +49,9 @@ struct BatchPlan {
         var refusal: EventDisposition?
     }
 
-    /// A task's row that the fold changed, by the row's id.
+    /// A task's row that the fold changed, by where the row is.
     struct RowUpdate: Equatable {
-        var id: Int64
+        var address: RowAddress
         var state: TaskState
     }
 
@@ -73,8 +73,15 @@ struct BatchPlan {
     var duplicates: Int { duplicateItems.count }
     /// The stored events of tasks that gained one (added by `addStored`).
     private var storedEvents: [StoredEvent] = []
-    /// Every event of each task that gained one: the new ones, then (once added) the stored ones.
-    private(set) var eventsByTask: [String: [Webhook]] = [:]
+    /// The events of one task that gained one.
+    struct TaskEvents {
+        /// The new ones (in batch order), then (once added) the stored ones.
+        var webhooks: [Webhook] = []
+        /// The batch indices of the new ones: `webhooks`' first elements.
+        var newIndices: [Int] = []
+    }
+    /// Every event of each task that gained one.
+    private(set) var eventsByTask: [String: TaskEvents] = [:]
     /// Tasks that gained only events later than all of theirs stored: they go on from their rows.
     private(set) var extending: Set<String> = []
 
@@ -82,19 +89,21 @@ struct BatchPlan {
         self.batch = batch
         self.stored = stored
         var known = stored.identities
+        known.reserveCapacity(known.count + batch.count)
+        eventsByTask.reserveCapacity(batch.count)
         for (index, identity) in batch.identities.enumerated() {
             if known.insert(identity).inserted {
                 newItems.append(index)
                 let webhook = batch.items[index].record.webhook
-                eventsByTask[webhook.taskId, default: []].append(webhook)
+                eventsByTask[webhook.taskId, default: TaskEvents()].add(webhook, at: index)
             } else {
                 duplicateItems.append(index)
             }
         }
     }
 
-    /// The ids of the rows to read (`addRows`): those of the tasks that gained an event.
-    var rowsToRead: [Int64] { eventsByTask.keys.compactMap { stored.rowIds[$0] } }
+    /// The rows to read (`addRows`): those of the tasks that gained an event.
+    var rowsToRead: [RowAddress] { eventsByTask.keys.compactMap { stored.rowAddresses[$0] } }
 
     /// Adds the rows of the tasks that gained an event, and picks the tasks
     /// that go on from theirs.
@@ -102,7 +111,7 @@ struct BatchPlan {
         stored.rows = rows
         for (taskId, events) in eventsByTask {
             guard let latest = stored.latest[taskId], let row = rows[taskId], row.createdDate <= latest,
-                  events.allSatisfy({ $0.timestamp > latest }) else { continue }
+                  events.webhooks.allSatisfy({ $0.timestamp > latest }) else { continue }
             extending.insert(taskId)
         }
     }
@@ -113,51 +122,51 @@ struct BatchPlan {
 
     /// Adds a stored event of a task that gained one.
     mutating func addStored(_ event: StoredEvent) {
-        eventsByTask[event.webhook.taskId, default: []].append(event.webhook)
+        eventsByTask[event.webhook.taskId, default: TaskEvents()].webhooks.append(event.webhook)
         storedEvents.append(event)
     }
 
-    /// Folds every task that gained an event from all of its events: the rows
-    /// to write, what became of each event of the batch, and the verdicts to
-    /// store (every new event the rules refuse, every stored one whose verdict changed).
+    /// Folds every task that gained an event (from its row, or from all of its
+    /// events): the rows to write, what became of each event of the batch, and
+    /// the verdicts to store (every new event the rules refuse, every stored
+    /// one whose verdict changed).
     func fold() -> (rows: Rows, outcome: BatchOutcome, verdicts: [VerdictChange]) {
         var rows = Rows()
+        /// The verdict on each new event, by batch index.
+        var dispositions = [EventDisposition](repeating: .applied, count: batch.count)
+        /// The creation of each task folded again from stored events.
         var creations: [String: Webhook] = [:]
-        creations.reserveCapacity(eventsByTask.count)
-        /// The verdicts on the new events of the tasks that went on from their rows.
-        var extended: [String: [Webhook: EventDisposition]] = [:]
         for (taskId, events) in eventsByTask {
             if extending.contains(taskId), let row = stored.rows[taskId] {
-                let (state, verdicts) = TaskRules.extend(row, with: events)
-                extended[taskId] = verdicts
-                if state != row, let id = stored.rowIds[taskId] { rows.existing.append(RowUpdate(id: id, state: state)) }
+                let (state, verdicts) = TaskRules.extend(row, with: events.webhooks)
+                for (index, verdict) in zip(events.newIndices, verdicts) { dispositions[index] = verdict }
+                if state != row, let address = stored.rowAddresses[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
                 continue
             }
-            let (state, creation) = TaskRules.foldState(events)
-            creations[taskId] = creation
+            let (state, creation) = TaskRules.foldState(events.webhooks)
+            for index in events.newIndices {
+                dispositions[index] = TaskRules.disposition(of: batch.items[index].record.webhook, creation: creation)
+            }
+            if events.webhooks.count > events.newIndices.count { creations[taskId] = creation }
             guard let state else { continue }
-            if let id = stored.rowIds[taskId] {
-                if state != stored.rows[taskId] { rows.existing.append(RowUpdate(id: id, state: state)) }
+            if let address = stored.rowAddresses[taskId] {
+                if state != stored.rows[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
             } else {
                 rows.new.append(state)
             }
         }
-        /// The verdict on an event of a task that gained one (new, or a duplicate of a new one).
-        func disposition(of webhook: Webhook) -> EventDisposition {
-            if let verdicts = extended[webhook.taskId] { return verdicts[webhook] ?? .applied }
-            return TaskRules.disposition(of: webhook, creation: creations[webhook.taskId])
-        }
         var outcome = BatchOutcome()
         var verdicts: [VerdictChange] = []
+        /// What this fold refuses, of the new events and of the stored ones folded again.
+        var refusedNow: [EventKey: EventDisposition] = [:]
         for index in newItems {
-            let item = batch.items[index]
-            let webhook = item.record.webhook
-            switch disposition(of: webhook) {
+            switch dispositions[index] {
             case .applied: outcome.applied += 1
             case .pending: outcome.pending += 1
             case let refusal:
-                outcome.rejected.append((item, refusal))
-                verdicts.append(VerdictChange(taskId: webhook.taskId, identity: batch.identities[index], refusal: refusal))
+                outcome.rejected.append((batch.items[index], refusal))
+                verdicts.append(VerdictChange(taskId: batch.items[index].record.webhook.taskId, identity: batch.identities[index], refusal: refusal))
+                refusedNow[batch.identities[index]] = refusal
             }
         }
         for event in storedEvents {
@@ -166,26 +175,36 @@ struct BatchPlan {
             if refusal != event.refusal {
                 verdicts.append(VerdictChange(taskId: event.webhook.taskId, identity: event.identity, refusal: refusal))
             }
+            if let refusal { refusedNow[event.identity] = refusal }
         }
+        // A duplicate shares the verdict of the event it repeats: as this fold
+        // made it when its task was folded again; else (its task gained nothing,
+        // or went on from its row, which leaves stored verdicts as they are) as stored.
         for index in duplicateItems {
-            let item = batch.items[index]
-            let webhook = item.record.webhook
-            let refusal: EventDisposition?
-            if let verdicts = extended[webhook.taskId] {
-                // A duplicate of a new event shares its verdict; one of a stored event keeps the stored one.
-                if let verdict = verdicts[webhook] {
-                    refusal = verdict.rejectionCode == nil ? nil : verdict
-                } else {
-                    refusal = stored.refusals[batch.identities[index]]
-                }
-            } else if eventsByTask[webhook.taskId] != nil {
-                let verdict = TaskRules.disposition(of: webhook, creation: creations[webhook.taskId])
-                refusal = verdict.rejectionCode == nil ? nil : verdict
-            } else {
-                refusal = stored.refusals[batch.identities[index]]
-            }
-            if let refusal { outcome.rejected.append((item, refusal)) } else { outcome.duplicates += 1 }
+            let identity = batch.identities[index], taskId = batch.items[index].record.webhook.taskId
+            let foldedAgain = eventsByTask[taskId] != nil && !extending.contains(taskId)
+            let refusal = refusedNow[identity] ?? (foldedAgain ? nil : stored.refusals[identity])
+            if let refusal { outcome.rejected.append((batch.items[index], refusal)) } else { outcome.duplicates += 1 }
         }
         return (rows, outcome, verdicts)
     }
+}
+
+extension BatchPlan.TaskEvents {
+    mutating func add(_ webhook: Webhook, at index: Int) {
+        webhooks.append(webhook)
+        newIndices.append(index)
+    }
+}
+
+/// Where a row of `meetperry.task` is: its `ctid` (block, line). Read under
+/// the partition locks, a row stays where it is until the transaction ends
+/// (only a writer that takes no locks could move it, and the update notices),
+/// so a batch reads and updates its rows without an index look-up.
+struct RowAddress: Hashable, Sendable {
+    var block: UInt32
+    var offset: UInt16
+
+    /// The `tid` literal: `(block,offset)`.
+    var literal: String { "(\(block),\(offset))" }
 }

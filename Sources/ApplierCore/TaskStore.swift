@@ -49,7 +49,7 @@ public final class TaskStore: BatchStore {
         ])
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS derived_task (
-                id int8, external_id text, user_id text, content text,
+                address tid, external_id text, user_id text, content text,
                 created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
             ) ON COMMIT DELETE ROWS
             """)
@@ -98,15 +98,15 @@ public final class TaskStore: BatchStore {
     private func stored(_ batch: PreparedBatch) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
         try connection.query("""
-            SELECT external_id, identity, rejection, occurred_at, NULL::int8 FROM meetperry.task_event WHERE external_id = ANY($1::text[])
+            SELECT external_id, identity, rejection, occurred_at, NULL::tid FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
-            SELECT external_id, NULL, NULL, NULL, id FROM meetperry.task WHERE external_id = ANY($1::text[])
+            SELECT external_id, NULL, NULL, NULL, ctid FROM meetperry.task WHERE external_id = ANY($1::text[])
             """, [batch.taskIds], binary: true) { row in
             guard let taskId = row.string(0) else { throw PGError.unreadableRow("meetperry.task_event") }
             switch row.withBytes(1, { EventKey($0) }) {
             case nil: // NULL: a row of meetperry.task
-                guard let id = row.int64(binary: 4) else { throw PGError.unreadableRow("meetperry.task") }
-                stored.rowIds[taskId] = id
+                guard let address = row.withBytes(4, RowAddress.init(tid:)) ?? nil else { throw PGError.unreadableRow("meetperry.task") }
+                stored.rowAddresses[taskId] = address
             case .some(nil):
                 throw PGError.unreadableRow("meetperry.task_event")
             case .some(let identity?):
@@ -121,14 +121,14 @@ public final class TaskStore: BatchStore {
         return stored
     }
 
-    /// The rows with these ids that have a creation date, as the rules' state, by task id.
-    private func rows(_ ids: [Int64]) throws -> [String: TaskState] {
-        guard !ids.isEmpty else { return [:] }
+    /// The rows at these addresses that have a creation date, as the rules' state, by task id.
+    private func rows(_ addresses: [RowAddress]) throws -> [String: TaskState] {
+        guard !addresses.isEmpty else { return [:] }
         var rows: [String: TaskState] = [:]
-        rows.reserveCapacity(ids.count)
+        rows.reserveCapacity(addresses.count)
         try connection.query("""
-            SELECT external_id, user_id, content, created_date, completed_date, deleted_date FROM meetperry.task WHERE id = ANY($1::int8[])
-            """, ["{" + ids.map(String.init).joined(separator: ",") + "}"], binary: true) { row in
+            SELECT external_id, user_id, content, created_date, completed_date, deleted_date FROM meetperry.task WHERE ctid = ANY($1::tid[])
+            """, [PGArray.literal(addresses.map(\.literal))], binary: true) { row in
             guard let taskId = row.string(0), let userId = row.string(1), let content = row.string(2) else {
                 throw PGError.unreadableRow("meetperry.task")
             }
@@ -176,13 +176,13 @@ public final class TaskStore: BatchStore {
                   PGArray.literal(verdicts.map { $0.refusal?.rejectionCode })])
     }
 
-    /// A task without a row is copied in; a row that changed is updated by its id.
+    /// A task without a row is copied in; a row that changed is updated where it is.
     private func write(_ rows: BatchPlan.Rows) throws {
         newTaskRows.removeAll()
         derivedRows.removeAll()
         for state in rows.new { Self.encode(state, into: &newTaskRows) }
         for update in rows.existing {
-            derivedRows.add(update.id)
+            derivedRows.addTID(block: update.address.block, offset: update.address.offset)
             Self.encode(update.state, into: &derivedRows)
         }
         if !newTaskRows.isEmpty {
@@ -197,7 +197,7 @@ public final class TaskStore: BatchStore {
                 UPDATE meetperry.task AS t SET
                     user_id = d.user_id, content = d.content, created_date = d.created_date,
                     completed_date = d.completed_date, deleted_date = d.deleted_date
-                FROM derived_task d WHERE t.id = d.id AND t.external_id = d.external_id
+                FROM derived_task d WHERE t.ctid = d.address AND t.external_id = d.external_id
                 """).affectedRows
             // The rows were read under the partition locks; only a writer that takes none can have moved them.
             guard updated == rows.existing.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
@@ -213,5 +213,14 @@ public final class TaskStore: BatchStore {
         rows.addTimestamp(microsecondsSinceUnixEpoch: state.completedDate?.microsecondsSinceEpoch)
         rows.addTimestamp(microsecondsSinceUnixEpoch: state.deletedDate?.microsecondsSinceEpoch)
         rows.endRow()
+    }
+}
+
+extension RowAddress {
+    /// From a `tid` in binary: the block (4 bytes) and the line (2), big-endian.
+    init?(tid bytes: UnsafeRawBufferPointer) {
+        guard bytes.count == 6 else { return nil }
+        block = bytes.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
+        offset = bytes.suffix(2).reduce(0) { $0 << 8 | UInt16($1) }
     }
 }

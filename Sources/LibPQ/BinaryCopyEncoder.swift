@@ -102,11 +102,12 @@ public struct BinaryCopyEncoder: Sendable {
         appendInt32(UInt32(bitPattern: value))
     }
 
-    public mutating func add(_ value: Int64) {
+    /// A `tid` (a row's `ctid`): its block and its line in the block.
+    public mutating func addTID(block: UInt32, offset: UInt16) {
         beginValue()
-        appendInt32(8)
-        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value) >> 32))
-        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value)))
+        appendInt32(6)
+        appendInt32(block)
+        appendInt16(offset)
     }
 
     /// A `timestamptz` value from microseconds since the Unix epoch, or NULL.

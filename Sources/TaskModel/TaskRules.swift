@@ -110,26 +110,27 @@ public enum TaskRules {
     }
 
     /// The fold continued: `state` is what `foldState` made of a task's
-    /// events so far, and every one of `events` comes after all of those in
-    /// the rules' order (its timestamp is later than theirs). Then the walk
-    /// simply goes on from `state`: no earlier event needs to be seen again.
-    /// Returns the new state and what became of each of `events`: a `created`
-    /// is always a conflict here (the task's creation came earlier), and an
-    /// event of another user than the creator is refused.
-    public static func extend(_ state: TaskState, with events: [Webhook]) -> (state: TaskState, dispositions: [Webhook: EventDisposition]) {
+    /// events so far, and every one of `events` (distinct events) comes after
+    /// all of those in the rules' order (its timestamp is later than theirs).
+    /// Then the walk simply goes on from `state`: no earlier event needs to be
+    /// seen again. Returns the new state and what became of each of `events`,
+    /// in their order: a `created` is always a conflict here (the task's
+    /// creation came earlier), and an event of another user than the creator
+    /// is refused.
+    public static func extend(_ state: TaskState, with events: [Webhook]) -> (state: TaskState, dispositions: [EventDisposition]) {
         var state = state
-        var dispositions: [Webhook: EventDisposition] = [:]
-        dispositions.reserveCapacity(events.count)
-        for event in events.sorted(by: precedes) where dispositions[event] == nil {
+        var dispositions = [EventDisposition](repeating: .applied, count: events.count)
+        let order = events.count == 1 ? [0] : events.indices.sorted { precedes(events[$0], events[$1]) }
+        for index in order {
+            let event = events[index]
             precondition(event.timestamp > state.createdDate, "extend() is for events after the task's history")
             if event.userId != state.userId {
-                dispositions[event] = .rejectedOwner
+                dispositions[index] = .rejectedOwner
                 continue
             }
-            dispositions[event] = event.event == .created ? .rejectedConflict : .applied
             switch event.event {
             case .created:
-                continue
+                dispositions[index] = .rejectedConflict
             case .deleted:
                 if state.deletedDate == nil { state.deletedDate = event.timestamp }
             case .updated:

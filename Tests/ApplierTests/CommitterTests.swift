@@ -70,7 +70,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         var stored = BatchPlan.Stored()
         stored.identities = [EventKey(EventIdentity.bytes(of: event(.created, 1, id: "b")))!]
         stored.tasksWithHistory = ["b"]
-        stored.rowIds = ["b": 2]
+        stored.rowAddresses = ["b": RowAddress(block: 0, offset: 2)]
         let plan = BatchPlan(batch, stored: stored)
         #expect(plan.newItems == [0], "only the first a is new")
         #expect(plan.duplicates == 2)
@@ -87,7 +87,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         var stored = BatchPlan.Stored()
         stored.identities = [EventKey(EventIdentity.bytes(of: event(.created, 0, id: "a")))!]
         stored.tasksWithHistory = ["a"]
-        stored.rowIds = ["a": 1]
+        stored.rowAddresses = ["a": RowAddress(block: 0, offset: 1)]
         var plan = BatchPlan(batch, stored: stored)
         #expect(plan.tasksToRefold == ["a"])
         let stored0 = event(.created, 0, id: "a", content: "Buy milk")
@@ -110,7 +110,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         var stored = BatchPlan.Stored()
         stored.identities = [key(creation), key(thief), key(late)]
         stored.tasksWithHistory = ["a"]
-        stored.rowIds = ["a": 1]
+        stored.rowAddresses = ["a": RowAddress(block: 0, offset: 1)]
         stored.refusals = [key(thief): .rejectedOwner, key(late): .rejectedConflict]
 
         let replay = BatchPlan(PreparedBatch([incoming(creation, line: 1), incoming(thief, line: 2), incoming(late, line: 3), incoming(thief, line: 4)]),
@@ -141,17 +141,17 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         var stored = BatchPlan.Stored()
         stored.identities = [EventKey(EventIdentity.bytes(of: event(.created, 0, id: "a")))!]
         stored.tasksWithHistory = ["a", "b"]
-        stored.rowIds = ["a": 1, "b": 2]
+        stored.rowAddresses = ["a": RowAddress(block: 0, offset: 1), "b": RowAddress(block: 7, offset: 2)]
         stored.latest = ["a": at(0), "b": at(10)]
         let done = event(.updated, 5, id: "a", content: "done", done: true), thief = event(.updated, 6, id: "a", user: "u2")
         let again = event(.created, 7, id: "a"), older = event(.updated, 9, id: "b", content: "older than b's latest")
         var plan = BatchPlan(PreparedBatch([incoming(done, line: 1), incoming(thief, line: 2), incoming(again, line: 3),
                                             incoming(older, line: 4), incoming(done, line: 5)]), stored: stored)
-        #expect(Set(plan.rowsToRead) == [1, 2])
+        #expect(Set(plan.rowsToRead) == [RowAddress(block: 0, offset: 1), RowAddress(block: 7, offset: 2)])
         plan.addRows(["a": row, "b": TaskState(taskId: "b", userId: "u1", content: "c", createdDate: at(0), completedDate: nil, deletedDate: nil)])
         #expect(plan.tasksToRefold == ["b"], "only b's history is read")
         let (rows, outcome, verdicts) = plan.fold()
-        #expect(rows.existing.first { $0.state.taskId == "a" } == .init(id: 1, state: TaskState(taskId: "a", userId: "u1", content: "done", createdDate: at(0),
+        #expect(rows.existing.first { $0.state.taskId == "a" } == .init(address: RowAddress(block: 0, offset: 1), state: TaskState(taskId: "a", userId: "u1", content: "done", createdDate: at(0),
                                                                     completedDate: at(5), deletedDate: nil)))
         #expect(outcome.applied == 1 && outcome.duplicates == 1 && outcome.pending == 1, "(b is folded without its history here: pending)")
         #expect(outcome.rejected.map(\.0.line) == [2, 3] && outcome.rejected.map(\.1) == [.rejectedOwner, .rejectedConflict])

@@ -56,12 +56,14 @@ run() { # label
         /usr/bin/time -f "%e %U %S %M" -o "$BENCH_WORK/time.out" env DB_NAME=bench_profile LOG_LEVEL=notice "$APPLIER" \
             < "$BENCH_WORK/archive.ndjson" > /dev/null 2> "$BENCH_WORK/applier.err"
     fi
+    sleep 1  # the postmaster reaps the exited backends: their CPU is then in its children's times
     after=$(backend_cpu)
     echo "== $1: $ARCHIVE, $(wc -l < "$BENCH_WORK/archive.ndjson") lines"
     grep -o 'read=.*' "$BENCH_WORK/applier.err" | tail -n 1
     read -r wall user sys rss < "$BENCH_WORK/time.out"
     awk -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v pg="$(awk -v a="$before" -v b="$after" 'BEGIN { print b - a }')" \
         'BEGIN { printf "wall %.2f s; applier CPU %.2f s (user %.2f, sys %.2f), peak RSS %.1f MB; PostgreSQL CPU %.2f s\n", w, u + s, u, s, r / 1024, pg }'
+    psql -At -d bench_profile -c "SELECT 'meetperry.task: ' || n_tup_ins || ' inserted, ' || n_tup_upd || ' updated, ' || n_tup_hot_upd || ' of them HOT (no index entries)' FROM pg_stat_user_tables WHERE relid = 'meetperry.task'::regclass"
     echo "statements by total time (ms):"
     psql -d bench_profile -P pager=off -c "
         SELECT round(total_exec_time) AS total_ms, calls, rows, round((100 * shared_blks_read / greatest(shared_blks_hit + shared_blks_read, 1))::numeric, 1) AS read_pct,

@@ -69,12 +69,16 @@ public final class TaskStore: BatchStore {
         guard !plan.newItems.isEmpty else { return plan.fold().outcome }
         plan.addRows(try rows(plan.rowsToRead))
         for event in try storedEvents(of: plan.tasksToRefold) { plan.addStored(event) }
-        // The new events go into the event log as they were encoded.
+        // The new events go into the event log as they were encoded, with this
+        // transaction's id (the column's default, given once rather than worked out per row).
+        guard let xactId = try connection.execute("SELECT pg_current_xact_id()::text").scalar.flatMap({ Int64($0) }) else {
+            throw PGError.unreadableRow("pg_current_xact_id()")
+        }
         try connection.copyIn("""
             COPY meetperry.task_event
-                (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id)
+                (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id, xact_id)
             FROM STDIN (FORMAT binary)
-            """, data: batch.eventRows.data(rows: plan.newItems))
+            """, data: batch.eventRows.data(rows: plan.newItems, appendingToEach: xactId))
         let (rows, outcome, verdicts) = plan.fold()
         try write(rows)
         try store(verdicts)
@@ -97,28 +101,54 @@ public final class TaskStore: BatchStore {
     /// again (`storedEvents`).
     private func stored(_ batch: PreparedBatch) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
+        stored.identities.reserveCapacity(batch.count * 3)
+        var group = StoredGroup(taskId: "")
         try connection.query("""
             SELECT external_id, identity, rejection, occurred_at, NULL::tid FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
             SELECT external_id, NULL, NULL, NULL, ctid FROM meetperry.task WHERE external_id = ANY($1::text[])
             """, [batch.taskIds], binary: true) { row in
-            guard let taskId = row.string(0) else { throw PGError.unreadableRow("meetperry.task_event") }
+            // Each table's rows come grouped by task (index order): a task id is
+            // decoded, hashed and stored once per group, not once per event.
+            if row.withBytes(0, { !$0.elementsEqual(group.bytes) }) ?? true {
+                group.flush(into: &stored)
+                guard let taskId = row.string(0) else { throw PGError.unreadableRow("meetperry.task_event") }
+                group = StoredGroup(taskId: taskId)
+            }
             switch row.withBytes(1, { EventKey($0) }) {
             case nil: // NULL: a row of meetperry.task
                 guard let address = row.withBytes(4, RowAddress.init(tid:)) ?? nil else { throw PGError.unreadableRow("meetperry.task") }
-                stored.rowAddresses[taskId] = address
+                stored.rowAddresses[group.taskId] = address
             case .some(nil):
                 throw PGError.unreadableRow("meetperry.task_event")
             case .some(let identity?):
                 guard let micros = row.timestampMicroseconds(binary: 3) else { throw PGError.unreadableRow("meetperry.task_event") }
                 stored.identities.insert(identity)
-                stored.tasksWithHistory.insert(taskId)
                 let occurred = Timestamp(microsecondsSinceEpoch: micros)
-                if stored.latest[taskId].map({ occurred > $0 }) ?? true { stored.latest[taskId] = occurred }
+                if group.latest.map({ occurred > $0 }) ?? true { group.latest = occurred }
                 if let code = row.string(2) { stored.refusals[identity] = try Self.refusal(code) }
             }
         }
+        group.flush(into: &stored)
         return stored
+    }
+
+    /// The stored events of one task, as `stored` reads them in a row.
+    private struct StoredGroup {
+        var taskId: String
+        var bytes: [UInt8]
+        var latest: Timestamp?
+
+        init(taskId: String) {
+            self.taskId = taskId
+            bytes = Array(taskId.utf8)
+        }
+
+        func flush(into stored: inout BatchPlan.Stored) {
+            guard let latest else { return }
+            stored.tasksWithHistory.insert(taskId)
+            stored.latest[taskId] = max(latest, stored.latest[taskId] ?? latest)
+        }
     }
 
     /// The rows at these addresses that have a creation date, as the rules' state, by task id.

@@ -55,6 +55,26 @@ public struct BinaryCopyEncoder: Sendable {
         return out
     }
 
+    /// Like `data(rows:)`, with one more value at the end of every row: an
+    /// `int8` the same for all (say, the transaction's id), so rows encoded
+    /// before it was known need not be encoded again.
+    public func data(rows: some Sequence<Int>, appendingToEach value: Int64) -> [UInt8] {
+        precondition(columnInRow == 0, "BinaryCopyEncoder: a row was started but not ended")
+        var trailer = BinaryCopyEncoder(columns: 1)
+        trailer.add(value)
+        let field = trailer.bytes[(trailer.rowBounds[0] + 2)...]  // its length and value, without the field count
+        let count = UInt16(columns + 1)
+        var out: [UInt8] = []
+        out.append(contentsOf: bytes[..<rowBounds[0]])
+        for row in rows {
+            out.append(UInt8(truncatingIfNeeded: count >> 8)); out.append(UInt8(truncatingIfNeeded: count))
+            out.append(contentsOf: bytes[(rowBounds[row] + 2)..<rowBounds[row + 1]])
+            out.append(contentsOf: field)
+        }
+        out.append(0xFF); out.append(0xFF)
+        return out
+    }
+
     private mutating func beginValue() {
         if columnInRow == 0 { appendInt16(UInt16(columns)) }
         columnInRow += 1
@@ -100,6 +120,13 @@ public struct BinaryCopyEncoder: Sendable {
         beginValue()
         appendInt32(4)
         appendInt32(UInt32(bitPattern: value))
+    }
+
+    public mutating func add(_ value: Int64) {
+        beginValue()
+        appendInt32(8)
+        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value) >> 32))
+        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value)))
     }
 
     /// A `tid` (a row's `ctid`): its block and its line in the block.

@@ -80,6 +80,34 @@ import TestSupport
         #expect(try db.copyIn("COPY t FROM STDIN (FORMAT binary)", data: encoder.data(rows: [])) == 0)
     }
 
+    /// A row's address (`tid`), an `int8`, and one value appended to rows
+    /// encoded before it was known (the applier's transaction id).
+    @Test func addressesBigIntegersAndAnAppendedValueRoundTrip() throws {
+        let cluster = PostgresCluster.shared
+        let db = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase(applyChangeset: false)))
+        defer { db.close() }
+        try db.execute("CREATE TABLE a (address tid, n int8)")
+        var encoder = BinaryCopyEncoder(columns: 2)
+        for (block, offset, n) in [(UInt32(0), UInt16(1), Int64.min), (UInt32.max - 1, UInt16.max, -1), (70_000, 300, Int64.max)] {
+            encoder.addTID(block: block, offset: offset)
+            encoder.add(n)
+            encoder.endRow()
+        }
+        #expect(try db.copyIn("COPY a FROM STDIN (FORMAT binary)", data: encoder.data) == 3)
+        let addresses = try db.execute("SELECT address::text, n::text FROM a ORDER BY a.n").rows
+        #expect(addresses == [["(0,1)", String(Int64.min)], ["(4294967294,65535)", "-1"], ["(70000,300)", String(Int64.max)]], "\(addresses)")
+
+        try db.execute("CREATE TABLE b (s text, n int8, x int8)")
+        var rows = BinaryCopyEncoder(columns: 2)
+        for n in Int64(0)..<4 {
+            rows.add("row \(n)")
+            rows.add(n)
+            rows.endRow()
+        }
+        #expect(try db.copyIn("COPY b FROM STDIN (FORMAT binary)", data: rows.data(rows: [2, 0], appendingToEach: 1 << 40)) == 2)
+        #expect(try db.execute("SELECT s, n::text, x::text FROM b ORDER BY b.n").rows == [["row 0", "0", "1099511627776"], ["row 2", "2", "1099511627776"]])
+    }
+
     /// Text PostgreSQL cannot store (a NUL byte) is refused by the server as a
     /// data error (class 22), which the applier isolates and rejects.
     @Test func aNulByteIsADataError() throws {

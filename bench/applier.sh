@@ -3,7 +3,9 @@
 # throwaway cluster with default settings (fsync on).
 #   bash bench/applier.sh [events]        (default 1000000)
 #   BENCH_ARCHIVES="clustered timeordered days"   which archives (default all three)
-#   BENCH_APPLIER=path    another applier binary (say, an earlier build), for before/after
+#   BENCH_APPLIER=path    another applier binary instead of .build/release/applier
+#   BENCH_BEFORE=path     also run this binary (say, an earlier build) on each archive,
+#                         right after ours, against the same COPY: before/after in one run
 #
 # The baseline: COPY of as many equivalent rows into meetperry.task on a fresh
 # database (loading finished rows: no rules, no event log). Then, per archive:
@@ -46,9 +48,9 @@ done
 # 1 GB of WAL paid for a checkpoint and its full-page writes, and the runs swung by 50 %).
 checkpoint() { psql -q -d postgres -c CHECKPOINT; }
 
-apply() { # db, file → "seconds rss"
+apply() { # db, file[, binary] → "seconds rss"
     checkpoint
-    DB_NAME=$1 LOG_LEVEL=notice bench_time "${BENCH_APPLIER:-.build/release/applier}" < "$2" 3>&1 > "$BENCH_WORK/rejects.ndjson" 2> "$BENCH_WORK/applier.err"
+    DB_NAME=$1 LOG_LEVEL=notice bench_time "${3:-${BENCH_APPLIER:-.build/release/applier}}" < "$2" 3>&1 > "$BENCH_WORK/rejects.ndjson" 2> "$BENCH_WORK/applier.err"
 }
 
 bench_fresh_db bench_copy
@@ -76,6 +78,16 @@ for a in $ARCHIVES; do
     printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: applier < archive, fresh ($lines lines, $tasks tasks)" "$apply_s" "$apply_rate" "$apply_rss" "$(ratio "$apply_rate" "$copy_rate")"
     printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: the same again (all duplicates; log ${log_mb} MB)" "$replay_s" "$replay_rate" "$replay_rss" "$(ratio "$replay_rate" "$copy_rate")"
     psql -q -d postgres -c "DROP DATABASE bench_$a"
+    if [ -n "${BENCH_BEFORE:-}" ]; then
+        bench_fresh_db "bench_$a"
+        read -r before_s before_rss < <(apply "bench_$a" "$file" "$BENCH_BEFORE")
+        read -r before_replay_s before_replay_rss < <(apply "bench_$a" "$file" "$BENCH_BEFORE")
+        before_rate=$(awk -v n="$lines" -v s="$before_s" 'BEGIN { printf "%.0f", n / s }')
+        before_replay_rate=$(awk -v n="$lines" -v s="$before_replay_s" 'BEGIN { printf "%.0f", n / s }')
+        printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: BEFORE ($(basename "$BENCH_BEFORE")), fresh" "$before_s" "$before_rate" "$before_rss" "$(ratio "$before_rate" "$copy_rate")"
+        printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: BEFORE, the same again" "$before_replay_s" "$before_replay_rate" "$before_replay_rss" "$(ratio "$before_replay_rate" "$copy_rate")"
+        psql -q -d postgres -c "DROP DATABASE bench_$a"
+    fi
 done
 if [[ " $ARCHIVES " == *" clustered "* ]]; then
     lines=$(wc -l < "$BENCH_WORK/clustered.ndjson")

@@ -15,6 +15,8 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
         /// The database is not what this program needs (changeset.sql not
         /// applied, or a row it cannot read).
         case schema
+        /// Rows read under the program's locks changed before it wrote them.
+        case conflict
     }
 
     public var kind: Kind
@@ -71,11 +73,10 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
     }
 
     /// Rows read under the applier's locks were gone or changed when it wrote
-    /// them: a writer that takes no locks was at work. Retried like a
-    /// serialization failure (read again, fold again).
+    /// them: a writer that takes no locks was at work. A write conflict: read
+    /// again and retried, a few times.
     public static func rowsChangedUnderLock(_ what: String) -> PGError {
-        PGError(kind: .query, sqlState: .serializationFailure,
-                message: "rows of \(what) changed between reading and writing them (another writer that takes no locks?)")
+        PGError(kind: .conflict, message: "rows of \(what) changed between reading and writing them (another writer that takes no locks, or a trigger?)")
     }
 
     // MARK: - What to do about it
@@ -90,8 +91,9 @@ public struct PGError: Error, Sendable, CustomStringConvertible {
     }
 
     /// A unique key taken between a read and a write (another writer, or an
-    /// id the sequence handed out that a row put in by other means holds).
-    public var isWriteConflict: Bool { sqlState == .uniqueViolation }
+    /// id the sequence handed out that a row put in by other means holds), or
+    /// rows changed between them.
+    public var isWriteConflict: Bool { sqlState == .uniqueViolation || kind == .conflict }
 
     /// The data's fault, not the statement's: a data exception (class 22) or
     /// an integrity constraint violation (class 23).

@@ -54,16 +54,22 @@ struct EventKey: Hashable, Sendable {
         self.low = low
     }
 
-    /// The uuid's text form, for a `uuid[]` parameter.
+    /// The uuid's text form (`8-4-4-4-12` lower-case hex digits), for a `uuid[]` parameter.
     var uuidText: String {
-        let hex = String(high, radix: 16).leftPadded(to: 16) + String(low, radix: 16).leftPadded(to: 16)
-        let h = Array(hex)
-        return String(h[0..<8]) + "-" + String(h[8..<12]) + "-" + String(h[12..<16]) + "-" + String(h[16..<20]) + "-" + String(h[20..<32])
+        String(unsafeUninitializedCapacity: 36) { out in
+            let digits: StaticString = "0123456789abcdef"
+            var o = 0
+            for i in 0..<16 {
+                if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = UInt8(ascii: "-"); o += 1 }
+                let half = i < 8 ? high : low
+                let byte = UInt8(truncatingIfNeeded: half >> UInt64(56 - 8 * (i % 8)))
+                out[o] = digits.utf8Start[Int(byte >> 4)]
+                out[o + 1] = digits.utf8Start[Int(byte & 0xF)]
+                o += 2
+            }
+            return o
+        }
     }
-}
-
-private extension String {
-    func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }
 
 /// A batch encoded for the database. Preparing is pure CPU work, done by

@@ -31,6 +31,12 @@ public final class TaskStore: BatchStore {
     /// Folded tasks that have no row yet, and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
     private var derivedRows = BinaryCopyEncoder(columns: 7)
+    /// Whether the last batch was mostly duplicates (a replay). Then the next
+    /// one first looks up its events themselves, one index look-up each, and
+    /// reads its tasks' state only if one of them is new: a task's state costs
+    /// two look-ups and all of its stored events, which a batch of duplicates
+    /// does not need.
+    private var replaying = false
 
     public init(connection: PGConnection) throws(PGError) {
         self.connection = connection
@@ -65,7 +71,12 @@ public final class TaskStore: BatchStore {
 
     private func applyInTransaction(_ batch: PreparedBatch) throws -> BatchOutcome {
         try lockPartitions(batch.partitions)
+        if replaying {
+            let duplicatesOnly = BatchPlan(batch, stored: try storedEvents(amongThoseOf: batch))
+            if duplicatesOnly.newItems.isEmpty { return duplicatesOnly.fold().outcome }
+        }
         var plan = BatchPlan(batch, stored: try stored(batch))
+        replaying = plan.duplicates * 2 > batch.count
         guard !plan.newItems.isEmpty else { return plan.fold().outcome }
         plan.addRows(try rows(plan.rowsToRead))
         for event in try storedEvents(of: plan.tasksToRefold) { plan.addStored(event) }
@@ -149,6 +160,23 @@ public final class TaskStore: BatchStore {
             stored.tasksWithHistory.insert(taskId)
             stored.latest[taskId] = max(latest, stored.latest[taskId] ?? latest)
         }
+    }
+
+    /// Which of the batch's events are stored, with their verdicts: a
+    /// `Stored` with nothing else in it, enough for a batch of duplicates.
+    private func storedEvents(amongThoseOf batch: PreparedBatch) throws -> BatchPlan.Stored {
+        var stored = BatchPlan.Stored()
+        stored.identities.reserveCapacity(batch.count)
+        try connection.query("""
+            SELECT e.identity, e.rejection FROM unnest($1::text[], $2::uuid[]) AS k(external_id, identity)
+            JOIN meetperry.task_event e ON e.external_id = k.external_id AND e.identity = k.identity
+            """, [PGArray.literal(batch.items.map(\.record.webhook.taskId)), PGArray.literal(batch.identities.map(\.uuidText))],
+            binary: true) { row in
+            guard let identity = row.withBytes(0, { EventKey($0) }) ?? nil else { throw PGError.unreadableRow("meetperry.task_event") }
+            stored.identities.insert(identity)
+            if let code = row.string(1) { stored.refusals[identity] = try Self.refusal(code) }
+        }
+        return stored
     }
 
     /// The rows at these addresses that have a creation date, as the rules' state, by task id.

@@ -158,6 +158,15 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         #expect(Set(verdicts.map(\.refusal)) == [.rejectedOwner, .rejectedConflict])
     }
 
+    /// An identity key prints as the identity's uuid (the text a `uuid[]` parameter carries).
+    @Test func anIdentityKeyPrintsAsItsUUID() {
+        for webhook in [event(.created, 0, id: "a"), event(.updated, 7, id: "ünï", user: "u\"2", content: "x"), event(.deleted, -3, id: "")] {
+            #expect(EventKey(EventIdentity.bytes(of: webhook))?.uuidText == EventIdentity.uuid(of: webhook))
+        }
+        #expect(EventKey([UInt8](repeating: 0, count: 16))?.uuidText == "00000000-0000-0000-0000-000000000000")
+        #expect(EventKey([UInt8](repeating: 0xff, count: 16))?.uuidText == "ffffffff-ffff-ffff-ffff-ffffffffffff")
+    }
+
     @Test func eventsBeforeTheirCreatedArePendingAndMakeNoRow() {
         let batch = PreparedBatch([incoming(event(.updated, 3, id: "p"), line: 1)])
         let (rows, outcome, _) = BatchPlan(batch, stored: .init()).fold()

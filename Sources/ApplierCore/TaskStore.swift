@@ -170,7 +170,7 @@ public final class TaskStore: BatchStore {
         try connection.query("""
             SELECT e.identity, e.rejection FROM unnest($1::text[], $2::uuid[]) AS k(external_id, identity)
             JOIN meetperry.task_event e ON e.external_id = k.external_id AND e.identity = k.identity
-            """, [PGArray.literal(batch.items.map(\.record.webhook.taskId)), PGArray.literal(batch.identities.map(\.uuidText))],
+            """, [PGArray.literal(batch.items.map { $0.record.webhook.taskId }), PGArray.literal(batch.identities.map { $0.uuidText })],
             binary: true) { row in
             guard let identity = row.withBytes(0, { EventKey($0) }) ?? nil else { throw PGError.unreadableRow("meetperry.task_event") }
             stored.identities.insert(identity)

@@ -14,32 +14,34 @@ public enum EventIdentity {
 
     /// The same identity as the 16 bytes of a binary `uuid`.
     public static func bytes(of webhook: Webhook) -> [UInt8] {
+        var taskId = webhook.taskId, userId = webhook.userId, content = webhook.content
         var message: [UInt8] = []
-        message.reserveCapacity(64 + webhook.taskId.utf8.count + webhook.userId.utf8.count + webhook.content.utf8.count)
-        func length(_ count: Int) {
-            let length = UInt32(count)
-            message.append(UInt8(truncatingIfNeeded: length >> 24))
-            message.append(UInt8(truncatingIfNeeded: length >> 16))
-            message.append(UInt8(truncatingIfNeeded: length >> 8))
-            message.append(UInt8(truncatingIfNeeded: length))
-        }
-        func field(_ text: String) {
-            var text = text
-            text.withUTF8 { utf8 in
-                length(utf8.count)
-                message.append(contentsOf: utf8)
-            }
-        }
-        field(webhook.event.rawValue)
-        field(webhook.taskId)
-        field(webhook.userId)
-        field(webhook.content)
-        length(1)
+        message.reserveCapacity(64 + taskId.utf8.count + userId.utf8.count + content.utf8.count)
+        appendField(webhook.event.rawValue.utf8, to: &message)
+        taskId.withUTF8 { appendField($0, to: &message) }
+        userId.withUTF8 { appendField($0, to: &message) }
+        content.withUTF8 { appendField($0, to: &message) }
+        appendLength(1, to: &message)
         message.append(webhook.isCompleted ? 1 : 0)
-        length(8)
+        appendLength(8, to: &message)
         let micros = UInt64(bitPattern: webhook.timestamp.microsecondsSinceEpoch)
         for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: micros >> UInt64(shift))) }
-        return SHA256.hash(data: message).withUnsafeBytes { Array($0.prefix(16)) }
+        let digest = message.withUnsafeBytes { SHA256.hash(data: $0) }
+        return digest.withUnsafeBytes { Array($0.prefix(16)) }
+    }
+
+    /// A field: its length (4 bytes, big-endian), then its bytes.
+    private static func appendField(_ bytes: some Collection<UInt8>, to message: inout [UInt8]) {
+        appendLength(bytes.count, to: &message)
+        message.append(contentsOf: bytes)
+    }
+
+    private static func appendLength(_ count: Int, to message: inout [UInt8]) {
+        let length = UInt32(count)
+        message.append(UInt8(truncatingIfNeeded: length >> 24))
+        message.append(UInt8(truncatingIfNeeded: length >> 16))
+        message.append(UInt8(truncatingIfNeeded: length >> 8))
+        message.append(UInt8(truncatingIfNeeded: length))
     }
 
     static func format(_ bytes: UnsafeRawBufferPointer) -> String {

@@ -108,6 +108,18 @@ import TestSupport
         #expect(try db.execute("SELECT s, n::text, x::text FROM b ORDER BY b.n").rows == [["row 0", "0", "1099511627776"], ["row 2", "2", "1099511627776"]])
     }
 
+    /// Any string is one element of an array parameter, exactly as it was.
+    @Test func arrayParametersCarryAnyStringWhole() throws {
+        let cluster = PostgresCluster.shared
+        let db = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase(applyChangeset: false)))
+        defer { db.close() }
+        let hostile = ["plain", "", "a,b", "{x}", "quote\"d", "back\\slash", "\\\"", "NULL", " spaced ", "ünï 🎉", "line\nbreak"]
+        let back = try db.execute("SELECT e FROM unnest($1::text[]) WITH ORDINALITY AS u(e, n) ORDER BY n", [PGArray.literal(hostile)]).rows
+        #expect(back == hostile.map { [$0] })
+        let withNulls: [String?] = ["a", nil, "NULL", nil]
+        #expect(try db.execute("SELECT e FROM unnest($1::text[]) WITH ORDINALITY AS u(e, n) ORDER BY n", [PGArray.literal(withNulls)]).rows == withNulls.map { [$0] })
+    }
+
     /// Text PostgreSQL cannot store (a NUL byte) is refused by the server as a
     /// data error (class 22), which the applier isolates and rejects.
     @Test func aNulByteIsADataError() throws {

@@ -46,7 +46,8 @@ backend_cpu() { # CPU seconds of every postgres process (backends, WAL writer, c
 run() { # label
     psql -q -d postgres -c CHECKPOINT
     psql -q -d bench_profile -c "SELECT pg_stat_statements_reset()" >/dev/null
-    local before after
+    local before after wal_before
+    wal_before=$(psql -At -d postgres -c "SELECT pg_current_wal_lsn()")
     before=$(backend_cpu)
     if [ "$PERF" = 1 ]; then
         perf record -q -a -g -o "$BENCH_WORK/perf.data" -- \
@@ -63,6 +64,7 @@ run() { # label
     read -r wall user sys rss < "$BENCH_WORK/time.out"
     awk -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v pg="$(awk -v a="$before" -v b="$after" 'BEGIN { print b - a }')" \
         'BEGIN { printf "wall %.2f s; applier CPU %.2f s (user %.2f, sys %.2f), peak RSS %.1f MB; PostgreSQL CPU %.2f s\n", w, u + s, u, s, r / 1024, pg }'
+    psql -At -d postgres -c "SELECT 'WAL written: ' || pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal_before'))"
     psql -At -d bench_profile -c "SELECT 'meetperry.task: ' || n_tup_ins || ' inserted, ' || n_tup_upd || ' updated, ' || n_tup_hot_upd || ' of them HOT (no index entries)' FROM pg_stat_user_tables WHERE relid = 'meetperry.task'::regclass"
     echo "statements by total time (ms):"
     psql -d bench_profile -P pager=off -c "

@@ -96,8 +96,8 @@ public struct PreparedBatch: Sendable {
         identities.reserveCapacity(items.count)
         var taskIds = Set<String>()
         var partitionMask: UInt32 = 0
-        for item in items {
-            let w = item.record.webhook
+        for index in items.indices {  // by index: the item itself (its input, its delivery) is not copied
+            let w = items[index].record.webhook
             if taskIds.insert(w.taskId).inserted {
                 partitionMask |= 1 << UInt32(TaskPartition.of(task: w.taskId))
             }
@@ -110,8 +110,8 @@ public struct PreparedBatch: Sendable {
             encoder.add(w.content)
             encoder.add(w.isCompleted)
             encoder.addTimestamp(microsecondsSinceUnixEpoch: w.timestamp.microsecondsSinceEpoch)
-            encoder.addTimestamp(microsecondsSinceUnixEpoch: item.record.receivedAt?.microsecondsSinceEpoch)
-            encoder.add(item.record.deliveryId)
+            encoder.addTimestamp(microsecondsSinceUnixEpoch: items[index].record.receivedAt?.microsecondsSinceEpoch)
+            encoder.add(items[index].record.deliveryId)
             encoder.endRow()
         }
         self.items = items

@@ -106,8 +106,8 @@ public final class TaskStore: BatchStore {
     }
 
     /// What is stored of the batch's tasks: each stored event's identity,
-    /// verdict and time, and each task's row id (index look-ups, one per task
-    /// and table). No content: rows are read only when the batch has new
+    /// verdict and time, and where each task's row is (index look-ups, one
+    /// per task and table). No content: rows are read only when the batch has new
     /// events (`rows`), and events only for the tasks that must be folded
     /// again (`storedEvents`).
     private func stored(_ batch: PreparedBatch) throws -> BatchPlan.Stored {

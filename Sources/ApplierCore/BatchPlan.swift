@@ -22,13 +22,11 @@ struct BatchPlan {
     struct Stored {
         /// Every stored event identity of those tasks.
         var identities: Set<EventKey> = []
-        /// Tasks with at least one stored event.
-        var tasksWithHistory: Set<String> = []
         /// Tasks with a row in `meetperry.task`, with where the row is.
         var rowAddresses: [String: RowAddress] = [:]
         /// The stored events the rules refuse, with the refusal.
         var refusals: [EventKey: EventDisposition] = [:]
-        /// The latest timestamp among each task's stored events.
+        /// The latest timestamp among each task's stored events (a task with none has no history).
         var latest: [String: Timestamp] = [:]
         /// The rows (with a creation date) of tasks that gained an event, as the
         /// rules' state (`addRows`): read only when the batch has new events.
@@ -118,7 +116,7 @@ struct BatchPlan {
 
     /// Tasks that gained an event and have stored ones, but cannot go on from their rows:
     /// their history must be read to fold them.
-    var tasksToRefold: [String] { eventsByTask.keys.filter { stored.tasksWithHistory.contains($0) && !extending.contains($0) } }
+    var tasksToRefold: [String] { eventsByTask.keys.filter { stored.latest[$0] != nil && !extending.contains($0) } }
 
     /// Adds a stored event of a task that gained one.
     mutating func addStored(_ event: StoredEvent) {

@@ -157,7 +157,6 @@ public final class TaskStore: BatchStore {
 
         func flush(into stored: inout BatchPlan.Stored) {
             guard let latest else { return }
-            stored.tasksWithHistory.insert(taskId)
             stored.latest[taskId] = max(latest, stored.latest[taskId] ?? latest)
         }
     }

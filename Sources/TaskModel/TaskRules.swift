@@ -126,24 +126,33 @@ public enum TaskRules {
             precondition(event.timestamp > state.createdDate, "extend() is for events after the task's history")
             if event.userId != state.userId {
                 dispositions[index] = .rejectedOwner
-                continue
-            }
-            switch event.event {
-            case .created:
+            } else if event.event == .created {
                 dispositions[index] = .rejectedConflict
-            case .deleted:
-                if state.deletedDate == nil { state.deletedDate = event.timestamp }
-            case .updated:
-                guard state.deletedDate == nil else { continue }
-                state.content = event.content
-                if event.isCompleted {
-                    if state.completedDate == nil { state.completedDate = event.timestamp }
-                } else {
-                    state.completedDate = nil
-                }
+            } else {
+                apply(event, to: &state)
             }
         }
         return (state, dispositions)
+    }
+
+    /// One step of the walk in time order, for an event the rules apply: the
+    /// earliest deletion ends the history (later events change nothing), and
+    /// an update timestamped before the creation changes nothing either.
+    static func apply(_ event: Webhook, to state: inout TaskState) {
+        switch event.event {
+        case .created:
+            return
+        case .deleted:
+            if state.deletedDate == nil { state.deletedDate = event.timestamp }
+        case .updated:
+            guard state.deletedDate == nil, event.timestamp >= state.createdDate else { return }
+            state.content = event.content
+            if event.isCompleted {
+                if state.completedDate == nil { state.completedDate = event.timestamp }
+            } else {
+                state.completedDate = nil
+            }
+        }
     }
 
     /// The state alone, and the `created` that made the task: one sort and one
@@ -154,40 +163,22 @@ public enum TaskRules {
         // The earliest `created` (ties: smaller identity) makes the task.
         guard let creation = sorted.first(where: { $0.event == .created }) else { return (nil, nil) }
 
-        // Walk in time order. Duplicates are equal under the order, so adjacent.
-        // The earliest deletion ends the history: later events are kept but change
-        // nothing, as do updates timestamped before the creation.
-        var content = creation.content
-        var completedDate: Timestamp? = creation.isCompleted ? creation.timestamp : nil
-        var deletedDate: Timestamp?
+        // Walk in time order (`apply`). Duplicates are equal under the order, so adjacent.
+        var state = TaskState(
+            taskId: creation.taskId,
+            userId: creation.userId,
+            content: creation.content,
+            createdDate: creation.timestamp,
+            completedDate: creation.isCompleted ? creation.timestamp : nil,
+            deletedDate: nil
+        )
         var previous: Webhook?
         for event in sorted {
             if event == previous { continue }
             previous = event
             guard disposition(of: event, creation: creation) == .applied else { continue }
-            switch event.event {
-            case .created:
-                continue
-            case .deleted:
-                if deletedDate == nil { deletedDate = event.timestamp }
-            case .updated:
-                guard deletedDate == nil, event.timestamp >= creation.timestamp else { continue }
-                content = event.content
-                if event.isCompleted {
-                    if completedDate == nil { completedDate = event.timestamp }
-                } else {
-                    completedDate = nil
-                }
-            }
+            apply(event, to: &state)
         }
-        let state = TaskState(
-            taskId: creation.taskId,
-            userId: creation.userId,
-            content: content,
-            createdDate: creation.timestamp,
-            completedDate: completedDate,
-            deletedDate: deletedDate
-        )
         return (state, creation)
     }
 }

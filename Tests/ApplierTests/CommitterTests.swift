@@ -69,7 +69,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         let batch = PreparedBatch([incoming(created, line: 1), incoming(created, line: 2), incoming(event(.created, 1, id: "b"), line: 3)])
         var stored = BatchPlan.Stored()
         stored.identities = [EventKey(EventIdentity.bytes(of: event(.created, 1, id: "b")))!]
-        stored.tasksWithHistory = ["b"]
+        stored.latest = ["b": at(1)]
         stored.rowAddresses = ["b": RowAddress(block: 0, offset: 2)]
         let plan = BatchPlan(batch, stored: stored)
         #expect(plan.newItems == [0], "only the first a is new")
@@ -86,7 +86,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         let batch = PreparedBatch([incoming(completion, line: 1), incoming(thief, line: 2)])
         var stored = BatchPlan.Stored()
         stored.identities = [EventKey(EventIdentity.bytes(of: event(.created, 0, id: "a")))!]
-        stored.tasksWithHistory = ["a"]
+        stored.latest = ["a": at(0)]
         stored.rowAddresses = ["a": RowAddress(block: 0, offset: 1)]
         var plan = BatchPlan(batch, stored: stored)
         #expect(plan.tasksToRefold == ["a"])
@@ -109,7 +109,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         func key(_ w: Webhook) -> EventKey { EventKey(EventIdentity.bytes(of: w))! }
         var stored = BatchPlan.Stored()
         stored.identities = [key(creation), key(thief), key(late)]
-        stored.tasksWithHistory = ["a"]
+        stored.latest = ["a": at(6)]
         stored.rowAddresses = ["a": RowAddress(block: 0, offset: 1)]
         stored.refusals = [key(thief): .rejectedOwner, key(late): .rejectedConflict]
 
@@ -140,7 +140,6 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         let row = TaskState(taskId: "a", userId: "u1", content: "c", createdDate: at(0), completedDate: nil, deletedDate: nil)
         var stored = BatchPlan.Stored()
         stored.identities = [EventKey(EventIdentity.bytes(of: event(.created, 0, id: "a")))!]
-        stored.tasksWithHistory = ["a", "b"]
         stored.rowAddresses = ["a": RowAddress(block: 0, offset: 1), "b": RowAddress(block: 7, offset: 2)]
         stored.latest = ["a": at(0), "b": at(10)]
         let done = event(.updated, 5, id: "a", content: "done", done: true), thief = event(.updated, 6, id: "a", user: "u2")

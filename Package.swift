@@ -123,7 +123,7 @@ let package = Package(
         .executableTarget(
             name: "ReceiverCommand",
             dependencies: [
-                "ReceiverCore", "CommandSupport", "FileIO",
+                "ReceiverCore", "CommandSupport", "FileIO", "JetStreamSetup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -120,6 +120,7 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
         case .done: return
         case .failed: throw ExitStatus.failure.exitCode
         case .gaveUp: throw ExitStatus.tryAgainLater.exitCode
+        case .refused: throw ExitStatus.refusedCluster.exitCode
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import JetStreamSetup
 import LibPQ
 import Logging
 import WebhookModel
@@ -17,6 +18,8 @@ public final class Applier {
         /// Asked to stop while PostgreSQL was unreachable: what was read but not
         /// committed is named in the log (it is still in the receiver's archive).
         case gaveUp
+        /// JetStream mode refused (`JetStreamRefusal`): a server too old, a stream with too few replicas.
+        case refused
     }
 
     private let configuration: ApplierConfiguration
@@ -74,6 +77,9 @@ public final class Applier {
             return .done
         } catch is BatchCommitter.GaveUp {
             return .gaveUp
+        } catch let refusal as JetStreamRefusal {
+            logger.critical("refusing JetStream mode: \(refusal)")
+            return .refused
         } catch {
             logger.critical("applier stopped: \(error)")
             return .failed
@@ -153,6 +159,9 @@ public final class Applier {
             let item: InputItem
             do {
                 item = try input.next(timeoutMilliseconds: timeout)
+            } catch let refusal as JetStreamRefusal {
+                try flushBatch()
+                throw refusal
             } catch {
                 try flushBatch()
                 throw BatchCommitter.Fatal(description: "\(error)")

@@ -46,13 +46,15 @@ public final class JetStreamInput: ApplierInput {
                 logger.notice("fetching from JetStream again", metadata: ["after.failures": "\(failures)"])
                 failures = 0
             }
+        } catch let refusal as JetStreamRefusal {
+            throw refusal
         } catch {
             failures += 1
             if failures == 1 || failures % 50 == 0 {
                 logger.warning("cannot fetch from JetStream; retrying", metadata: ["error": "\(error)", "failures": "\(failures)"])
             }
             // A consumer or stream that went away is made again on the next try.
-            if error.isNotFound { subscription = nil }
+            if (error as? NATSError)?.isNotFound == true { subscription = nil }
             usleep(UInt32(min(wait, 250)) * 1000)
             return .timeout
         }
@@ -71,7 +73,7 @@ public final class JetStreamInput: ApplierInput {
     }
 
     /// The subscription to the consumer, making sure the stream and the consumer exist first.
-    private func subscribed() throws(NATSError) -> PullSubscription {
+    private func subscribed() throws -> PullSubscription {
         if let subscription { return subscription }
         guard connection.isConnected else {
             throw NATSError(status: 0, message: "no NATS server reachable")

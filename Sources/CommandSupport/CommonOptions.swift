@@ -78,6 +78,9 @@ public enum ExitStatus: Int32, Sendable {
     case usage = 64
     /// The output cannot be written: stdout closed by its reader, the archive not openable (EX_IOERR).
     case outputFailed = 74
+    /// JetStream mode refused: a nats-server older than meetperry trusts, or a
+    /// stream with fewer replicas than `NATS_REPLICAS` (EX_UNAVAILABLE).
+    case refusedCluster = 69
     /// Try again later: another run holds the lock, or stopped while the database was away (EX_TEMPFAIL).
     case tryAgainLater = 75
 

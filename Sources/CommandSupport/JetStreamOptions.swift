@@ -14,6 +14,9 @@ public struct JetStreamOptions: ParsableArguments {
     public var natsReplicas: Int?
     @Option(help: ArgumentHelp("Hours the stream keeps a webhook when it is made [NATS_MAX_AGE_HOURS, default 168].", valueName: "h"))
     public var natsMaxAgeHours: Int?
+    @Option(help: ArgumentHelp("Use nats-servers older than the minimum release anyway, accepting that a 202 may not survive a crash [NATS_ALLOW_UNSAFE_SERVER, default false].",
+                               valueName: "true|false"))
+    public var natsAllowUnsafeServer: Bool?
 
     public init() {}
 
@@ -29,6 +32,7 @@ public struct JetStreamOptions: ParsableArguments {
         jetStream.replicas = try settings.int(("--nats-replicas", natsReplicas), "NATS_REPLICAS", default: jetStream.replicas, range: 1...5)
         jetStream.maxAgeHours = try settings.int(("--nats-max-age-hours", natsMaxAgeHours), "NATS_MAX_AGE_HOURS", default: jetStream.maxAgeHours,
                                                  range: 0...876_000)
+        jetStream.allowUnsafeServer = try settings.bool(natsAllowUnsafeServer, "NATS_ALLOW_UNSAFE_SERVER", default: false)
         if let consumer {
             jetStream.consumer = consumer
             try JetStreamSettings.checkName(jetStream.consumer, variable: "NATS_CONSUMER")

@@ -22,6 +22,9 @@ public struct JetStreamSettings: Sendable, Equatable {
     public var ackWaitSeconds = 30
     public var replicas = 1
     public var maxAgeHours = 168
+    /// `NATS_ALLOW_UNSAFE_SERVER`: use servers older than
+    /// `ServerCheck.minimumVersion` anyway (logged, and said on `/healthz`).
+    public var allowUnsafeServer = false
     /// A message id seen again within this window is stored once.
     public static let duplicateWindowSeconds: Int64 = 120
 

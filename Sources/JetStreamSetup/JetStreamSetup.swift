@@ -4,7 +4,10 @@ import Logging
 /// Makes sure meetperry's stream and the appliers' consumer exist: created
 /// with `JetStreamSettings` when missing; one that exists with other
 /// settings is used as it is, and the difference is logged (an operator may
-/// have tuned it; meetperry never changes a stream it did not just make).
+/// have tuned it; meetperry never changes a stream it did not just make),
+/// except fewer replicas than this program was told to keep, which is
+/// refused: a 202 from it would not survive what the operator planned for.
+/// Before any of it the cluster's servers are checked (`ServerCheck`).
 public enum JetStreamSetup {
     /// A connection to the cluster (in the background when no server answers
     /// yet) whose events are logged; `whileDisconnected` says what that
@@ -21,10 +24,22 @@ public enum JetStreamSetup {
         }
     }
 
+    /// Checks the servers, then finds or makes the stream. Throws
+    /// `JetStreamRefusal` for what retrying cannot fix, `NATSError` otherwise.
     @discardableResult
-    public static func ensureStream(_ jetStream: JetStream, _ settings: JetStreamSettings, logger: Logger) throws(NATSError) -> StreamInfo {
+    public static func ensureStream(_ jetStream: JetStream, _ settings: JetStreamSettings, logger: Logger) throws -> StreamInfo {
+        let checked = try ServerCheck.check(settings, logger: logger)
+        for server in checked.allowedBelowMinimum {
+            logger.warning("using a nats-server older than \(ServerCheck.minimumVersion) because NATS_ALLOW_UNSAFE_SERVER is set: a 202 may not survive a crash",
+                           metadata: ["server": "\(server.url)", "version": "\(server.version)"])
+        }
         let wanted = settings.streamSettings
         if let existing = try jetStream.streamInfo(settings.stream) {
+            if existing.settings.replicas < settings.replicas {
+                throw JetStreamRefusal(description: "the stream \(settings.stream) has \(existing.settings.replicas) replica(s), but NATS_REPLICAS=\(settings.replicas): "
+                    + "an acknowledgement from it would not survive losing the nodes you planned for. Give it more replicas "
+                    + "(nats stream edit \(settings.stream) --replicas \(settings.replicas)), or set NATS_REPLICAS=\(existing.settings.replicas) if that is what you meant")
+            }
             if existing.settings != wanted {
                 logger.notice("the stream exists with other settings; using it as it is", metadata: [
                     "stream": "\(settings.stream)", "has": "\(describe(existing.settings))", "would make": "\(describe(wanted))",

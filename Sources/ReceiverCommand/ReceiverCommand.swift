@@ -2,6 +2,7 @@ import ArgumentParser
 import CommandSupport
 import FileIO
 import Foundation
+import JetStreamSetup
 import Logging
 import ReceiverCore
 
@@ -118,6 +119,9 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
         } catch let error as SystemCallError {
             logger.critical("cannot open the archive: \(error)")
             throw ExitStatus.outputFailed.exitCode
+        } catch let refusal as JetStreamRefusal {
+            logger.critical("refusing JetStream mode: \(refusal)")
+            throw ExitStatus.refusedCluster.exitCode
         }
     }
 }

@@ -35,6 +35,8 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         var waiting: [UInt64: Ticket] = [:]
         var streamReady = false
         var draining = false
+        /// Set once for good: the cluster is one this receiver will not use.
+        var refusal: JetStreamRefusal?
     }
 
     /// The state under its lock, shared with the acknowledgement callback.
@@ -79,6 +81,7 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
     }
 
     public var trouble: SinkTrouble? {
+        if let refusal = state.withLock({ $0.refusal }) { return SinkTrouble(status: "refused", detail: refusal.description) }
         guard connection.isConnected else { return SinkTrouble(status: "unavailable", detail: "no NATS server reachable") }
         guard state.withLock({ $0.streamReady }) else {
             return SinkTrouble(status: "unavailable", detail: "the JetStream stream \(settings.stream) is not ready")
@@ -121,9 +124,23 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
 
     // MARK: - The service
 
+    /// What `/healthz` says of the output when all is well.
+    public var mode: String { settings.allowUnsafeServer ? "jetstream (server versions not enforced: NATS_ALLOW_UNSAFE_SERVER)" : "jetstream" }
+
+    /// Ends with `JetStreamRefusal` when the cluster is one the receiver
+    /// will not use (the group then shuts down and the receiver exits 69).
     public func run() async throws {
-        startEnsuring()
-        try? await gracefulShutdown()
+        let refusals = AsyncStream<JetStreamRefusal>.makeStream()
+        startEnsuring { refusal in
+            refusals.continuation.yield(refusal)
+            refusals.continuation.finish()
+        }
+        let refusal = await withGracefulShutdownHandler {
+            var iterator = refusals.stream.makeAsyncIterator()
+            return await iterator.next()
+        } onGracefulShutdown: {
+            refusals.continuation.finish()
+        }
         state.withLock { $0.draining = true }
         // The HTTP server has answered what was in flight; what is still
         // waiting is answered by its acknowledgement or its timeout.
@@ -134,11 +151,12 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         try? connection.flush(timeoutMilliseconds: 1000)
         connection.close()
         logger.info("JetStream publisher stopped")
+        if let refusal { throw refusal }
     }
 
     /// Makes sure the stream exists whenever connected and it is not known to
     /// (at start, and after a failure), on a thread of its own: the requests block.
-    private func startEnsuring() {
+    private func startEnsuring(onRefusal: @escaping @Sendable (JetStreamRefusal) -> Void) {
         let thread = Thread { [self] in
             var failures = 0
             while !state.withLock({ $0.draining }) {
@@ -150,6 +168,10 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
                             "stream": "\(settings.stream)", "subject": "\(settings.subject)", "replicas": "\(info.settings.replicas)",
                         ])
                         failures = 0
+                    } catch let refusal as JetStreamRefusal {
+                        state.withLock { $0.refusal = refusal }
+                        onRefusal(refusal)
+                        return
                     } catch {
                         failures += 1
                         if failures == 1 || failures % 20 == 0 {
@@ -199,6 +221,7 @@ final class ArchivingSink: LineSink, Sendable {
     }
 
     var trouble: SinkTrouble? { then.trouble ?? archive.trouble }
+    var mode: String { "archive + " + then.mode }
 
     func submit(_ lines: [SubmittedLine], on eventLoop: any EventLoop) {
         let next = then

@@ -45,4 +45,6 @@ public protocol LineSink: AnyObject, Sendable {
     func submit(_ lines: [SubmittedLine], on eventLoop: any EventLoop)
     /// Why new lines would be refused now, or nil.
     var trouble: SinkTrouble? { get }
+    /// Where lines go, as `/healthz` says: `stdout`, `jetstream`, …
+    var mode: String { get }
 }

@@ -100,6 +100,8 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
         return state.isStalled
     }
 
+    public var mode: String { archive == nil ? "stdout" : (outputFD < 0 ? "archive" : "stdout + archive") }
+
     public var trouble: SinkTrouble? {
         isStalled ? SinkTrouble(status: "stalled", detail: "the stream reader is taking nothing") : nil
     }

@@ -296,7 +296,10 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 body.append(UInt8(ascii: "}"))
                 send(.serviceUnavailable, body: context.channel.allocator.buffer(bytes: body), contentType: "application/json", to: head, context: context)
             } else {
-                send(.ok, #"{"status":"ok"}"#, to: head, context: context)
+                var body: [UInt8] = Array(#"{"status":"ok","output":"#.utf8)
+                JSONWriter.appendQuoted(sink.mode, to: &body)
+                body.append(UInt8(ascii: "}"))
+                send(.ok, body: context.channel.allocator.buffer(bytes: body), contentType: "application/json", to: head, context: context)
             }
         case ("/metrics", .get), ("/metrics", .head):
             send(.ok, body: context.channel.allocator.buffer(bytes: metrics.exposition()),

@@ -140,11 +140,17 @@ import TestSupport
         let path = packageRoot() + "/deploy/jetstream/nats-\(node).conf"
         let dir = try makeTemporaryDirectory("natsconf")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        guard let server = NATSCluster.serverPath() else { throw TestFailure("nats-server not found: apt-get install nats-server") }
+        let server = try NATSCluster.currentServer()
         let check = try ChildProcess(server, arguments: ["-t", "-c", path], stdout: .file(dir + "/out"), stderr: .file(dir + "/err"))
         #expect(try check.waitForExit(timeout: 30) == 0, "\(String(describing: try? String(contentsOfFile: dir + "/err", encoding: .utf8)))")
         let text = try String(contentsOfFile: path, encoding: .utf8)
         #expect(text.contains("server_name: nats-\(node)") && text.contains("jetstream"))
         #expect(!text.contains("nats-\(node).internal:6222"), "a node does not route to itself")
+        // Durable before acknowledged: every node fsyncs each write before it counts towards a quorum,
+        // and all three say the same in their jetstream block (the tests and benchmarks run nats-1's).
+        let settings = try NATSCluster.deployJetStreamSettings()
+        #expect(settings.contains("sync_interval: always"), "\(settings)")
+        let block = text[text.range(of: "jetstream {")!.upperBound...].prefix { $0 != "}" }
+        for line in settings { #expect(block.contains(line), "nats-\(node).conf has \(line)") }
     }
 }

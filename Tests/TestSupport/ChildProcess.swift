@@ -16,6 +16,8 @@ public final class ChildProcess: @unchecked Sendable {
         case fd(Int32)
         /// A file (created/truncated).
         case file(String)
+        /// A file, created or appended to (a log kept across restarts).
+        case appending(String)
     }
 
     public let pid: pid_t
@@ -66,6 +68,8 @@ public final class ChildProcess: @unchecked Sendable {
                 posix_spawn_file_actions_adddup2(&actions, fd, target)
             case .file(let path):
                 posix_spawn_file_actions_addopen(&actions, target, path, childReads ? O_RDONLY : (O_WRONLY | O_CREAT | O_TRUNC), 0o644)
+            case .appending(let path):
+                posix_spawn_file_actions_addopen(&actions, target, path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
             }
         }
         try setup(stdin, target: 0, childReads: true)

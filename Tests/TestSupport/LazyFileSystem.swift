@@ -66,16 +66,27 @@ public final class LazyFileSystem: @unchecked Sendable {
         (try? String(contentsOfFile: mountPoint + "/.lazyfs", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
+    /// Everything written so far becomes durable, as the kernel's writeback
+    /// makes it within half a minute: what a test set up before its load.
+    public func writeBack() throws {
+        try command("sync")
+    }
+
+    private func command(_ text: String) throws {
+        let fd = open(mountPoint + "/.lazyfs", O_WRONLY)
+        guard fd >= 0 else { throw TestFailure("cannot open the lazyfs control file: \(String(cString: strerror(errno)))") }
+        let line = text + "\n"
+        let written = line.withCString { write(fd, $0, line.utf8.count) }
+        close(fd)
+        guard written == line.utf8.count else { throw TestFailure("lazyfs refused \(text): \(log)") }
+    }
+
     /// The power goes and comes back: what was not durable is undone, the
     /// file system unmounted and mounted again. Returns the counts before the cut.
     @discardableResult
     public func powerCut() throws -> String {
         let before = status
-        let fd = open(mountPoint + "/.lazyfs", O_WRONLY)
-        guard fd >= 0 else { throw TestFailure("cannot open the lazyfs control file: \(String(cString: strerror(errno)))") }
-        let written = "powercut\n".withCString { write(fd, $0, 9) }
-        close(fd)
-        guard written == 9 else { throw TestFailure("lazyfs refused the power cut: \(log)") }
+        try command("powercut")
         unmount()
         try mount()
         return before

@@ -12,7 +12,7 @@ import Glibc
 /// other nodes' cluster ports, and packets to or from its own cluster port,
 /// are dropped. Rules live in chains of their own, named after this test
 /// process, removed by `tearDown` (and by a watchdog when the process dies).
-final class NetworkCut: @unchecked Sendable {
+public final class NetworkCut: @unchecked Sendable {
     /// The group the cuttable node runs with (nogroup).
     static let isolatedGroup = 65534
     let chain: String
@@ -60,7 +60,7 @@ final class NetworkCut: @unchecked Sendable {
     }
 
     /// Whether this machine lets a test filter loopback packets (root, iptables with owner and connmark matches).
-    static var isAvailable: Bool {
+    public static var isAvailable: Bool {
         guard getuid() == 0, let path = try? systemTool("iptables", package: "iptables"),
               let run = try? runTool(path, ["-t", "mangle", "-L", "OUTPUT", "-n"], timeout: 20) else { return false }
         return run.status == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")

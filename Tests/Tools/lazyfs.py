@@ -20,6 +20,8 @@ Writing a command to the file `.lazyfs` at the mount's root drives it:
   is left as the disk would be found after the power came back. Kill the
   programs using the mount first; unmount afterwards and mount again over
   the same BACKING to "boot".
+- `sync`: everything so far becomes durable, as the kernel's writeback
+  does within half a minute (set-up before a test's load, say).
 - reading `.lazyfs` gives counts: `fsyncs=N fsyncdirs=N pending=N undone=N`.
 
 Only for tests: one lock serialises every operation.
@@ -36,6 +38,14 @@ CONTROL = "/.lazyfs"
 
 
 class LazyFS(Operations):
+    def __call__(self, op, *args):
+        try:
+            return getattr(self, op)(*args)
+        except OSError as e:
+            if os.environ.get("LAZYFS_DEBUG"):
+                print("lazyfs: %s%r: %s" % (op, args[:2], e), file=sys.stderr, flush=True)
+            raise FuseOSError(e.errno) if not isinstance(e, FuseOSError) else e
+
     def __init__(self, backing):
         self.backing = os.path.realpath(backing)
         self.trash = self.backing + ".lazyfs-trash"
@@ -213,7 +223,7 @@ class LazyFS(Operations):
 
     def create(self, path, mode, fi=None):
         with self.mutex:
-            fd = os.open(self.real(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            fd = os.open(self.real(path), os.O_RDWR | os.O_CREAT | os.O_TRUNC, mode)
             self.pending.append(("create", (self.parent_inode(path),), os.fstat(fd).st_ino, path))
             return fd
 
@@ -238,6 +248,11 @@ class LazyFS(Operations):
             if path == CONTROL:
                 if data.strip() == b"powercut":
                     self.power_cut()
+                    return len(data)
+                if data.strip() == b"sync":
+                    self.pending = []
+                    shutil.rmtree(self.trash, ignore_errors=True)
+                    os.makedirs(self.trash)
                     return len(data)
                 raise FuseOSError(errno.EINVAL)
             st = os.fstat(fh)

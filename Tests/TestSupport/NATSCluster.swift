@@ -34,7 +34,9 @@ public final class NATSCluster: @unchecked Sendable {
     /// isolate from the others (it runs with a group of its own, which the
     /// packet filter matches). `server`: the nats-server to run (the pinned
     /// current one unless a test wants another).
-    public init(nodes count: Int = 1, storeRoot: String? = nil, cuttable: Int? = nil, server: String? = nil) throws {
+    /// `jetStreamSettings`: the `jetstream` block's settings beyond the store (the deploy configs' unless given).
+    public init(nodes count: Int = 1, storeRoot: String? = nil, cuttable: Int? = nil, server: String? = nil,
+                jetStreamSettings: [String]? = nil) throws {
         self.server = try server ?? Self.currentServer()
         directory = try makeTemporaryDirectory("nats")
         self.cuttable = cuttable
@@ -47,7 +49,7 @@ public final class NATSCluster: @unchecked Sendable {
         }
         nodes = (1...count).map { Node(name: "n\($0)", clientPort: port(), clusterPort: port(), monitorPort: port()) }
         processes = Array(repeating: nil, count: count)
-        let jetStreamSettings = try Self.deployJetStreamSettings()
+        let jetStreamSettings = try jetStreamSettings ?? Self.deployJetStreamSettings()
         for node in nodes {
             let routes = nodes.filter { $0.name != node.name }.map { "nats-route://127.0.0.1:\($0.clusterPort)" }
             let cluster = count > 1 ? """

@@ -12,7 +12,9 @@ import Synchronization
 /// answered once the stream has acknowledged it — stored on a quorum of
 /// its replicas: 202. No acknowledgement within the timeout, no server
 /// reachable, the stream not there yet or refusing it: 503 + `Retry-After`.
-/// There is no 202 without an acknowledgement.
+/// There is no 202 without an acknowledgement. After a publish the stream
+/// did not store, new webhooks get 503 at once and `/healthz` says so, until
+/// the stream answers with a leader again or a publish is stored.
 ///
 /// Publishing never waits: many are in flight at once, and acknowledgements
 /// (which come on a libnats thread) are answered on each event loop in
@@ -37,6 +39,9 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         var draining = false
         /// Set once for good: the cluster is one this receiver will not use.
         var refusal: JetStreamRefusal?
+        /// Why the last publish was not stored, until one is (or the stream
+        /// answers again): the stream cannot take a write now.
+        var writesFailing: String?
     }
 
     /// The state under its lock, shared with the acknowledgement callback.
@@ -67,15 +72,18 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         let answers = self.answers
         let metricsForAcks = metrics
         jetStream = try JetStream(connection: connection, maxPendingPublishes: 1 << 20) { token, result in
-            guard let ticket = state.withLock({ $0.waiting.removeValue(forKey: token) }) else { return }
             let outcome: LineOutcome
             switch result {
             case .stored:
                 outcome = .written
-                metricsForAcks?.recordPublish(since: ticket.published)
             case .failed(let error):
                 outcome = .unavailable(error.isTimeout ? "the stream did not acknowledge the webhook in time" : "the stream did not store the webhook: \(error)")
             }
+            guard let ticket = state.withLock({ (state: inout State) -> Ticket? in
+                if case .unavailable(let why) = outcome { state.writesFailing = why } else { state.writesFailing = nil }
+                return state.waiting.removeValue(forKey: token)
+            }) else { return }
+            if outcome == .written { metricsForAcks?.recordPublish(since: ticket.published) }
             answers.deliver(outcome, to: ticket.completion, on: ticket.loop)
         }
     }
@@ -83,8 +91,12 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
     public var trouble: SinkTrouble? {
         if let refusal = state.withLock({ $0.refusal }) { return SinkTrouble(status: "refused", detail: refusal.description) }
         guard connection.isConnected else { return SinkTrouble(status: "unavailable", detail: "no NATS server reachable") }
-        guard state.withLock({ $0.streamReady }) else {
+        let (ready, failing) = state.withLock { ($0.streamReady, $0.writesFailing) }
+        guard ready else {
             return SinkTrouble(status: "unavailable", detail: "the JetStream stream \(settings.stream) is not ready")
+        }
+        if let failing {
+            return SinkTrouble(status: "unavailable", detail: "the JetStream stream \(settings.stream) is not storing webhooks: \(failing)")
         }
         return nil
     }
@@ -178,6 +190,12 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
                             logger.warning("the JetStream stream is not ready; answering 503", metadata: ["error": "\(error)"])
                         }
                     }
+                }
+                // The stream stopped taking writes (its leader gone, no quorum): healthy again
+                // once it answers with a leader, or once a publish is stored.
+                if connection.isConnected && state.withLock({ $0.streamReady && $0.writesFailing != nil }),
+                   let info = try? jetStream.streamInfo(settings.stream), info.leader != nil || info.settings.replicas == 1 {
+                    state.withLock { $0.writesFailing = nil }
                 }
                 Thread.sleep(forTimeInterval: 0.25)
             }

@@ -68,6 +68,26 @@ extension JetStreamPipelineTests {
         #expect(applier.code == 69, "\(applier.stderr)")
     }
 
+    /// The operator: an R1 stream on a three-node cluster, and its
+    /// node killed. Posts get 503 (never 202), and `/healthz` says 503 too,
+    /// so a balancer stops sending; once the node is back, both recover.
+    @Test func aStreamThatCannotTakeAWriteMakesHealthzSay503() throws {
+        let cluster = try NATSCluster(nodes: 3)
+        let receiver = try RunningReceiver(environment: ["NATS_URL": cluster.urls, "NATS_REPLICAS": "1", "QUEUE_TIMEOUT_SECONDS": "2"],
+                                           stdout: .null)
+        #expect(try httpRequest(port: receiver.port, body: webhookJSON(id: "before")).status == 202)
+        guard let holder = streamLeader(cluster) else { throw TestFailure("no stream leader") }
+        cluster.kill(holder)
+        var statuses: [Int] = []
+        for index in 0..<3 { statuses.append(try httpRequest(port: receiver.port, body: webhookJSON(id: "during\(index)")).status) }
+        #expect(statuses.allSatisfy { $0 == 503 }, "\(statuses)")
+        let health = try httpRequest(port: receiver.port, "GET", "/healthz", headers: [:])
+        #expect(health.status == 503 && health.text.contains("is not storing webhooks"), "\(health.status) \(health.text)")
+        try cluster.start(holder)
+        try receiver.waitUntilHealthy(timeout: 60)
+        #expect(try httpRequest(port: receiver.port, body: webhookJSON(id: "after")).status == 202)
+    }
+
     /// The whole cluster lost (its stream gone with its disks): what the
     /// receivers archived (`ARCHIVE_PATH`, fsynced before each 202) is
     /// replayed into an applier reading stdin, and every 202 is in the database.

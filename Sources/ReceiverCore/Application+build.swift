@@ -76,6 +76,7 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
         sink = stdout
         sinkServices = [stdout]
     }
+    metrics.recordOutput(sink.mode)
     let state = ReceiverState()
     let certificates = try configuration.tlsCertificateFile.map { certificate in
         try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? certificate)

@@ -67,6 +67,12 @@ public final class ReceiverMetrics: Sendable {
         linesWritten.increment()
     }
 
+    /// `meetperry_receiver_output{output="…"} 1`: where accepted webhooks go, as
+    /// `/healthz` says (`stdout`, `jetstream`, `jetstream (server versions not enforced: …)`).
+    func recordOutput(_ mode: String) {
+        Gauge(label: "meetperry_receiver_output", dimensions: [("output", mode)], factory: factory).record(1)
+    }
+
     /// The Prometheus text exposition of every metric.
     public func exposition() -> [UInt8] {
         registry.emitToBuffer()

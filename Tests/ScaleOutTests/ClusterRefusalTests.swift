@@ -50,6 +50,9 @@ extension JetStreamPipelineTests {
         #expect(health.status == 200 && health.text.contains("server versions not enforced"), "\(health.text)")
         #expect(try httpRequest(port: receiver.port, body: webhookJSON()).status == 202)
         #expect(receiver.stderr.contains("using a nats-server older than 2.12.3 because NATS_ALLOW_UNSAFE_SERVER is set"))
+        let metrics = try httpRequest(port: receiver.port, "GET", "/metrics", headers: [:]).text
+        #expect(metricSample(#"meetperry_receiver_output{output="jetstream (server versions not enforced: NATS_ALLOW_UNSAFE_SERVER)"}"#, in: metrics) == 1,
+                "\(metrics)")
     }
 
     /// README's two lines, run in the wrong order: the applier made the
@@ -61,6 +64,8 @@ extension JetStreamPipelineTests {
         let one = try RunningReceiver(environment: ["NATS_URL": cluster.urls, "NATS_REPLICAS": "1"], stdout: .null)
         let health = try httpRequest(port: one.port, "GET", "/healthz", headers: [:])
         #expect(health.status == 200 && health.text == #"{"status":"ok","output":"jetstream"}"#, "\(health.text)")
+        let metrics = try httpRequest(port: one.port, "GET", "/metrics", headers: [:]).text
+        #expect(metricSample(#"meetperry_receiver_output{output="jetstream"}"#, in: metrics) == 1, "\(metrics)")
         let run = try runUntilExit("receiver", ["NATS_URL": cluster.urls, "NATS_REPLICAS": "3"])
         #expect(run.code == 69, "\(run.stderr)")
         #expect(run.stderr.contains("the stream MEETPERRY has 1 replica(s), but NATS_REPLICAS=3"), "\(run.stderr)")

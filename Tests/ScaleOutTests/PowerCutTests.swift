@@ -30,11 +30,13 @@ extension JetStreamPipelineTests {
     /// Posts every webhook from `senders` threads, each retrying 503s across
     /// `ports` (a sender that retries); returns the indices answered 202 and
     /// every status each port gave.
+    /// `during` runs after each webhook is done, with how many are done and how many have their 202.
     func post(_ posts: [Webhook], to ports: [Int], senders: Int = 8, seconds: Double = 240,
-              while during: (@Sendable (Int) -> Void)? = nil) -> (accepted: [Int], statuses: [Int: [Int]]) {
+              while during: (@Sendable (_ done: Int, _ accepted: Int) -> Void)? = nil) -> (accepted: [Int], statuses: [Int: [Int]]) {
         let accepted = Mutex<[Int]>([])
         let statuses = Mutex<[Int: [Int]]>([:])
         let progress = Atomic<Int>(0)
+        let acceptedCount = Atomic<Int>(0)
         let deadline = Date().addingTimeInterval(seconds)
         onThreads(senders) { sender in
             for index in stride(from: sender, to: posts.count, by: senders) {
@@ -46,20 +48,22 @@ extension JetStreamPipelineTests {
                     statuses.withLock { $0[port, default: []].append(status) }
                     if status == 202 {
                         accepted.withLock { $0.append(index) }
+                        acceptedCount.add(1, ordering: .relaxed)
                         break
                     }
                     usleep(50_000)
                 }
-                during?(progress.add(1, ordering: .relaxed).newValue)
+                during?(progress.add(1, ordering: .relaxed).newValue, acceptedCount.load(ordering: .relaxed))
             }
         }
         return (accepted.withLock { $0 }, statuses.withLock { $0 })
     }
 
-    /// Every node's power goes at once while two receivers are answering
-    /// 202s, after eight senders posted ~1,500 webhooks; the nodes start
-    /// again from what their disks kept; only then does an applier read the
-    /// stream. Every 202 must be in the database.
+    /// Every node's power goes at once while eight senders post ~1,500
+    /// webhooks to two receivers (the cut lands at four fifths of the load,
+    /// with publishes in flight); the nodes start again from what their disks
+    /// kept, the senders retry what got 503 until all have a 202, and only
+    /// then does an applier read the stream. Every 202 must be in the database.
     @Test(.enabled(if: lazyFileSystemMissing == nil, Comment(rawValue: lazyFileSystemMissing ?? "")))
     func everyWebhookAnswered202SurvivesAPowerCutOfEveryNode() throws {
         let disk = try LazyFileSystem()
@@ -73,14 +77,26 @@ extension JetStreamPipelineTests {
 
         let posts = load(tasks: 300, seed: 19)
         #expect(posts.count > 1_400, "\(posts.count) webhooks")
-        let (accepted, _) = post(posts, to: receivers.map(\.port))
-        #expect(accepted.count == posts.count, "every webhook got its 202 (\(accepted.count) of \(posts.count))")
-
-        // The power goes: the nodes die mid-whatever, and their disks keep only what was synced.
-        for index in cluster.nodes.indices { cluster.kill(index) }
-        let before = try disk.powerCut()
-        for index in cluster.nodes.indices { try cluster.start(index, wait: false) }
-        for index in cluster.nodes.indices { try cluster.waitUntilReady(index) }
+        let cutAt = posts.count * 4 / 5
+        let cut = Mutex<(before: String, acceptedBefore: Int)?>(nil)
+        let failure = Mutex<String?>(nil)
+        let (accepted, _) = post(posts, to: receivers.map(\.port)) { done, acceptedBefore in
+            guard done == cutAt else { return }
+            // The power goes: the nodes die mid-write, and their disks keep only what was synced.
+            for index in cluster.nodes.indices { cluster.kill(index) }
+            do {
+                let before = try disk.powerCut()
+                cut.withLock { $0 = (before, acceptedBefore) }
+                for index in cluster.nodes.indices { try cluster.start(index, wait: false) }
+                for index in cluster.nodes.indices { try cluster.waitUntilReady(index) }
+            } catch {
+                failure.withLock { $0 = "\(error)" }
+            }
+        }
+        #expect(failure.withLock { $0 } == nil, "\(failure.withLock { $0 } ?? "")")
+        let (before, acceptedBefore) = cut.withLock { $0 } ?? ("no cut", 0)
+        #expect(acceptedBefore > 1_000, "the cut came after most of the load: \(acceptedBefore) 202s before it")
+        #expect(accepted.count == posts.count, "every webhook got its 202 in the end (\(accepted.count) of \(posts.count))")
 
         let applier = try JetStreamApplier(urls: cluster.urls, database: db, directory: dir, name: "after", replicas: 3)
         let acknowledged = Set(accepted.map { EventIdentity.uuid(of: posts[$0]) })
@@ -88,7 +104,7 @@ extension JetStreamPipelineTests {
         let missing = acknowledged.subtracting(try storedIdentities(db))
         #expect(missing.isEmpty, "every 202 is in the database after the power cut: \(stored) of \(acknowledged.count) events; lazyfs before the cut: \(before); \(applier.stderr.suffix(2000))")
         #expect(try applier.stop().code == 0)
-        print("power cut: \(accepted.count) webhooks answered 202, \(acknowledged.count - missing.count) of \(acknowledged.count) distinct events in the database afterwards; lazyfs before the cut: \(before)")
+        print("power cut: \(acceptedBefore) webhooks answered 202 before every node lost power, \(accepted.count) in all; \(acknowledged.count - missing.count) of \(acknowledged.count) distinct events in the database afterwards; lazyfs before the cut: \(before)")
         _ = receivers
     }
 
@@ -151,7 +167,7 @@ extension JetStreamPipelineTests {
         let events = Mutex<[String]>([])
         let cutStatuses = Mutex<[Int]>([])
         let cutFailure = Mutex<String?>(nil)
-        let (accepted, statuses) = post(posts, to: [onCutNode.port, onMajority.port]) { done in
+        let (accepted, statuses) = post(posts, to: [onCutNode.port, onMajority.port]) { done, _ in
             if done == cutAt {
                 do { try cluster.cutOff(); events.withLock { $0.append("cut after \(done)") } } catch { cutFailure.withLock { $0 = "\(error)" } }
                 // While cut: what the receiver on the cut node answers for webhooks new to the

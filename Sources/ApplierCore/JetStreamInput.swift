@@ -2,6 +2,7 @@ import Foundation
 import JetStreamSetup
 import LibNATS
 import Logging
+import Synchronization
 
 /// The applier's input in JetStream mode: messages fetched from the durable
 /// pull consumer that every applier shares, handed out one at a time, each
@@ -22,6 +23,9 @@ public final class JetStreamInput: ApplierInput {
     private var fetched: [JetStreamMessage] = []
     private var taken = 0
     private var failures = 0
+    /// Set by a reconnection (on a libnats thread): subscribe again, checking the servers first.
+    private final class Reconnected: Sendable { let pending = Atomic<Bool>(false) }
+    private let reconnected = Reconnected()
 
     /// Connects to the cluster (in the background when no server answers yet).
     public init(settings: JetStreamSettings, batchSize: Int, maxWaitMilliseconds: Int, logger: Logger) throws(NATSError) {
@@ -29,8 +33,12 @@ public final class JetStreamInput: ApplierInput {
         self.batchSize = batchSize
         self.maxWaitMilliseconds = Int64(max(1, maxWaitMilliseconds))
         self.logger = logger
+        // After a reconnection the servers are checked again (ensureStream) before the next fetch.
+        let reconnected = self.reconnected
         connection = try JetStreamSetup.connect(settings, clientName: "meetperry-applier",
-                                                whileDisconnected: "fetching again once a server is back", logger: logger)
+                                                whileDisconnected: "fetching again once a server is back", logger: logger) {
+            reconnected.pending.store(true, ordering: .relaxed)
+        }
         jetStream = try JetStream(connection: connection)
     }
 
@@ -74,6 +82,7 @@ public final class JetStreamInput: ApplierInput {
 
     /// The subscription to the consumer, making sure the stream and the consumer exist first.
     private func subscribed() throws -> PullSubscription {
+        if reconnected.pending.exchange(false, ordering: .relaxed) { subscription = nil }
         if let subscription { return subscription }
         guard connection.isConnected else {
             throw NATSError(status: 0, message: "no NATS server reachable")

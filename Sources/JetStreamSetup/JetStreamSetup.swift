@@ -12,12 +12,17 @@ public enum JetStreamSetup {
     /// A connection to the cluster (in the background when no server answers
     /// yet) whose events are logged; `whileDisconnected` says what that
     /// means for this program.
+    /// `reconnected` runs (on a libnats thread) after each reconnection: the
+    /// server may be another, or the same one restarted on another release,
+    /// so the caller checks the servers again before it trusts the stream.
     public static func connect(_ settings: JetStreamSettings, clientName: String, whileDisconnected: String,
-                               logger: Logger) throws(NATSError) -> NATSConnection {
+                               logger: Logger, reconnected: @escaping @Sendable () -> Void = {}) throws(NATSError) -> NATSConnection {
         try NATSConnection(.init(servers: settings.servers, name: clientName)) { event in
             switch event {
             case .connected(let url): logger.notice("connected to NATS", metadata: ["server": "\(url)"])
-            case .reconnected(let url): logger.notice("reconnected to NATS", metadata: ["server": "\(url)"])
+            case .reconnected(let url):
+                logger.notice("reconnected to NATS", metadata: ["server": "\(url)"])
+                reconnected()
             case .disconnected: logger.warning("disconnected from NATS: \(whileDisconnected)")
             case .closed: logger.info("NATS connection closed")
             }

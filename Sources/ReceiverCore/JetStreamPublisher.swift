@@ -67,8 +67,11 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         self.metrics = metrics
         self.logger = logger
         let state = self.state
+        // After a reconnection the servers are checked again (ensureStream) before the next publish.
         connection = try JetStreamSetup.connect(settings, clientName: "meetperry-receiver",
-                                                whileDisconnected: "answering 503 until a server is back", logger: logger)
+                                                whileDisconnected: "answering 503 until a server is back", logger: logger) {
+            state.withLock { $0.streamReady = false }
+        }
         let answers = self.answers
         let metricsForAcks = metrics
         jetStream = try JetStream(connection: connection, maxPendingPublishes: 1 << 20) { token, result in

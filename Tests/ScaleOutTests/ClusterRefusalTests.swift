@@ -55,6 +55,20 @@ extension JetStreamPipelineTests {
                 "\(metrics)")
     }
 
+    /// A node replaced in place by an old release while the programs run:
+    /// after reconnecting they read the servers again, and refuse.
+    @Test(.enabled(if: NATSCluster.oldServer() != nil, "needs Debian's nats-server (2.9.10) installed"))
+    func aServerDowngradedWhileTheReceiverRunsIsRefusedOnReconnection() throws {
+        let cluster = try NATSCluster(jetStreamSettings: [])
+        let receiver = try RunningReceiver(environment: ["NATS_URL": cluster.urls], stdout: .null)
+        #expect(try httpRequest(port: receiver.port, body: webhookJSON()).status == 202)
+        cluster.kill(0)
+        try cluster.start(0, server: NATSCluster.oldServer())
+        let code = try receiver.process.waitForExit(timeout: 60)
+        #expect(code == 69, "\(receiver.stderr)")
+        #expect(receiver.stderr.contains("runs nats-server 2.9.10"), "\(receiver.stderr)")
+    }
+
     /// README's two lines, run in the wrong order: the applier made the
     /// stream first. A receiver told `NATS_REPLICAS=3` that finds one with a
     /// single replica refuses to start, saying what to change; /healthz of a

@@ -157,7 +157,9 @@ public final class NATSCluster: @unchecked Sendable {
     }
 
     /// Starts node `index` (again, with its data) and, unless told not to, waits until it serves JetStream.
-    public func start(_ index: Int, wait: Bool = true) throws {
+    /// `server`: another nats-server binary for this start (a node upgraded or downgraded in place).
+    public func start(_ index: Int, wait: Bool = true, server: String? = nil) throws {
+        let server = server ?? self.server
         let node = nodes[index]
         // The cuttable node runs with a group of its own, which the packet filter matches.
         let command = index == cuttable

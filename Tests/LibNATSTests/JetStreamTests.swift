@@ -134,6 +134,32 @@ import TestSupport
     }
 }
 
+/// What a server says of itself when a client connects, and the release order JetStream mode's minimum relies on.
+@Suite struct ServerAnnouncementTests {
+    @Test func anInfoLineGivesTheVersionTheNameAndTheClusterURLs() throws {
+        let line = #"INFO {"server_id":"NABC","server_name":"nats-2","version":"2.15.1","proto":1,"go":"go1.24","host":"0.0.0.0","port":4222,"#
+            + #""headers":true,"jetstream":true,"max_payload":1048576,"connect_urls":["10.0.0.1:4222","10.0.0.3:4222"]}"#
+        let announced = try ServerAnnouncement.parse(line, url: "nats://nats-2:4222")
+        #expect(announced.serverName == "nats-2" && announced.version.text == "2.15.1" && announced.jetStream)
+        #expect(announced.connectURLs == ["10.0.0.1:4222", "10.0.0.3:4222"])
+        #expect(throws: NATSError.self) { try ServerAnnouncement.parse("-ERR 'Authorization Violation'", url: "x:1") }
+        #expect(throws: NATSError.self) { try ServerAnnouncement.parse(#"INFO {"server_id":"x"}"#, url: "x:1") }
+        #expect(ServerAnnouncement.address("tls://user:pw@[::1]:4443/") == "::1:4443")
+        #expect(ServerAnnouncement.address("nats-1.internal:4222") == "nats-1.internal:4222")
+    }
+
+    @Test func releasesOrderAsSemanticVersionsDo() throws {
+        let minimum = ServerCheck.minimumVersion
+        for older in ["2.9.10", "2.10.23", "2.12.2", "2.12.3-beta.1", "v2.11.11", "1.99.99"] {
+            #expect(try #require(ServerVersion(older)) < minimum, "\(older)")
+        }
+        for newer in ["2.12.3", "v2.12.3", "2.12.4", "2.15.1", "2.15.1+binary", "3.0.0"] {
+            #expect(!(try #require(ServerVersion(newer)) < minimum), "\(newer)")
+        }
+        #expect(ServerVersion("2.12") == nil && ServerVersion("two") == nil && ServerVersion("2.x.1") == nil)
+    }
+}
+
 /// The three-node cluster configuration `deploy/jetstream/` ships is one nats-server accepts.
 @Suite struct DeployedClusterConfigTests {
     @Test(arguments: [1, 2, 3]) func nodeConfigurationIsValid(node: Int) throws {

@@ -92,16 +92,19 @@ extension JetStreamPipelineTests {
     /// so a balancer stops sending; once the node is back, both recover.
     @Test func aStreamThatCannotTakeAWriteMakesHealthzSay503() throws {
         let cluster = try NATSCluster(nodes: 3)
-        let receiver = try RunningReceiver(environment: ["NATS_URL": cluster.urls, "NATS_REPLICAS": "1", "QUEUE_TIMEOUT_SECONDS": "2"],
-                                           stdout: .null)
-        #expect(try httpRequest(port: receiver.port, body: webhookJSON(id: "before")).status == 202)
+        let maker = try RunningReceiver(environment: ["NATS_URL": cluster.urls, "NATS_REPLICAS": "1"], stdout: .null)
+        #expect(try httpRequest(port: maker.port, body: webhookJSON(id: "before")).status == 202)
         guard let holder = streamLeader(cluster) else { throw TestFailure("no stream leader") }
+        // A receiver connected to another node: it stays connected, only the stream is gone.
+        let other = cluster.nodes.indices.first { $0 != holder }!
+        let receiver = try RunningReceiver(environment: ["NATS_URL": cluster.nodes[other].url, "NATS_REPLICAS": "1", "QUEUE_TIMEOUT_SECONDS": "2"],
+                                           stdout: .null)
         cluster.kill(holder)
         var statuses: [Int] = []
         for index in 0..<3 { statuses.append(try httpRequest(port: receiver.port, body: webhookJSON(id: "during\(index)")).status) }
         #expect(statuses.allSatisfy { $0 == 503 }, "\(statuses)")
         let health = try httpRequest(port: receiver.port, "GET", "/healthz", headers: [:])
-        #expect(health.status == 503 && health.text.contains("is not storing webhooks"), "\(health.status) \(health.text)")
+        #expect(health.status == 503 && health.text.contains("the JetStream stream MEETPERRY is not storing webhooks"), "\(health.status) \(health.text)")
         try cluster.start(holder)
         try receiver.waitUntilHealthy(timeout: 60)
         #expect(try httpRequest(port: receiver.port, body: webhookJSON(id: "after")).status == 202)

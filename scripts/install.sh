@@ -6,6 +6,8 @@
 #   scripts/install.sh                 build if needed, install under /usr/local/lib/meetperry
 #   PREFIX=/opt/mp scripts/install.sh  another place
 #   DESTDIR=/tmp/stage scripts/install.sh   stage into a directory (packaging, tests)
+#   SYSTEMD_UNIT_DIR, MEETPERRY_ENV_FILE, MEETPERRY_JETSTREAM_ENV_FILE: where the units
+#   and the two env files go (/etc/systemd/system, /etc/meetperry.env, /etc/meetperry-jetstream.env)
 #
 # Then, once: edit /etc/meetperry.env (installed when absent), and
 #   systemctl daemon-reload && systemctl enable --now meetperry meetperry-reporter.timer
@@ -16,26 +18,35 @@ PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
 LIB=$PREFIX/lib/meetperry
 UNITS=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
-ENV_FILE=/etc/meetperry.env
+ENV_FILE=${MEETPERRY_ENV_FILE:-/etc/meetperry.env}
 
 log() { printf '%s install: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S%z)" "$*" >&2; }
 
-if [ ! -x .build/release/receiver ] || [ ! -x .build/release/applier ] || [ ! -x .build/release/reporter ]; then
+# MEETPERRY_BUILD_DIR: take the binaries from there (the tests install their own build).
+BUILD=${MEETPERRY_BUILD_DIR:-.build/release}
+if [ ! -x "$BUILD/receiver" ] || [ ! -x "$BUILD/applier" ] || [ ! -x "$BUILD/reporter" ]; then
+    [ -z "${MEETPERRY_BUILD_DIR:-}" ] || { echo "install: no receiver, applier and reporter in $BUILD" >&2; exit 1; }
     scripts/setup.sh
 fi
 
 install -d "$DESTDIR$LIB/bin" "$DESTDIR$LIB/scripts" "$DESTDIR$UNITS" "$DESTDIR/etc"
 for program in receiver applier reporter; do
-    install -m 0755 ".build/release/$program" "$DESTDIR$LIB/bin/$program"
+    install -m 0755 "$BUILD/$program" "$DESTDIR$LIB/bin/$program"
 done
 install -m 0755 pipeline.sh "$DESTDIR$LIB/pipeline.sh"
 install -m 0755 scripts/postgres.sh "$DESTDIR$LIB/scripts/postgres.sh"
 install -m 0644 changeset.sql "$DESTDIR$LIB/changeset.sql"
 # The units name the installed files.
-for unit in deploy/meetperry.service deploy/meetperry-reporter.service deploy/meetperry-reporter.timer; do
+# The JetStream units too (receiver and applier hosts enable one of them instead of meetperry.service).
+for unit in deploy/meetperry.service deploy/meetperry-reporter.service deploy/meetperry-reporter.timer \
+    deploy/jetstream/meetperry-receiver.service deploy/jetstream/meetperry-applier.service; do
     sed "s|@LIB@|$LIB|g" "$unit" > "$DESTDIR$UNITS/$(basename "$unit")"
     chmod 0644 "$DESTDIR$UNITS/$(basename "$unit")"
 done
+JETSTREAM_ENV_FILE=${MEETPERRY_JETSTREAM_ENV_FILE:-/etc/meetperry-jetstream.env}
+if [ ! -e "$DESTDIR$JETSTREAM_ENV_FILE" ]; then
+    install -m 0640 deploy/jetstream/jetstream.env "$DESTDIR$JETSTREAM_ENV_FILE"
+fi
 if [ ! -e "$DESTDIR$ENV_FILE" ]; then
     install -m 0640 deploy/meetperry.env "$DESTDIR$ENV_FILE"
     log "installed $ENV_FILE: set DATABASE_URL (or DB_*) and REPORT_DIR there"

@@ -306,7 +306,9 @@ struct HTTP1RequestDecoder {
             case .expect:
                 head.expectsContinue = equalsIgnoringCase(value, "100-continue")
             case .contentType:
-                if head.contentType == nil { head.contentType = String(decoding: value, as: UTF8.self) }
+                // Two media types for one body: which one the sender meant is a guess (RFC 9110 allows one).
+                guard head.contentType == nil else { throw .badRequest("Content-Type is given twice") }
+                head.contentType = String(decoding: value, as: UTF8.self)
             case .webhookId:
                 if head.webhookId == nil { head.webhookId = String(decoding: value, as: UTF8.self) }
             case .webhookTimestamp:

@@ -31,7 +31,7 @@ public struct SignatureVerifier: @unchecked Sendable {
         /// Which secret of the list (1-based) is unusable.
         public var position = 1
         public var description: String {
-            "WEBHOOK_SECRET's secret number \(position) must be 'whsec_' followed by base64 (Standard Webhooks format); several secrets are separated by spaces"
+            "WEBHOOK_SECRET's secret number \(position) must be base64, with or without the 'whsec_' prefix (Standard Webhooks format: whsec_<base64>); several secrets are separated by spaces"
         }
     }
 

@@ -246,8 +246,9 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // close rather than read a body the sender may send anyway.
             request = nil
             answering = true
-            send(APIError(.payloadTooLarge, "body too large", detail: .text("the limit is \(configuration.maxBodyBytes) bytes")),
-                 to: head, context: context, close: true)
+            let error = APIError(.payloadTooLarge, "body too large", detail: .text("the limit is \(configuration.maxBodyBytes) bytes"))
+            logger.info("webhook refused", metadata: ["status": "\(error.status.code)", "reason": "\(error.logText)"])
+            send(error, to: head, context: context, close: true)
         } else {
             // Told at once, a sender that asks sends its body without waiting out its own timeout (curl's is a second).
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: HTTP1ResponseEncoder.continueResponse)), promise: nil)

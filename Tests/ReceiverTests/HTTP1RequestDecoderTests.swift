@@ -133,6 +133,13 @@ import TestSupport
         #expect(status("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n") == 501)
     }
 
+    @Test func aBodyWithTwoMediaTypesIsRefused() {
+        #expect(status("POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}") == 400)
+        #expect(status("POST / HTTP/1.1\r\nContent-Type: application/json\r\ncontent-type: application/json\r\nContent-Length: 2\r\n\r\n{}") == 400,
+                "even the same one twice: RFC 9110 allows one")
+        #expect(decode("POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}").heads.first?.contentType == "application/json")
+    }
+
     @Test func malformedRequestsAreRefusedWithTheirStatus() {
         #expect(status("GET /\r\n\r\n") == 400)
         #expect(status("GET  / HTTP/1.1\r\n\r\n") == 400, "two spaces")

@@ -58,6 +58,10 @@ import WebhookModel
         #expect(answer.status == 413, "a final answer instead of 100 Continue")
         #expect(answer.header("connection") == "close")
         #expect(connection.waitForClose(timeout: 5))
+        // Logged like every other refusal.
+        let deadline = Date().addingTimeInterval(5)
+        while !receiver.stderr.contains("status=413") && Date() < deadline { usleep(20_000) }
+        #expect(receiver.stderr.contains("webhook refused") && receiver.stderr.contains("status=413"), "\(receiver.stderr)")
         _ = lines
     }
 

@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// The units `scripts/install.sh` puts in place, read by systemd's own
+/// checker: every line of every unit is one systemd accepts
+/// (`systemd-analyze verify` says nothing), the JetStream units name the
+/// installed files under `PREFIX`, and the env files are installed too.
+@Suite struct SystemdUnitTests {
+    /// Installs into a temporary `PREFIX` (units and env files there too) with this build's binaries.
+    func install() throws -> (prefix: String, units: [String]) {
+        let prefix = try makeTemporaryDirectory("install")
+        let build = URL(fileURLWithPath: executable("receiver")).deletingLastPathComponent().path
+        let run = try runTool("/bin/bash", [packageRoot() + "/scripts/install.sh"], environment: [
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+            "PREFIX": prefix, "SYSTEMD_UNIT_DIR": prefix + "/units", "MEETPERRY_BUILD_DIR": build,
+            "MEETPERRY_ENV_FILE": prefix + "/meetperry.env", "MEETPERRY_JETSTREAM_ENV_FILE": prefix + "/meetperry-jetstream.env",
+        ])
+        guard run.status == 0 else { throw TestFailure("install.sh: \(run.all)") }
+        let units = try FileManager.default.contentsOfDirectory(atPath: prefix + "/units").sorted().map { prefix + "/units/" + $0 }
+        return (prefix, units)
+    }
+
+    @Test func everyInstalledUnitIsOneSystemdAcceptsWhole() throws {
+        let analyze = try systemTool("systemd-analyze", package: "systemd")
+        let (prefix, units) = try install()
+        #expect(units.map { ($0 as NSString).lastPathComponent } == [
+            "meetperry-applier.service", "meetperry-receiver.service", "meetperry-reporter.service", "meetperry-reporter.timer", "meetperry.service",
+        ])
+        for unit in units {
+            let verify = try runTool(analyze, ["verify", unit])
+            #expect(verify.status == 0 && verify.all.isEmpty, "\(unit): \(verify.all)")
+            let text = try String(contentsOfFile: unit, encoding: .utf8)
+            #expect(!text.contains("@LIB@") && !text.contains("/usr/local/lib/meetperry"), "\(unit) names the installed files under PREFIX")
+        }
+        #expect(FileManager.default.fileExists(atPath: prefix + "/meetperry.env"))
+        #expect(FileManager.default.fileExists(atPath: prefix + "/meetperry-jetstream.env"))
+        // A refusal (69) or a bad setting (64) is not restarted in a loop.
+        for name in ["meetperry-receiver.service", "meetperry-applier.service"] {
+            let text = try String(contentsOfFile: prefix + "/units/" + name, encoding: .utf8)
+            #expect(text.contains("RestartPreventExitStatus=64 69") && text.contains("DynamicUser=yes"), "\(name)")
+        }
+    }
+
+    /// The checker is not a formality: a key in the wrong section is what it reports.
+    @Test func theCheckerReportsAKeyInTheWrongSection() throws {
+        let analyze = try systemTool("systemd-analyze", package: "systemd")
+        let dir = try makeTemporaryDirectory("unit")
+        let unit = dir + "/broken.service"
+        try "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\nStartLimitIntervalSec=0\n".write(toFile: unit, atomically: true, encoding: .utf8)
+        let verify = try runTool(analyze, ["verify", unit])
+        #expect(verify.all.contains("Unknown key 'StartLimitIntervalSec' in section [Service]"), "\(verify.all)")
+    }
+}

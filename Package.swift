@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "ReceiverCore",
             dependencies: [
-                "WebhookModel", "TaskModel", "FileIO", "LibNATS", "JetStreamSetup",
+                "WebhookModel", "TaskModel", "FileIO", "LibNATS", "JetStreamSetup", "MetricsEndpoint",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

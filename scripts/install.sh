@@ -33,6 +33,16 @@ install -d "$DESTDIR$LIB/bin" "$DESTDIR$LIB/scripts" "$DESTDIR$UNITS" "$DESTDIR/
 for program in receiver applier reporter; do
     install -m 0755 "$BUILD/$program" "$DESTDIR$LIB/bin/$program"
 done
+# What the binaries load at run time: libpq5 and libnats3.4 from Debian (the
+# Swift runtime is linked in). A library this host lacks is named, with its package.
+missing=$(for program in receiver applier reporter; do ldd "$DESTDIR$LIB/bin/$program" 2>/dev/null | awk '/not found/ { print $1 }'; done | sort -u)
+if [ -n "$missing" ]; then
+    log "error: the binaries need libraries this host lacks: $(echo $missing) (Debian: apt-get install libpq5 libnats3.4)"
+    exit 1
+fi
+if ldd "$DESTDIR$LIB/bin/receiver" 2>/dev/null | grep -q '/opt/swift\|libswiftCore'; then
+    log "warning: these binaries load the Swift runtime from the toolchain; build with scripts/setup.sh (--static-swift-stdlib) for a server without it"
+fi
 install -m 0755 pipeline.sh "$DESTDIR$LIB/pipeline.sh"
 install -m 0755 scripts/postgres.sh "$DESTDIR$LIB/scripts/postgres.sh"
 install -m 0644 changeset.sql "$DESTDIR$LIB/changeset.sql"

@@ -7,7 +7,7 @@
 #
 # Checks (as root: installs with apt-get) libpq-dev and libnats-dev, which the
 # binaries link, and with --with-postgres the PostgreSQL server for a private
-# cluster; then `swift build -c release` (seconds when up to date).
+# cluster; then `swift build -c release --static-swift-stdlib` (seconds when up to date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +32,7 @@ fi
 
 command -v swift >/dev/null || die "swift is not on PATH (https://swift.org/install)"
 log "building release binaries (the first build takes a few minutes)"
-swift build -c release >&2
+# The Swift runtime linked in: the binaries run on a server without the toolchain,
+# needing only libpq5 and libnats3.4 (and libc, libstdc++) from Debian.
+# MEETPERRY_SCRATCH_PATH: build there instead of .build (binaries in its release/).
+swift build -c release --static-swift-stdlib ${MEETPERRY_SCRATCH_PATH:+--scratch-path "$MEETPERRY_SCRATCH_PATH"} >&2

@@ -43,6 +43,11 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
     @Option(help: ArgumentHelp("Lines waiting for stdout before answering 503 [QUEUE_CAPACITY, default 4096].", valueName: "n")) var queueCapacity: Int?
     @Option(help: ArgumentHelp("Bytes waiting for stdout before answering 503 [QUEUE_BYTES, default 8388608].", valueName: "bytes")) var queueBytes: Int?
     @Option(help: ArgumentHelp("Seconds an idle connection is kept [IDLE_TIMEOUT_SECONDS, default 60].", valueName: "s")) var idleTimeoutSeconds: Int?
+    @Option(help: ArgumentHelp("Serve GET /metrics on this port of its own instead of the public one (which then answers 404 there); 0 picks a free one (logged) [RECEIVER_METRICS_PORT, default: the public port].",
+                               valueName: "port"))
+    var metricsPort: Int?
+    @Option(help: ArgumentHelp("Address the metrics port binds to [RECEIVER_METRICS_HOST, default 127.0.0.1].", valueName: "address"))
+    var metricsHost: String?
     @Option(help: ArgumentHelp("Seconds a webhook may wait for a stalled stdout reader (or the stream's acknowledgement) before 503 [QUEUE_TIMEOUT_SECONDS, default 4].",
                                valueName: "s"))
     var queueTimeoutSeconds: Int?
@@ -80,6 +85,10 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
             config.idleTimeoutSeconds = try settings.int(("--idle-timeout-seconds", idleTimeoutSeconds), "IDLE_TIMEOUT_SECONDS",
                                                          default: config.idleTimeoutSeconds, range: 1...86_400)
             config.jetStream = try jetStream.resolve(settings)
+            if metricsPort != nil || settings.string("RECEIVER_METRICS_PORT") != nil {
+                config.metricsPort = try settings.int(("--metrics-port", metricsPort), "RECEIVER_METRICS_PORT", default: 0, range: 0...65_535)
+            }
+            config.metricsHost = settings.string(metricsHost, "RECEIVER_METRICS_HOST", default: config.metricsHost)
         }
         return config
     }

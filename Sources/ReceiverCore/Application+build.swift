@@ -2,6 +2,7 @@ import HummingbirdCore
 import NIOCore
 import NIOPosix
 import Logging
+import MetricsEndpoint
 import ServiceLifecycle
 
 /// Assembles the receiver's HTTP server: HummingbirdCore's `Server` (bind,
@@ -77,6 +78,14 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
         sinkServices = [stdout]
     }
     metrics.recordOutput(sink.mode)
+    // /metrics off the public port, when asked.
+    let metricsServer = try configuration.metricsPort.map { port in
+        try MetricsServer(host: configuration.metricsHost, port: port) { metrics.exposition() }
+    }
+    defer { metricsServer?.close() }
+    if let metricsServer {
+        logger.info("serving metrics", metadata: ["address": "\(configuration.metricsHost):\(metricsServer.port)", "path": "/metrics"])
+    }
     let state = ReceiverState()
     let certificates = try configuration.tlsCertificateFile.map { certificate in
         try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? certificate)

@@ -38,6 +38,10 @@ public struct ReceiverConfiguration: Sendable {
     /// JetStream mode: each accepted line is published to this stream and
     /// answered once stored; nil: lines go to stdout.
     public var jetStream: JetStreamSettings?
+    /// `/metrics` on an address of its own (off the public port, which then
+    /// answers 404 there); nil: on the public port.
+    public var metricsPort: Int?
+    public var metricsHost: String = "127.0.0.1"
 
     public init() {}
 }

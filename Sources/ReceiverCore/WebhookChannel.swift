@@ -302,6 +302,8 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 body.append(UInt8(ascii: "}"))
                 send(.ok, body: context.channel.allocator.buffer(bytes: body), contentType: "application/json", to: head, context: context)
             }
+        case ("/metrics", _) where configuration.metricsPort != nil:
+            send(APIError(.notFound, "not found", detail: .text("metrics are served on their own port")), to: head, context: context)
         case ("/metrics", .get), ("/metrics", .head):
             send(.ok, body: context.channel.allocator.buffer(bytes: metrics.exposition()),
                  contentType: "text/plain; version=0.0.4; charset=utf-8", to: head, context: context)

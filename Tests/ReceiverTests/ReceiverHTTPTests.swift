@@ -65,6 +65,20 @@ import WebhookModel
         _ = lines
     }
 
+    /// `/metrics` off the public port: served on its own address, 404 on the public one.
+    @Test func metricsCanListenOnAnAddressOfTheirOwn() throws {
+        let metricsPort = freePort()
+        let receiver = try RunningReceiver(environment: ["RECEIVER_METRICS_PORT": String(metricsPort)])
+        let lines = LineCollector(fd: receiver.process.stdoutFD!)
+        #expect(try httpRequest(port: receiver.port, body: webhookJSON()).status == 202)
+        let publicAnswer = try httpRequest(port: receiver.port, "GET", "/metrics", headers: [:])
+        #expect(publicAnswer.status == 404, "\(publicAnswer.text)")
+        let own = try httpRequest(port: metricsPort, "GET", "/metrics", headers: [:])
+        #expect(own.status == 200 && metricSample(#"meetperry_receiver_requests_total{status="202"}"#, in: own.text) == 1, "\(own.text)")
+        #expect(receiver.stderr.contains("serving metrics") && receiver.stderr.contains("127.0.0.1:\(metricsPort)"))
+        _ = lines
+    }
+
     @Test func framingThatCouldBeReadTwoWaysIsRefusedAndTheConnectionClosed() throws {
         let receiver = try RunningReceiver()
         let lines = LineCollector(fd: receiver.process.stdoutFD!)

@@ -67,6 +67,11 @@ die() { log "error: $*"; exit 1; }
 # applier's rejects and log, the receiver's log, the loops) write into one of
 # these through a FIFO (start_rotator), so rotating never needs them to reopen
 # anything.
+# mawk buffers what it reads from a pipe unless told -W interactive (a line at a
+# time). Decided once, from awk's whole answer (no pipe whose early close could fail it).
+AWK_INTERACTIVE=()
+case "$(awk -W version 2>&1 || true)" in *mawk*) AWK_INTERACTIVE=(-W interactive) ;; esac
+
 rotating() {
     local file=$1 size=0 day
     day=$(date -u +%Y%m%d)
@@ -74,9 +79,7 @@ rotating() {
         size=$(stat -c %s "$file")
         day=$(date -u -r "$file" +%Y%m%d)
     fi
-    local interactive=()
-    awk -W version 2>&1 | grep -q mawk && interactive=(-W interactive)   # mawk: a line at a time from a pipe
-    exec awk "${interactive[@]}" -v path="$file" -v max="$LOG_MAX_BYTES" -v size="$size" -v day="$day" '
+    exec awk "${AWK_INTERACTIVE[@]}" -v path="$file" -v max="$LOG_MAX_BYTES" -v size="$size" -v day="$day" '
         function quoted(s) { gsub(/\047/, "\047\\\047\047", s); return "\047" s "\047" }
         function rotate(   stamp, target, n) {
             close(path)
@@ -248,7 +251,7 @@ stop_leftovers() {
     # Its loops notice within their interval; stop them (and their sleeps) now.
     if [ -f "$RUN/loops.pid" ]; then
         for pid in $(cat "$RUN/loops.pid"); do
-            if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "pipeline.sh"; then
+            if { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -q "pipeline.sh"; then
                 kill -TERM -- "-$pid" 2>/dev/null || true
             fi
         done
@@ -257,7 +260,7 @@ stop_leftovers() {
     # Rotators end once their writers are gone; one still waiting for a writer that never came would not.
     if [ -f "$RUN/rotators.pid" ]; then
         for pid in $(cat "$RUN/rotators.pid"); do
-            if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "awk"; then kill -TERM "$pid" 2>/dev/null || true; fi
+            if { tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null | grep -q "awk"; then kill -TERM "$pid" 2>/dev/null || true; fi
         done
         rm -f "$RUN/rotators.pid"
     fi

@@ -51,11 +51,12 @@ import Glibc
             mount -t tmpfs -o size=1m tmpfs /opt/swift
             ls -A /opt/swift | grep -q . && { echo "/opt/swift is not hidden"; exit 3; }
             for program in receiver applier reporter; do "\(bin)/$program" --version || exit 4; done
-            HTTP_HOST=127.0.0.1 HTTP_PORT=\(port) "\(bin)/receiver" 2>receiver.log | DATABASE_URL='\(db)' "\(bin)/applier" 2>applier.log &
+            mkfifo stream
+            DATABASE_URL='\(db)' "\(bin)/applier" < stream 2>applier.log & applier=$!
+            HTTP_HOST=127.0.0.1 HTTP_PORT=\(port) "\(bin)/receiver" > stream 2>receiver.log & receiver=$!
             for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:\(port)/healthz" && break; sleep 0.1; done
             curl -s -o /dev/null -w 'status %{http_code}\\n' -H 'Content-Type: application/json' --data-binary '\(body)' "http://127.0.0.1:\(port)/webhook"
-            pkill -TERM -f "\(bin)/receiver"
-            wait
+            kill -TERM "$receiver"; wait "$receiver"; wait "$applier"
             echo "applier: $(tail -n 1 applier.log)"
             """
         let dir = try makeTemporaryDirectory("hidden")

@@ -67,6 +67,50 @@ die() { log "error: $*"; exit 1; }
 # applier's rejects and log, the receiver's log, the loops) write into one of
 # these through a FIFO (start_rotator), so rotating never needs them to reopen
 # anything.
+# Whether RECEIVER_PID holds a listening TCP socket on HTTP_PORT (its inode in /proc/net/tcp*).
+receiver_listens() {
+    local hex inode
+    hex=$(printf '%04X' "$HTTP_PORT")
+    for inode in $(awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+        ls -l "/proc/$RECEIVER_PID/fd" 2>/dev/null | grep -q "socket:\[$inode\]" && return 0
+    done
+    return 1
+}
+
+print_banner() { # scheme host
+    local scheme=$1 host=$2 url="$1://$2:$HTTP_PORT"
+    cat >&2 <<EOF
+
+  meetperry is running.
+    POST webhooks to  $url/webhook   (health: /healthz, metrics: /metrics)
+    reports go to     $REPORT_DIR  (every ${REPORT_INTERVAL_SECONDS}s: $PIPELINE_REPORTER)
+    archive           $ARCHIVE_PATH
+    logs, rejects     $VAR/{receiver,applier,reporter,housekeeping}.log, $VAR/rejects.ndjson
+                      (rotated past $LOG_MAX_BYTES bytes and daily; kept $LOG_RETENTION_DAYS days)
+    database          $(if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL"; else echo "psql \"host=$DB_HOST port=${DB_PORT:-5432} user=${DB_USER:-postgres} dbname=${DB_NAME:-meetperry}\""; fi)
+EOF
+    local insecure=""
+    [ "$scheme" = https ] && insecure=" -k"
+    if [ -z "${WEBHOOK_SECRET:-}" ]; then
+        cat >&2 <<EOF
+
+  Try (the timestamp is taken when you run it):
+    curl -i$insecure -X POST $url/webhook -H 'Content-Type: application/json' \\
+      -d '{"event":"created","timestamp":"'"\$(date -u +%Y-%m-%dT%H:%M:%SZ)"'","metadata":{"userId":"1","id":"42","content":"Buy milk","isCompleted":false}}'
+EOF
+    else
+        cat >&2 <<EOF
+
+  Try (signed with the first of WEBHOOK_SECRET, which this shell must have; the time is taken when you run it):
+    body='{"event":"created","timestamp":"'"\$(date -u +%Y-%m-%dT%H:%M:%SZ)"'","metadata":{"userId":"1","id":"42","content":"Buy milk","isCompleted":false}}'
+    id=try-\$(date +%s%N); ts=\$(date +%s); key=\$(printf %s "\${WEBHOOK_SECRET%% *}" | sed 's/^whsec_//' | base64 -d | od -An -v -tx1 | tr -d ' \\n')
+    sig=\$(printf '%s.%s.%s' "\$id" "\$ts" "\$body" | openssl dgst -sha256 -binary -mac HMAC -macopt "hexkey:\$key" | base64)
+    curl -i$insecure -X POST $url/webhook -H 'Content-Type: application/json' -H "webhook-id: \$id" -H "webhook-timestamp: \$ts" -H "webhook-signature: v1,\$sig" --data-binary "\$body"
+EOF
+    fi
+    printf '%s\n' "" "  Ctrl-C stops everything." >&2
+}
+
 # mawk buffers what it reads from a pipe unless told -W interactive (a line at a
 # time). Decided once, from awk's whole answer (no pipe whose early close could fail it).
 AWK_INTERACTIVE=()
@@ -315,28 +359,28 @@ main() {
 
     local host=$HTTP_HOST
     [ "$host" = 0.0.0.0 ] && host=127.0.0.1
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/$host/$HTTP_PORT") 2>/dev/null && break
+    local scheme=http
+    [ -n "${TLS_CERT_FILE:-}" ] && scheme=https
+    # The banner only once this receiver answers: it holds the listening socket
+    # (not another program on the port) and its /healthz says ok. If it exits
+    # first (it could not listen, say), its last words go to the terminal and the
+    # loop below ends the pipeline.
+    local i up=no
+    for i in $(seq 300); do
         kill -0 "$RECEIVER_PID" 2>/dev/null || break
+        if receiver_listens && { ! command -v curl >/dev/null || [ "$(curl -ks --max-time 2 -o /dev/null -w '%{http_code}' "$scheme://$host:$HTTP_PORT/healthz")" = 200 ]; }; then
+            up=yes
+            break
+        fi
         sleep 0.1
     done
-    cat >&2 <<EOF
-
-  meetperry is running.
-    POST webhooks to  http://$host:$HTTP_PORT/webhook   (health: /healthz, metrics: /metrics)
-    reports go to     $REPORT_DIR  (every ${REPORT_INTERVAL_SECONDS}s: $PIPELINE_REPORTER)
-    archive           $ARCHIVE_PATH
-    logs, rejects     $VAR/{receiver,applier,reporter,housekeeping}.log, $VAR/rejects.ndjson
-                      (rotated past $LOG_MAX_BYTES bytes and daily; kept $LOG_RETENTION_DAYS days)
-    database          $(if [ -n "${DATABASE_URL:-}" ]; then echo "DATABASE_URL"; else echo "psql \"host=$DB_HOST port=${DB_PORT:-5432} user=${DB_USER:-postgres} dbname=${DB_NAME:-meetperry}\""; fi)
-
-  Try (the timestamp is taken when you run it):
-    curl -i -X POST http://$host:$HTTP_PORT/webhook -H 'Content-Type: application/json' \\
-      -d '{"event":"created","timestamp":"'"\$(date -u +%Y-%m-%dT%H:%M:%SZ)"'","metadata":{"userId":"1","id":"42","content":"Buy milk","isCompleted":false}}'
-
-  Ctrl-C stops everything.
-EOF
+    if [ "$up" = no ]; then
+        sleep 0.3  # the receiver's last lines pass through its log's rotator
+        log "error: the receiver is not answering on $scheme://$host:$HTTP_PORT; its log ($VAR/receiver.log) ends:"
+        tail -n 3 "$VAR/receiver.log" >&2 || true
+    else
+        print_banner "$scheme" "$host"
+    fi
 
     # Whichever of receiver and applier ends first, unasked, ends the pipeline.
     local code

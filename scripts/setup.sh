@@ -31,6 +31,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v swift >/dev/null || die "swift is not on PATH (https://swift.org/install)"
+# Current binaries need no build (a restart then takes a second, and never waits for a
+# build lock another build holds): all three there with the runtime linked in, and no
+# source newer than the newest of them (a build relinks what a changed source is in).
+release=${MEETPERRY_SCRATCH_PATH:-.build}/release
+current=yes newest=
+for program in receiver applier reporter; do
+    if [ ! -x "$release/$program" ] || ldd "$release/$program" 2>/dev/null | grep -q libswiftCore; then current=no; fi
+    if [ -z "$newest" ] || [ "$release/$program" -nt "$newest" ]; then newest=$release/$program; fi
+done
+if [ "$current" = yes ] && [ -n "$(find Sources Package.swift -newer "$newest" -print -quit)" ]; then current=no; fi
+if [ "$current" = yes ]; then
+    log "release binaries are current ($release)"
+    exit 0
+fi
 log "building release binaries (the first build takes a few minutes)"
 # The Swift runtime linked in: the binaries run on a server without the toolchain,
 # needing only libpq5 and libnats3.4 (and libc, libstdc++) from Debian.

@@ -128,6 +128,9 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
         } catch let error as SystemCallError {
             logger.critical("cannot open the archive: \(error)")
             throw ExitStatus.outputFailed.exitCode
+        } catch let error as ListenError {
+            logger.critical("\(error)")
+            throw ExitStatus.failure.exitCode
         } catch let refusal as JetStreamRefusal {
             logger.critical("refusing JetStream mode: \(refusal)")
             throw ExitStatus.refusedCluster.exitCode

@@ -4,6 +4,7 @@ import NIOPosix
 import Logging
 import MetricsEndpoint
 import ServiceLifecycle
+import Synchronization
 
 /// Assembles the receiver's HTTP server: HummingbirdCore's `Server` (bind,
 /// connection cap, quiescing) serving every connection with `WebhookChannel`,
@@ -14,7 +15,8 @@ func buildServer(
     state: ReceiverState,
     metrics: ReceiverMetrics,
     certificates: TLSCertificates?,
-    logger: Logger
+    logger: Logger,
+    onListening: (@Sendable (any Channel) async -> Void)? = nil
 ) throws -> any Service {
     let verifier = try configuration.webhookSecret.map { try SignatureVerifier(secret: $0) }
     let channel = WebhookChannel(
@@ -29,9 +31,16 @@ func buildServer(
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     if let certificates {
         return ReloadingTLSChannel(base: channel, certificates: certificates)
-            .server(configuration: serverConfiguration, eventLoopGroup: group, logger: logger)
+            .server(configuration: serverConfiguration, onServerRunning: onListening, eventLoopGroup: group, logger: logger)
     }
-    return channel.server(configuration: serverConfiguration, eventLoopGroup: group, logger: logger)
+    return channel.server(configuration: serverConfiguration, onServerRunning: onListening, eventLoopGroup: group, logger: logger)
+}
+
+/// The receiver could not listen where it was told to.
+public struct ListenError: Error, CustomStringConvertible {
+    public var address: String
+    public var reason: String
+    public var description: String { "cannot listen on \(address): \(reason)" }
 }
 
 /// Runs the receiver until SIGTERM/SIGINT (exit 0 after draining) or until the
@@ -90,8 +99,19 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
     let certificates = try configuration.tlsCertificateFile.map { certificate in
         try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? certificate)
     }
+    let address = "\(certificates == nil ? "http" : "https")://\(configuration.host):\(configuration.port)"
+    let listening = Atomic<Bool>(false)
+    // Said once the socket is bound, not before: a start-up script may wait for this line.
     let server = try buildServer(configuration: configuration, sink: sink, state: state, metrics: metrics,
-                                 certificates: certificates, logger: logger)
+                                 certificates: certificates, logger: logger) { _ in
+        listening.store(true, ordering: .relaxed)
+        logger.notice("receiver listening", metadata: [
+            "address": "\(address)",
+            "output": "\(configuration.jetStream.map { "JetStream stream \($0.stream) at \($0.servers.joined(separator: ","))" } ?? "stdout")",
+            "archive": "\(configuration.archivePath ?? "none")",
+            "signatures": "\(configuration.webhookSecret == nil ? "off" : "on")",
+        ])
+    }
     let group = ServiceGroup(
         configuration: .init(
             services: sinkServices.map {
@@ -105,12 +125,11 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
             logger: logger
         )
     )
-    logger.info("receiver listening", metadata: [
-        "address": "\(certificates == nil ? "http" : "https")://\(configuration.host):\(configuration.port)",
-        "output": "\(configuration.jetStream.map { "JetStream stream \($0.stream) at \($0.servers.joined(separator: ","))" } ?? "stdout")",
-        "archive": "\(configuration.archivePath ?? "none")",
-        "signatures": "\(configuration.webhookSecret == nil ? "off" : "on")",
-    ])
-    try await group.run()
+    do {
+        try await group.run()
+    } catch where !listening.load(ordering: .relaxed) {
+        // The server never came up: the address could not be bound (taken, not ours, no permission).
+        throw ListenError(address: address, reason: "\(error)")
+    }
     logger.info("receiver stopped")
 }

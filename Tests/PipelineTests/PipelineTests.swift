@@ -309,6 +309,54 @@ import Glibc
     /// which one runs, and the first goes on untouched. Its banner's commands
     /// work as printed: the curl line takes the time it is run at, the psql
     /// line names the user.
+    /// The port taken by another program: no "meetperry is running" banner
+    /// (the other program's answers do not count), the receiver's own error
+    /// naming the address on the terminal, and exit 1.
+    @Test func aTakenPortIsReportedNotAnnounced() throws {
+        let port = freePort()
+        let squatter = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(squatter) }
+        var yes: Int32 = 1
+        setsockopt(squatter, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(squatter, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        #expect(bound == 0 && listen(squatter, 16) == 0)
+        let pipeline = try Pipeline()
+        let dir = try makeTemporaryDirectory("taken")
+        let run = try ChildProcess("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: [
+            "MEETPERRY_VAR_DIR": pipeline.varDir,
+            "MEETPERRY_BIN_DIR": (executable("receiver") as NSString).deletingLastPathComponent,
+            "HTTP_HOST": "127.0.0.1", "HTTP_PORT": String(port), "PIPELINE_PG_PORT": String(pipeline.pgPort),
+            "DATABASE_URL": "", "DB_HOST": "", "PIPELINE_REPORTER": "off",
+        ], stdout: .null, stderr: .file(dir + "/err"))
+        #expect(try run.waitForExit(timeout: 120) == 1)
+        let terminal = (try? String(contentsOfFile: dir + "/err", encoding: .utf8)) ?? ""
+        #expect(!terminal.contains("meetperry is running"), "\(terminal)")
+        #expect(terminal.contains("cannot listen on http://127.0.0.1:\(port)") && terminal.contains("Address already in use"), "\(terminal)")
+    }
+
+    /// With a secret set, the banner's try-line is signed, and run as printed it gets a 202.
+    @Test func theBannersTryLineIsSignedWhenASecretIsSetAndWorks() throws {
+        let secret = "whsec_" + Data((0..<24).map { UInt8($0 + 65) }).base64EncodedString()
+        let pipeline = try Pipeline()
+        pipeline.extraEnvironment = ["WEBHOOK_SECRET": secret, "PIPELINE_REPORTER": "off"]
+        try pipeline.start()
+        let deadline = Date().addingTimeInterval(10)
+        while !pipeline.log.contains("Ctrl-C stops everything") && Date() < deadline { usleep(50_000) }
+        let banner = pipeline.log
+        #expect(banner.contains("webhook-signature: v1,"), "\(banner)")
+        let lines = banner.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("body=") || $0.hasPrefix("id=") || $0.hasPrefix("sig=") || $0.hasPrefix("curl ") }
+        #expect(lines.count == 4, "\(banner)")
+        let tryIt = try runTool("/bin/bash", ["-c", lines.joined(separator: "\n").replacingOccurrences(of: "curl -i", with: "curl -s -o /dev/null -w '%{http_code}'")],
+                                environment: ["WEBHOOK_SECRET": secret, "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"])
+        #expect(tryIt.output == "202", "\(tryIt.all)")
+        #expect(try pipeline.stop(SIGTERM) == 0)
+    }
+
     @Test func aSecondPipelineOnTheSameStateRefusesToStart() throws {
         let pipeline = try Pipeline()
         try pipeline.start()

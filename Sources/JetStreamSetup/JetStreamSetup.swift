@@ -33,7 +33,7 @@ public enum JetStreamSetup {
     /// `JetStreamRefusal` for what retrying cannot fix, `NATSError` otherwise.
     @discardableResult
     public static func ensureStream(_ jetStream: JetStream, _ settings: JetStreamSettings, logger: Logger) throws -> StreamInfo {
-        let checked = try ServerCheck.check(settings, logger: logger)
+        let checked = try ServerCheck.check(settings)
         for server in checked.allowedBelowMinimum {
             logger.warning("using a nats-server older than \(ServerCheck.minimumVersion) because NATS_ALLOW_UNSAFE_SERVER is set: a 202 may not survive a crash",
                            metadata: ["server": "\(server.url)", "version": "\(server.version)"])

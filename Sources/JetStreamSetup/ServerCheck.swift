@@ -1,5 +1,4 @@
 import LibNATS
-import Logging
 
 /// Why JetStream mode will not run against this cluster as it is: a server
 /// older than the oldest release meetperry trusts with a 202, or a stream
@@ -31,7 +30,7 @@ public enum ServerCheck {
     /// the client URLs they advertise). Throws `JetStreamRefusal` for a server
     /// below the minimum (unless `settings.allowUnsafeServer`), and a
     /// transient `NATSError` when none answers.
-    public static func check(_ settings: JetStreamSettings, logger: Logger) throws -> Outcome {
+    public static func check(_ settings: JetStreamSettings) throws -> Outcome {
         var queue = settings.servers
         var seen = Set<String>()
         var found: [ServerAnnouncement] = []

@@ -1,6 +1,9 @@
 import Foundation
 import Testing
 import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The units `scripts/install.sh` puts in place, read by systemd's own
 /// checker: every line of every unit is one systemd accepts
@@ -40,6 +43,35 @@ import TestSupport
             let text = try String(contentsOfFile: prefix + "/units/" + name, encoding: .utf8)
             #expect(text.contains("RestartPreventExitStatus=64 69") && text.contains("DynamicUser=yes"), "\(name)")
         }
+    }
+
+    /// One story for the private cluster: with the env file as installed (no
+    /// database set), pipeline.sh runs its own cluster and the reporter
+    /// unit's run, by the same rule, reaches it. The unit's command is run as
+    /// systemd would run it (`$$` is `$`), with the installed env file's
+    /// variables, and the state directory where this test's pipeline keeps it.
+    @Test func theTimersReporterReachesThePipelinesPrivateClusterFromTheInstalledEnvFile() throws {
+        let (prefix, _) = try install()
+        let pipeline = try PipelineTests.Pipeline()
+        pipeline.extraEnvironment = ["PIPELINE_REPORTER": "off"]
+        try pipeline.start()
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "reported")).status == 202)
+        func here(_ text: String) -> String { text.replacingOccurrences(of: "/var/lib/meetperry", with: pipeline.varDir) }
+        var environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "PIPELINE_PG_PORT": String(pipeline.pgPort)]
+        for line in try String(contentsOfFile: prefix + "/meetperry.env", encoding: .utf8).split(separator: "\n")
+        where !line.hasPrefix("#") && line.contains("=") {
+            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+            environment[parts[0]] = here(parts.count > 1 ? parts[1] : "")
+        }
+        #expect(environment["DATABASE_URL"] == nil && environment["DB_HOST"] == nil, "the installed env file sets no database")
+        let unit = try String(contentsOfFile: prefix + "/units/meetperry-reporter.service", encoding: .utf8)
+        guard let execStart = unit.split(separator: "\n").first(where: { $0.hasPrefix("ExecStart=") }) else { throw TestFailure("no ExecStart") }
+        let command = here(String(execStart.dropFirst("ExecStart=".count))).replacingOccurrences(of: "$$", with: "$")
+        #expect(command.hasPrefix("/bin/sh -c '") && command.hasSuffix("'"), "\(command)")
+        let script = String(command.dropFirst("/bin/sh -c '".count).dropLast())
+        let run = try runTool("/bin/sh", ["-c", script], environment: environment, timeout: 90)
+        #expect(run.status == 0 && run.errors.contains("reporter finished"), "\(run.all)")
+        #expect(try pipeline.stop(SIGTERM) == 0)
     }
 
     /// The checker is not a formality: a key in the wrong section is what it reports.

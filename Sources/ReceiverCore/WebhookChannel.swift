@@ -20,12 +20,18 @@ struct WebhookChannel: ServerChildChannel {
     let handOffs: SinkHandOffs
     let metrics: ReceiverMetrics
     let logger: Logger
+    /// `/healthz`'s answer when all is well: the output never changes, so it is written once.
+    let healthyBody: [UInt8]
 
     init(configuration: ReceiverConfiguration, intake: WebhookIntake, sink: any LineSink, metrics: ReceiverMetrics, logger: Logger) {
         self.configuration = configuration
         self.intake = intake
         self.sink = sink
         self.handOffs = SinkHandOffs(sink: sink)
+        var body: [UInt8] = Array(#"{"status":"ok","output":"#.utf8)
+        JSONWriter.appendQuoted(sink.mode, to: &body)
+        body.append(UInt8(ascii: "}"))
+        self.healthyBody = body
         self.metrics = metrics
         self.logger = logger
     }
@@ -33,7 +39,7 @@ struct WebhookChannel: ServerChildChannel {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                WebhookHTTPHandler(configuration: configuration, intake: intake, sink: sink,
+                WebhookHTTPHandler(configuration: configuration, intake: intake, sink: sink, healthyBody: healthyBody,
                                    handOff: handOffs.handOff(for: channel.eventLoop), metrics: metrics, logger: self.logger))
             return Value(channel: channel)
         }
@@ -72,6 +78,7 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let configuration: ReceiverConfiguration
     private let intake: WebhookIntake
     private let sink: any LineSink
+    private let healthyBody: [UInt8]
     private let handOff: SinkHandOff
     private let metrics: ReceiverMetrics
     private let logger: Logger
@@ -105,11 +112,12 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// One repeating check per connection, not a timer per request.
     private var check: RepeatedTask?
 
-    init(configuration: ReceiverConfiguration, intake: WebhookIntake, sink: any LineSink, handOff: SinkHandOff,
+    init(configuration: ReceiverConfiguration, intake: WebhookIntake, sink: any LineSink, healthyBody: [UInt8], handOff: SinkHandOff,
          metrics: ReceiverMetrics, logger: Logger) {
         self.configuration = configuration
         self.intake = intake
         self.sink = sink
+        self.healthyBody = healthyBody
         self.handOff = handOff
         self.metrics = metrics
         self.logger = logger
@@ -297,10 +305,7 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 body.append(UInt8(ascii: "}"))
                 send(.serviceUnavailable, body: context.channel.allocator.buffer(bytes: body), contentType: "application/json", to: head, context: context)
             } else {
-                var body: [UInt8] = Array(#"{"status":"ok","output":"#.utf8)
-                JSONWriter.appendQuoted(sink.mode, to: &body)
-                body.append(UInt8(ascii: "}"))
-                send(.ok, body: context.channel.allocator.buffer(bytes: body), contentType: "application/json", to: head, context: context)
+                send(.ok, body: context.channel.allocator.buffer(bytes: healthyBody), contentType: "application/json", to: head, context: context)
             }
         case ("/metrics", _) where configuration.metricsPort != nil:
             send(APIError(.notFound, "not found", detail: .text("metrics are served on their own port")), to: head, context: context)

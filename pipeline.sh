@@ -56,6 +56,13 @@ LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-7}
 PG_PORT=${PIPELINE_PG_PORT:-54329}
 PRIVATE_DB=no
 [ -z "${DATABASE_URL:-}" ] && [ -z "${DB_HOST:-}" ] && PRIVATE_DB=yes
+# Socket activation (deploy/meetperry.socket): systemd holds the listening
+# socket across restarts and hands it to this script on fd 3. The receiver
+# alone gets it (its own fd 3, with LISTEN_PID its pid); every other child runs
+# with fd 3 closed (3<&-); the port is the socket's, whatever HTTP_PORT says.
+ACTIVATED=no
+if [ "${LISTEN_PID:-}" = "$$" ] && [ "${LISTEN_FDS:-}" = 1 ]; then ACTIVATED=yes; fi
+unset LISTEN_PID LISTEN_FDS LISTEN_FDNAMES
 
 log() { printf '%s pipeline: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S%z)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -67,6 +74,15 @@ die() { log "error: $*"; exit 1; }
 # applier's rejects and log, the receiver's log, the loops) write into one of
 # these through a FIFO (start_rotator), so rotating never needs them to reopen
 # anything.
+# The port of the listening socket on this script's fd 3 (its inode in /proc/net/tcp*).
+activated_port() {
+    local inode hex
+    inode=$(readlink "/proc/$$/fd/3" 2>/dev/null | sed -n 's/^socket:\[\([0-9]*\)\]$/\1/p')
+    [ -n "$inode" ] || return 1
+    hex=$(awk -v i="$inode" '$10 == i && $4 == "0A" { n = split($2, a, ":"); print a[n]; exit }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+    [ -n "$hex" ] && printf '%d\n' "0x$hex"
+}
+
 # Whether RECEIVER_PID holds a listening TCP socket on HTTP_PORT (its inode in /proc/net/tcp*).
 receiver_listens() {
     local hex inode
@@ -149,7 +165,7 @@ start_rotator() {
     local fifo=$RUN/$1.fifo
     rm -f "$fifo"
     mkfifo "$fifo"
-    rotating "$2" < "$fifo" 9>&- &
+    rotating "$2" < "$fifo" 9>&- 3<&- &
     ROTATOR_PIDS+=($!)
 }
 
@@ -168,7 +184,7 @@ find_binaries() {
     if [ -n "${MEETPERRY_BIN_DIR:-}" ]; then
         BIN=$MEETPERRY_BIN_DIR
     else
-        scripts/setup.sh $([ "$PRIVATE_DB" = yes ] && echo --with-postgres)
+        scripts/setup.sh $([ "$PRIVATE_DB" = yes ] && echo --with-postgres) 3<&-
         BIN=$ROOT/.build/release
     fi
     for program in receiver applier reporter; do
@@ -179,7 +195,7 @@ find_binaries() {
 # --- 3. the database ---------------------------------------------------------
 start_private_cluster() {
     local settings
-    settings=$(scripts/postgres.sh start "$VAR/postgres" "$PG_PORT" "${DB_NAME:-meetperry}" 9>&-) || die "the private PostgreSQL cluster did not start"
+    settings=$(scripts/postgres.sh start "$VAR/postgres" "$PG_PORT" "${DB_NAME:-meetperry}" 9>&- 3<&-) || die "the private PostgreSQL cluster did not start"
     eval "export $settings"
 }
 
@@ -207,7 +223,7 @@ replay_archive() {
     [ -z "$segments" ] && return 0
     log "replaying $(echo "$segments" | wc -l) archive segment(s) before going live"
     # shellcheck disable=SC2086
-    if cat $segments | "$BIN/applier" >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log"; then
+    if cat $segments | "$BIN/applier" >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log" 3<&-; then
         # shellcheck disable=SC2086
         mv $segments "$ARCHIVE_DIR/applied/"
         grep -o 'applier finished.*' "$VAR/applier.log" | tail -n 1 | sed 's/^/replay: /' >&2 || true
@@ -311,6 +327,15 @@ stop_leftovers() {
 }
 
 main() {
+    if [ "$ACTIVATED" = yes ]; then
+        local port
+        if port=$(activated_port); then
+            HTTP_PORT=$port
+            log "serving the listening socket systemd handed over (port $HTTP_PORT)"
+        else
+            log "warning: LISTEN_FDS=1, but fd 3 is not a listening TCP socket; the receiver will say more"
+        fi
+    fi
     # Interrupted while starting: stop (the EXIT trap below stops a cluster we started).
     trap 'log "interrupted during start-up"; exit 130' INT TERM
     # SIGHUP (certbot's renew hook: systemctl kill -s HUP --kill-whom=main meetperry)
@@ -323,7 +348,7 @@ main() {
     trap 'stop_private_cluster' EXIT
     if [ "$PRIVATE_DB" = yes ]; then start_private_cluster; fi
     # With the programs' own settings (and waiting for PostgreSQL to come up).
-    "$BIN/applier" --apply-changeset "$ROOT/changeset.sql" 2>> "$VAR/applier.log" \
+    "$BIN/applier" --apply-changeset "$ROOT/changeset.sql" 2>> "$VAR/applier.log" 3<&- \
         || die "changeset.sql could not be applied; see $VAR/applier.log"
     replay_archive
 
@@ -338,14 +363,18 @@ main() {
     start_rotator receiver "$VAR/receiver.log"
     start_rotator housekeeping "$VAR/housekeeping.log"
     [ "$PIPELINE_REPORTER" = on ] && start_rotator reporter "$VAR/reporter.log"
-    "$BIN/applier" < "$RUN/stream" > "$RUN/rejects.fifo" 2> "$RUN/applier.fifo" 9>&- &
+    "$BIN/applier" < "$RUN/stream" > "$RUN/rejects.fifo" 2> "$RUN/applier.fifo" 9>&- 3<&- &
     APPLIER_PID=$!
-    "$BIN/receiver" > "$RUN/stream" 2> "$RUN/receiver.fifo" 9>&- &
+    if [ "$ACTIVATED" = yes ]; then
+        (LISTEN_PID=$BASHPID LISTEN_FDS=1 exec "$BIN/receiver") > "$RUN/stream" 2> "$RUN/receiver.fifo" 9>&- &
+    else
+        "$BIN/receiver" > "$RUN/stream" 2> "$RUN/receiver.fifo" 9>&- 3<&- &
+    fi
     RECEIVER_PID=$!
     trap 'log "SIGHUP: passed to the receiver"; kill -HUP "$RECEIVER_PID" 2>/dev/null || true' HUP
     LOOP_PIDS=()
     # A verification's rejects are the live applier's again (it read the same lines): dropped. Its log is kept.
-    housekeeping_loop > /dev/null 2> "$RUN/housekeeping.fifo" 9>&- & LOOP_PIDS+=($!)
+    housekeeping_loop > /dev/null 2> "$RUN/housekeeping.fifo" 9>&- 3<&- & LOOP_PIDS+=($!)
     # (fd 3: the pipeline's own stderr, for the loop's messages.)
     if [ "$PIPELINE_REPORTER" = on ]; then reporter_loop 3>&2 > "$RUN/reporter.fifo" 2>&1 9>&- & LOOP_PIDS+=($!); fi
     set +m

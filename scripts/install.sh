@@ -48,8 +48,9 @@ install -m 0755 scripts/postgres.sh "$DESTDIR$LIB/scripts/postgres.sh"
 install -m 0644 changeset.sql "$DESTDIR$LIB/changeset.sql"
 # The units name the installed files.
 # The JetStream units too (receiver and applier hosts enable one of them instead of meetperry.service).
-for unit in deploy/meetperry.service deploy/meetperry-reporter.service deploy/meetperry-reporter.timer \
-    deploy/jetstream/meetperry-receiver.service deploy/jetstream/meetperry-applier.service; do
+# The .socket units hold the webhook port across restarts (optional; deploy/README.md).
+for unit in deploy/meetperry.service deploy/meetperry.socket deploy/meetperry-reporter.service deploy/meetperry-reporter.timer \
+    deploy/jetstream/meetperry-receiver.service deploy/jetstream/meetperry-receiver.socket deploy/jetstream/meetperry-applier.service; do
     sed "s|@LIB@|$LIB|g" "$unit" > "$DESTDIR$UNITS/$(basename "$unit")"
     chmod 0644 "$DESTDIR$UNITS/$(basename "$unit")"
 done

@@ -18,6 +18,10 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
 
         Every option has an environment variable (in brackets); the option wins.
 
+        Under systemd socket activation (LISTEN_FDS=1, LISTEN_PID: see sd_listen_fds(3)) \
+        the receiver serves the listening socket it is given on fd 3, and HTTP_HOST and \
+        HTTP_PORT are not bound; a restart then refuses no connection.
+
         Exit status: 0 after a clean shutdown (SIGTERM/SIGINT); 64 for bad settings; 74 \
         when stdout is closed by its reader or the archive cannot be opened; 1 for any \
         other failure.
@@ -90,6 +94,15 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
             }
             config.metricsHost = settings.string(metricsHost, "RECEIVER_METRICS_HOST", default: config.metricsHost)
         }
+        // A listening socket from systemd (meetperry.socket) wins over HTTP_HOST and HTTP_PORT.
+        do {
+            if let activation = try SocketActivation.parse(environment: ProcessInfo.processInfo.environment, pid: getpid()) {
+                config.listenAddress = try activation.adopt()
+                config.listenSocket = activation.descriptor
+            }
+        } catch {
+            throw ValidationError("\(error)")
+        }
         return config
     }
 
@@ -120,6 +133,7 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
         // signal ignored); ignored from the first moment, so an early one cannot end the process.
         signal(SIGHUP, SIG_IGN)
         raiseOpenFileLimit(to: config.maxConnections + 64, logger: logger)
+        SocketActivation.unsetVariables()
         do {
             try await runReceiver(configuration: config, logger: logger)
         } catch let failure as StreamWriter.Failure {

@@ -8,7 +8,8 @@ import Synchronization
 
 /// Assembles the receiver's HTTP server: HummingbirdCore's `Server` (bind,
 /// connection cap, quiescing) serving every connection with `WebhookChannel`,
-/// behind TLS when there are certificates.
+/// behind TLS when there are certificates; `InheritedSocketServer` instead
+/// when systemd handed over the listening socket.
 func buildServer(
     configuration: ReceiverConfiguration,
     sink: any LineSink,
@@ -23,18 +24,28 @@ func buildServer(
         configuration: configuration,
         intake: WebhookIntake(configuration: configuration, state: state, verifier: verifier),
         sink: sink, metrics: metrics, logger: logger)
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    if let socket = configuration.listenSocket {
+        func server<Child: ServerChildChannel>(_ child: Child) -> any Service {
+            InheritedSocketServer(descriptor: socket, childChannel: child, backlog: Int32(listenBacklog), maxConnections: configuration.maxConnections,
+                                  eventLoopGroup: group, logger: logger, onServerRunning: onListening)
+        }
+        return certificates.map { server(ReloadingTLSChannel(base: channel, certificates: $0)) } ?? server(channel)
+    }
     let serverConfiguration = ServerConfiguration(
         address: .hostname(configuration.host, port: configuration.port),
-        backlog: 1024,
+        backlog: listenBacklog,
         availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)
     )
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     if let certificates {
         return ReloadingTLSChannel(base: channel, certificates: certificates)
             .server(configuration: serverConfiguration, onServerRunning: onListening, eventLoopGroup: group, logger: logger)
     }
     return channel.server(configuration: serverConfiguration, onServerRunning: onListening, eventLoopGroup: group, logger: logger)
 }
+
+/// Connections the kernel completes before the receiver accepts them (more wait as SYNs).
+let listenBacklog = 1024
 
 /// The receiver could not listen where it was told to.
 public struct ListenError: Error, CustomStringConvertible {
@@ -99,7 +110,10 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
     let certificates = try configuration.tlsCertificateFile.map { certificate in
         try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? certificate)
     }
-    let address = "\(certificates == nil ? "http" : "https")://\(configuration.host):\(configuration.port)"
+    let scheme = certificates == nil ? "http" : "https"
+    let address = configuration.listenSocket == nil
+        ? "\(scheme)://\(configuration.host):\(configuration.port)"
+        : "\(scheme)://\(configuration.listenAddress ?? "?") (socket fd \(configuration.listenSocket!) from the supervisor)"
     let listening = Atomic<Bool>(false)
     // Said once the socket is bound, not before: a start-up script may wait for this line.
     let server = try buildServer(configuration: configuration, sink: sink, state: state, metrics: metrics,

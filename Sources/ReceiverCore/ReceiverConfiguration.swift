@@ -5,6 +5,10 @@ import JetStreamSetup
 public struct ReceiverConfiguration: Sendable {
     public var host: String = "0.0.0.0"
     public var port: Int = 8000
+    /// A listening socket handed over by systemd (`SocketActivation`), and the
+    /// address it listens on; when set, `host` and `port` are not bound.
+    public var listenSocket: Int32?
+    public var listenAddress: String?
     public var maxBodyBytes: Int = 1_048_576
     /// `whsec_…`; nil turns signature checks off.
     public var webhookSecret: String?

@@ -1,8 +1,8 @@
 import Synchronization
 
-/// Whether the receiver is still accepting webhooks. It flips to draining once,
-/// when shutdown begins, so `/healthz` and new webhooks get 503 while the
-/// requests already in flight finish.
+/// Whether the receiver is draining. It flips once, when shutdown begins, so
+/// `/healthz` answers 503 `draining` (a balancer moves on) while the
+/// connections still open are answered and closed.
 public final class ReceiverState: Sendable {
     private let drainingFlag = Atomic<Bool>(false)
 

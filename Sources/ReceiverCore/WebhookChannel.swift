@@ -83,6 +83,9 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let metrics: ReceiverMetrics
     private let logger: Logger
 
+    /// While draining, a connection waiting this long for its client's next
+    /// request is closed (otherwise the idle timeout applies).
+    static let drainIdleLimit = TimeAmount.seconds(1)
     /// Bytes a client may send ahead of the answer to its request before the socket is no longer read.
     static let readAheadLimit = 64 * 1024
     /// A part (the end of a request without a body) may need no new bytes.
@@ -101,7 +104,7 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     /// Inside `serveReceived` (an answer given at once must not re-enter it).
     private var serving = false
-    /// Graceful shutdown began, or the client closed its side: close once idle.
+    /// Graceful shutdown began: each answer closes the connection, and idleness is cut short.
     private var quiescing = false
     private var inputClosed = false
     /// The connection is being closed: nothing more is decoded or answered.
@@ -171,10 +174,10 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
         case is ChannelShouldQuiesceEvent:
+            // Not closed at once: a connection just accepted has its request on
+            // the way, and a busy keep-alive one its next. Each is answered (and
+            // closed); one idle for `drainIdleLimit` is closed by the clock.
             quiescing = true
-            if !answering && request == nil && decoder.isBetweenRequests && (received?.readableBytes ?? 0) == 0 {
-                close(context)
-            }
         case ChannelEvent.inputClosed:
             // Nothing more will come: answer what is complete, then close.
             inputClosed = true
@@ -401,7 +404,7 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let (handler, context) = bound.value
             guard let since = handler.waitingSince else { return }
             let started = handler.request != nil || (handler.received?.readableBytes ?? 0) > 0 || !handler.decoder.isBetweenRequests
-            let limit = started ? request : idle
+            let limit = started ? request : handler.quiescing ? min(idle, Self.drainIdleLimit) : idle
             guard NIODeadline.now() - since >= limit else { return }
             task.cancel()
             handler.check = nil

@@ -2,10 +2,14 @@ import Foundation
 import TaskModel
 import WebhookModel
 
-/// `POST /webhook` up to the hand-off: checks, in order, draining (503),
-/// the media type (415), size (413), signature (401) and fields (422 /
-/// 400), and makes the canonical line. No I/O and no framework, so the
-/// channel handler stays a thin shell around it.
+/// `POST /webhook` up to the hand-off: checks, in order, the media type
+/// (415), size (413), signature (401) and fields (422 / 400), and makes the
+/// canonical line. No I/O and no framework, so the channel handler stays a
+/// thin shell around it.
+///
+/// Draining refuses nothing here: a webhook that reaches a connection still
+/// open while the receiver drains is taken (the output outlives the HTTP
+/// server), answered, and its connection closed; `/healthz` says `draining`.
 struct WebhookIntake: Sendable {
     let configuration: ReceiverConfiguration
     let state: ReceiverState
@@ -32,9 +36,6 @@ struct WebhookIntake: Sendable {
     /// The canonical line to write, or why the webhook is refused. `tooLarge`:
     /// the body passed `MAX_BODY_BYTES` (it was not kept).
     func check(_ headers: Headers, body: [UInt8], tooLarge: Bool, now: Timestamp = .now()) -> Result<Accepted, APIError> {
-        if state.isDraining {
-            return .failure(APIError(.serviceUnavailable, "shutting down", detail: .text("the receiver is draining; retry later"), headers: retryAfter))
-        }
         guard Self.isJSON(headers.contentType) else {
             return .failure(APIError(.unsupportedMediaType, "unsupported media type", detail: .text("Content-Type must be application/json")))
         }

@@ -15,7 +15,7 @@ import Glibc
     final class Poster: @unchecked Sendable {
         let accepted = Collected<String>()
         let refused = Collected<Int>()
-        private let stopFlag = Atomic(false)
+        private let stopFlag = Shared(false)
         private let done = DispatchGroup()
 
         init(port: @escaping @Sendable () -> Int, threads: Int = 4, prefix: String) {

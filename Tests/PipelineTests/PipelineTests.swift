@@ -19,10 +19,14 @@ import Glibc
         private(set) var process: ChildProcess?
         private var runs = 0
 
-        init() throws {
+        /// The listening socket, when the test holds it as systemd holds meetperry.socket.
+        let heldSocket: HeldListeningSocket?
+
+        init(socketActivated: Bool = false) throws {
             varDir = try makeTemporaryDirectory("pipeline")
             chmod(varDir, 0o755)  // the postgres user must reach the cluster inside
-            httpPort = freePort()
+            heldSocket = socketActivated ? try HeldListeningSocket() : nil
+            httpPort = heldSocket?.port ?? freePort()
             pgPort = 20_000 + Int.random(in: 0..<20_000)
             reportDir = varDir + "/reports"
         }
@@ -32,11 +36,12 @@ import Glibc
         func start() throws {
             runs += 1
             let binDir = (executable("receiver") as NSString).deletingLastPathComponent
-            process = try ChildProcess("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: [
+            let environment = [
                 "MEETPERRY_VAR_DIR": varDir,
                 "MEETPERRY_BIN_DIR": binDir,
                 "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": String(httpPort),
+                // With the socket handed over, HTTP_PORT is another port: the socket's wins.
+                "HTTP_PORT": String(heldSocket == nil ? httpPort : freePort()),
                 "PIPELINE_PG_PORT": String(pgPort),
                 "REPORT_DIR": reportDir,
                 "REPORT_INTERVAL_SECONDS": "1",
@@ -44,7 +49,13 @@ import Glibc
                 "DATABASE_URL": "",
                 "DB_HOST": "",
                 "LOG_LEVEL": "info",
-            ].merging(extraEnvironment) { $1 }, stdout: .file(varDir + "/pipeline-\(runs).out"), stderr: .file(varDir + "/pipeline-\(runs).err"))
+            ].merging(extraEnvironment) { $1 }
+            let out = ChildProcess.Stream.file(varDir + "/pipeline-\(runs).out"), err = ChildProcess.Stream.file(varDir + "/pipeline-\(runs).err")
+            if let heldSocket {
+                process = try heldSocket.activate("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: environment, stdout: out, stderr: err)
+            } else {
+                process = try ChildProcess("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: environment, stdout: out, stderr: err)
+            }
             let deadline = Date().addingTimeInterval(120)
             while Date() < deadline {
                 // Ready once this run's children are up (pipeline.pid is written then) and answer;
@@ -119,7 +130,7 @@ import Glibc
         let pipeline = try Pipeline()
         try pipeline.start()
         let accepted = Collected<String>()
-        let stopPosting = Atomic(false)
+        let stopPosting = Shared(false)
         let posters = DispatchGroup()
         posters.enter()
         Thread {
@@ -170,6 +181,77 @@ import Glibc
         try waitUntil("report files") { ((try? FileManager.default.contentsOfDirectory(atPath: pipeline.reportDir)) ?? []).contains { $0.hasPrefix("task_report_u") } }
 
         #expect(try pipeline.stop(SIGINT) == 0)
+        #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
+    }
+
+    /// meetperry.socket + meetperry.service: systemd holds the port and hands it
+    /// to pipeline.sh, which gives it to the receiver alone. A restart of the
+    /// whole pipeline (the service) then refuses no sender: what arrives while
+    /// it restarts waits in the socket's backlog and is answered by the next receiver.
+    @Test func aRestartWithTheSocketHeldRefusesNoSenderAndLosesNo202() throws {
+        let pipeline = try Pipeline(socketActivated: true)
+        try pipeline.start()
+        #expect(pipeline.log.contains("serving the listening socket systemd handed over (port \(pipeline.httpPort))"))
+        // Only pipeline.sh (as systemd's heir) and the receiver hold the socket: no other
+        // child (the cluster, the applier, the loops, the rotators) keeps it open.
+        func holders() -> [String] {
+            guard let inode = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(pipeline.heldSocket!.fd)") else { return ["?"] }
+            return pipeline.survivors().filter { entry in
+                let pid = entry.prefix { $0 != ":" }
+                let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+                return fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == inode }
+            }
+        }
+        let receiverPID = try #require(pipeline.pid("receiver")), scriptPID = try #require(pipeline.pid("pipeline"))
+        #expect(Set(holders().map { String($0.prefix { $0 != ":" }) }) == [String(receiverPID), String(scriptPID)], "\(holders())")
+
+        let stop = Shared(false)
+        let accepted = Collected<String>()
+        let troubles = Collected<String>()
+        let senders = DispatchGroup()
+        senders.enter()
+        Thread {
+            onThreads(4) { t in
+                var connection: HTTPConnection?
+                var i = 0
+                while !stop.value {
+                    let id = "h\(t)-\(i)"
+                    i += 1
+                    do {
+                        // Odd senders open a connection per webhook; even ones keep theirs while the receiver does.
+                        if connection == nil || t % 2 == 1 { connection = try HTTPConnection(port: pipeline.httpPort, timeoutSeconds: 90) }
+                        let result = try connection!.request(body: webhookJSON(id: id, userId: "h\(t)", timestamp: Timestamp.now().canonical))
+                        if result.status == 202 { accepted.append(id) } else { troubles.append("\(id): \(result.status)") }
+                        if result.header("connection") == "close" { connection = nil }
+                    } catch {
+                        troubles.append("\(id): \(error)")
+                        connection = nil
+                    }
+                }
+            }
+            senders.leave()
+        }.start()
+
+        try waitUntil("200 webhooks accepted") { accepted.all.count >= 200 }
+        let before = accepted.all.count
+        let restartBegun = Date()
+        #expect(try pipeline.stop(SIGTERM) == 0)
+        try pipeline.start()
+        let restartSeconds = Date().timeIntervalSince(restartBegun)
+        try waitUntil("200 more accepted after the restart") { accepted.all.count >= before + 200 }
+        stop.value = true
+        senders.wait()
+        print("socket-activated pipeline restart: \(String(format: "%.1f", restartSeconds)) s from SIGTERM to the next pipeline's /healthz; \(accepted.all.count) webhooks answered 202, troubles: \(troubles.all.count)")
+        #expect(troubles.all.isEmpty, "\(troubles.all.prefix(5))")
+
+        let ids = Set(accepted.all)
+        let db = try PGConnection(conninfo: pipeline.conninfo)
+        defer { db.close() }
+        try waitUntil("every accepted webhook stored") {
+            let stored = (try? db.execute("SELECT count(*) FROM meetperry.task WHERE external_id = ANY($1::text[])", [PGArray.literal(ids)]).scalar) ?? nil
+            return stored == String(ids.count)
+        }
+        #expect(try pipeline.stop(SIGTERM) == 0)
         #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
     }
 
@@ -380,16 +462,5 @@ import Glibc
         #expect(banner.contains(#""timestamp":"'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"'""#), "the curl line takes the time it is run at")
         #expect(banner.contains("/postgres port=\(pipeline.pgPort) user=postgres dbname=meetperry\"") && banner.contains("psql \"host="))
         #expect(try pipeline.stop(SIGTERM) == 0)
-    }
-}
-
-/// A flag shared with posting threads.
-final class Atomic<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: T
-    init(_ value: T) { stored = value }
-    var value: T {
-        get { lock.lock(); defer { lock.unlock() }; return stored }
-        set { lock.lock(); stored = newValue; lock.unlock() }
     }
 }

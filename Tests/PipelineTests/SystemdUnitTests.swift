@@ -28,7 +28,8 @@ import Glibc
         let analyze = try systemTool("systemd-analyze", package: "systemd")
         let (prefix, units) = try install()
         #expect(units.map { ($0 as NSString).lastPathComponent } == [
-            "meetperry-applier.service", "meetperry-receiver.service", "meetperry-reporter.service", "meetperry-reporter.timer", "meetperry.service",
+            "meetperry-applier.service", "meetperry-receiver.service", "meetperry-receiver.socket", "meetperry-reporter.service",
+            "meetperry-reporter.timer", "meetperry.service", "meetperry.socket",
         ])
         for unit in units {
             let verify = try runTool(analyze, ["verify", unit])

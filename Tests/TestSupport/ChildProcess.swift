@@ -33,7 +33,8 @@ public final class ChildProcess: @unchecked Sendable {
         environment: [String: String] = [:],
         stdin: Stream = .null,
         stdout: Stream = .pipe,
-        stderr: Stream = .null
+        stderr: Stream = .null,
+        inheriting: [Int32] = []
     ) throws {
         // Pipes are made and handed over under one lock, so a child started
         // by another test thread never inherits this child's pipe ends.
@@ -75,6 +76,10 @@ public final class ChildProcess: @unchecked Sendable {
         try setup(stdin, target: 0, childReads: true)
         try setup(stdout, target: 1, childReads: false)
         try setup(stderr, target: 2, childReads: false)
+        // `inheriting`: the child's fd 3, 4, … (as systemd passes listening sockets).
+        for (index, fd) in inheriting.enumerated() {
+            posix_spawn_file_actions_adddup2(&actions, fd, 3 + Int32(index))
+        }
 
         var env = ProcessInfo.processInfo.environment
         for (key, value) in environment { env[key] = value }

@@ -31,6 +31,7 @@ public final class HTTPConnection {
         guard rc == 0 else {
             let e = errno
             close(fd)
+            if e == ECONNREFUSED { throw ConnectionRefused(address: "\(host):\(port)") }
             throw TestFailure("connect to \(host):\(port): errno \(e)")
         }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
@@ -141,6 +142,52 @@ public final class HTTPConnection {
             }
         }
         return HTTPResult(status: status, headers: headers, body: body)
+    }
+}
+
+/// Nothing listened where the test connected (ECONNREFUSED).
+public struct ConnectionRefused: Error, CustomStringConvertible {
+    public var address: String
+    public var description: String { "connect to \(address): connection refused" }
+}
+
+/// A listening TCP socket on a free loopback port, held the way systemd holds
+/// a `.socket` unit's: the test passes it to the programs it starts (fd 3)
+/// and keeps it open while they come and go.
+public final class HeldListeningSocket: @unchecked Sendable {
+    public let fd: Int32
+    public let port: Int
+
+    public init(backlog: Int32 = 4096) throws {
+        let raw = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard raw >= 0 else { throw TestFailure("socket: errno \(errno)") }
+        // Above 3, so handing it to a child as fd 3 is a real dup2 (which clears close-on-exec there).
+        let fd = fcntl(raw, F_DUPFD_CLOEXEC, 10)
+        close(raw)
+        self.fd = fd
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, backlog) == 0 else { throw TestFailure("bind/listen: errno \(errno)") }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    deinit { close(fd) }
+
+    /// Starts `program` with this socket as its fd 3 and `LISTEN_FDS=1`, and
+    /// `LISTEN_PID` set to the program's own pid (by a shell that then execs it), as systemd does.
+    public func activate(_ program: String, arguments: [String] = [], environment: [String: String] = [:],
+                         stdout: ChildProcess.Stream = .pipe, stderr: ChildProcess.Stream = .null) throws -> ChildProcess {
+        var env = environment
+        env["LISTEN_FDS"] = "1"
+        return try ChildProcess("/bin/sh", arguments: ["-c", #"LISTEN_PID=$$ exec "$0" "$@""#, program] + arguments,
+                                environment: env, stdout: stdout, stderr: stderr, inheriting: [fd])
     }
 }
 

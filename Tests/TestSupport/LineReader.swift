@@ -107,6 +107,17 @@ public final class Collected<T>: @unchecked Sendable {
     public var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
 }
 
+/// A value shared between a test and its threads (a stop flag, most often).
+public final class Shared<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value
+    public init(_ value: Value) { stored = value }
+    public var value: Value {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
+    }
+}
+
 /// Polls `condition` every 50 ms; throws, naming `what`, if it is not met within `timeout` seconds.
 public func waitUntil(_ what: String, timeout: Double = 60, _ condition: () -> Bool) throws {
     let deadline = Date().addingTimeInterval(timeout)

@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "ApplierCore",
             dependencies: [
-                "WebhookModel", "TaskModel", "LibPQ", "DatabaseSchema", "FileIO", "LibNATS", "JetStreamSetup",
+                "WebhookModel", "TaskModel", "LibPQ", "DatabaseSchema", "FileIO", "LibNATS", "JetStreamSetup", "ArchiveSegments",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -71,6 +71,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The archive's segments: their names, which are pending or verified, and retention; for the receiver and the applier.
+        .target(name: "ArchiveSegments", dependencies: ["FileIO", "WebhookModel"]),
         // syncfs(2), which Swift's Glibc module does not export.
         .target(name: "CSystemShims"),
         // Whole writes, syncfs and errno-carrying errors, shared by the three programs' file I/O.
@@ -107,7 +109,7 @@ let package = Package(
         .target(
             name: "ReceiverCore",
             dependencies: [
-                "WebhookModel", "TaskModel", "FileIO", "LibNATS", "JetStreamSetup", "MetricsEndpoint",
+                "WebhookModel", "TaskModel", "FileIO", "LibNATS", "JetStreamSetup", "MetricsEndpoint", "ArchiveSegments",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -147,7 +149,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ApplierTests",
-            dependencies: ["ApplierCore", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "ReceiverCommand"]
+            dependencies: ["ApplierCore", "ArchiveSegments", "TaskModel", "WebhookModel", "LibPQ", "TestSupport", "ApplierCommand", "ReceiverCommand"]
         ),
         .testTarget(
             name: "PipelineTests",

@@ -16,7 +16,7 @@
 #    whatever was killed last time (replaying is duplicates only, and cheap).
 # 5. Runs receiver | applier, a reporter loop and an archive housekeeper that
 #    verifies rotated segments (applier < segment: all duplicates) and then
-#    moves them to var/archive/applied/ (kept ARCHIVE_RETENTION_DAYS).
+#    moves them to applied/ beside ARCHIVE_PATH (kept ARCHIVE_RETENTION_DAYS).
 #
 # Ctrl-C (or SIGTERM) stops everything it started, in order: the receiver
 # drains and exits, the applier commits what it read and exits on EOF, the
@@ -29,7 +29,7 @@
 #   MEETPERRY_VAR_DIR        state: cluster, archive, pids, logs (default ./var)
 #   MEETPERRY_BIN_DIR        prebuilt binaries; no build, no packages (default: scripts/setup.sh builds .build/release)
 #   PIPELINE_REPORTER        on|off: run the reporter loop (off when cron or a systemd timer does)
-#   ARCHIVE_RETENTION_DAYS   verified segments older than this are deleted (default 7; 0 keeps all)
+#   ARCHIVE_RETENTION_DAYS   verified segments older than this are deleted (the applier's; default 7, 0 keeps all)
 #   PIPELINE_PG_PORT         the private cluster's port number (socket only; default 54329)
 #   PIPELINE_HOUSEKEEPING_SECONDS  how often rotated archive segments are verified (default 30)
 #   LOG_MAX_BYTES            var/*.log and var/rejects.ndjson are rotated past this size, and at
@@ -50,7 +50,6 @@ export REPORT_INTERVAL_SECONDS=${REPORT_INTERVAL_SECONDS:-15}
 export HTTP_HOST=${HTTP_HOST:-0.0.0.0}
 export HTTP_PORT=${HTTP_PORT:-8000}
 PIPELINE_REPORTER=${PIPELINE_REPORTER:-on}
-ARCHIVE_RETENTION_DAYS=${ARCHIVE_RETENTION_DAYS:-7}
 LOG_MAX_BYTES=${LOG_MAX_BYTES:-67108864}
 LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-7}
 PG_PORT=${PIPELINE_PG_PORT:-54329}
@@ -203,32 +202,20 @@ stop_private_cluster() {
     [ "$PRIVATE_DB" = yes ] && scripts/postgres.sh stop "$VAR/postgres" || true
 }
 
-# --- 4. replay ----------------------------------------------------------------
-# Every segment not yet verified, oldest first: the receiver names a rotated
-# segment ARCHIVE_PATH.<UTC time>, and those names sort by time.
-unverified_segments() {
-    local segment
-    for segment in "$ARCHIVE_PATH".*; do
-        if [ -f "$segment" ]; then echo "$segment"; fi
-    done | sort
-}
-
+# --- 4. replay ---------------------------------------------------------------
+# The applier owns the archive's segments (ArchiveSegments): it makes the
+# current file a segment (the new receiver starts a new one), applies every
+# segment not yet verified, oldest first, moves each to applied/ beside
+# ARCHIVE_PATH once all its lines are committed, and deletes verified ones past
+# ARCHIVE_RETENTION_DAYS.
 replay_archive() {
-    mkdir -p "$ARCHIVE_DIR/applied"
-    # The current file becomes a segment: the new receiver starts a new one.
-    if [ -s "$ARCHIVE_PATH" ]; then
-        mv "$ARCHIVE_PATH" "$ARCHIVE_PATH.$(date -u +%Y%m%dT%H%M%S.%6NZ)"
-    fi
-    local segments; segments=$(unverified_segments)
-    [ -z "$segments" ] && return 0
-    log "replaying $(echo "$segments" | wc -l) archive segment(s) before going live"
-    # shellcheck disable=SC2086
-    if cat $segments | "$BIN/applier" >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log" 3<&-; then
-        # shellcheck disable=SC2086
-        mv $segments "$ARCHIVE_DIR/applied/"
-        grep -o 'applier finished.*' "$VAR/applier.log" | tail -n 1 | sed 's/^/replay: /' >&2 || true
+    local before=0
+    [ -f "$VAR/applier.log" ] && before=$(stat -c %s "$VAR/applier.log")
+    if "$BIN/applier" --replay-archive --seal-archive >> "$VAR/rejects.ndjson" 2>> "$VAR/applier.log" 3<&-; then
+        # What this replay said (not an earlier one's lines in the same log).
+        tail -c +"$((before + 1))" "$VAR/applier.log" | grep -o 'archive: replaying.*\|applier finished.*' | sed 's/^/replay: /' >&2 || true
     else
-        die "replaying the archive failed; see $VAR/applier.log (the segments stay in $ARCHIVE_DIR)"
+        die "replaying the archive failed; see $VAR/applier.log (what was not verified stays pending beside $ARCHIVE_PATH)"
     fi
 }
 
@@ -242,16 +229,9 @@ housekeeping_loop() {
     while :; do
         sleep "${PIPELINE_HOUSEKEEPING_SECONDS:-30}" & wait $!
         kill -0 $$ 2>/dev/null || exit 0   # pipeline.sh itself was killed
-        local segment
-        for segment in $(unverified_segments); do
-            # A rotated segment is complete; replaying it proves every line is applied.
-            if "$BIN/applier" < "$segment"; then
-                mv "$segment" "$ARCHIVE_DIR/applied/"
-            fi
-        done
-        if [ "$ARCHIVE_RETENTION_DAYS" -gt 0 ]; then
-            find "$ARCHIVE_DIR/applied" -name 'archive.ndjson.*' -mtime +"$ARCHIVE_RETENTION_DAYS" -delete 2>/dev/null || true
-        fi
+        # Rotated segments are complete; replaying one proves every line of it is applied.
+        # (Not the current file: the receiver is writing it.)
+        "$BIN/applier" --replay-archive || true
         if [ "$LOG_RETENTION_DAYS" -gt 0 ]; then
             # Only what rotating() renamed: NAME.<UTC time>[-n].
             find "$VAR" -maxdepth 1 -type f -regextype posix-extended \
@@ -342,7 +322,7 @@ main() {
     # never stops the pipeline; once the receiver runs, it goes on to it.
     trap 'log "SIGHUP while starting: no receiver to pass it to yet"' HUP
     take_lock
-    mkdir -p "$RUN" "$ARCHIVE_DIR" "$REPORT_DIR"
+    mkdir -p "$RUN" "$ARCHIVE_DIR" "$(dirname "$ARCHIVE_PATH")" "$REPORT_DIR"
     find_binaries
     stop_leftovers
     trap 'stop_private_cluster' EXIT
@@ -371,6 +351,8 @@ main() {
         "$BIN/receiver" > "$RUN/stream" 2> "$RUN/receiver.fifo" 9>&- 3<&- &
     fi
     RECEIVER_PID=$!
+    # systemd keeps the socket; the receiver has its copy: this script needs none.
+    [ "$ACTIVATED" = yes ] && exec 3<&-
     trap 'log "SIGHUP: passed to the receiver"; kill -HUP "$RECEIVER_PID" 2>/dev/null || true' HUP
     LOOP_PIDS=()
     # A verification's rejects are the live applier's again (it read the same lines): dropped. Its log is kept.

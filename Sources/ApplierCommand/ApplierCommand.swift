@@ -52,6 +52,14 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
     @Option(help: ArgumentHelp("Apply this schema file (changeset.sql) to the database with these same settings, then exit; waits up to a minute for PostgreSQL to come up.",
                                valueName: "file"))
     var applyChangeset: String?
+    @Flag(help: ArgumentHelp("Apply every archive segment not yet verified (ARCHIVE_PATH.<time>, oldest first), move each to applied/ beside it once all its lines are committed, delete verified ones past ARCHIVE_RETENTION_DAYS, then exit."))
+    var replayArchive = false
+    @Flag(help: ArgumentHelp("With --replay-archive: first make the current ARCHIVE_PATH a segment too (only while no receiver writes it)."))
+    var sealArchive = false
+    @Option(help: ArgumentHelp("The receiver's archive, for --replay-archive [ARCHIVE_PATH].", valueName: "file")) var archivePath: String?
+    @Option(help: ArgumentHelp("Verified archive segments rotated longer ago than this many days are deleted by --replay-archive; 0 keeps all [ARCHIVE_RETENTION_DAYS, default 7].",
+                               valueName: "days"))
+    var archiveRetentionDays: Int?
     @OptionGroup(title: "JetStream mode (read the stream instead of stdin)") var jetStream: JetStreamOptions
     @Option(help: ArgumentHelp("Durable consumer the appliers share [NATS_CONSUMER, default appliers].", valueName: "name"))
     var natsConsumer: String?
@@ -75,6 +83,9 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
                 config.metricsPort = try settings.int(("--metrics-port", metricsPort), "APPLIER_METRICS_PORT", default: 0, range: 0...65_535)
             }
             config.metricsHost = settings.string(metricsHost, "APPLIER_METRICS_HOST", default: config.metricsHost)
+            config.archivePath = archivePath ?? settings.string("ARCHIVE_PATH")
+            config.archiveRetentionDays = try settings.int(("--archive-retention-days", archiveRetentionDays), "ARCHIVE_RETENTION_DAYS",
+                                                           default: config.archiveRetentionDays, range: 0...36_500)
             config.jetStream = try jetStream.resolve(settings, consumer: settings.string(natsConsumer, "NATS_CONSUMER", default: "appliers"))
             config.jetStream?.ackWaitSeconds = try settings.int(("--nats-ack-wait-seconds", natsAckWaitSeconds), "NATS_ACK_WAIT_SECONDS",
                                                                 default: 30, range: 1...86_400)
@@ -83,7 +94,10 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
     }
 
     func validate() throws {
-        _ = try resolve()
+        let config = try resolve()
+        if sealArchive && !replayArchive { throw ValidationError("--seal-archive goes with --replay-archive") }
+        if replayArchive && config.archivePath == nil { throw ValidationError("--replay-archive needs the archive: set ARCHIVE_PATH (or --archive-path)") }
+        if replayArchive && config.jetStream != nil { throw ValidationError("--replay-archive reads the archive, not JetStream: unset NATS_URL for it") }
     }
 
     func run() throws {
@@ -92,6 +106,7 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
         if let applyChangeset { return try Self.apply(changeset: applyChangeset, to: config.conninfo, logger: logger) }
         signal(SIGPIPE, SIG_IGN)
         let stop = StopToken.onSignals()
+        if replayArchive { return try Self.replay(config, seal: sealArchive, stop: stop, logger: logger) }
         logger.info("applier reading \(config.jetStream.map { "JetStream stream \($0.stream), consumer \($0.consumer)" } ?? "stdin")", metadata: [
             "database": "\(ConnectionString.redacted(config.conninfo))", "batch.size": "\(config.batchSize)", "batch.ms": "\(config.batchMilliseconds)",
         ])
@@ -116,11 +131,32 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
                 display.update("read \(counts.read) lines, applied \(counts.applied), duplicates \(counts.duplicates), rejected \(counts.rejected), \(counts.rate) events/s")
             }
         }
-        switch applier.run() {
+        try Self.exit(applier.run())
+    }
+
+    static func exit(_ outcome: Applier.Outcome) throws {
+        switch outcome {
         case .done: return
         case .failed: throw ExitStatus.failure.exitCode
         case .gaveUp: throw ExitStatus.tryAgainLater.exitCode
         case .refused: throw ExitStatus.refusedCluster.exitCode
+        }
+    }
+
+    /// `--replay-archive`: one applier per pending segment (its rejects on stdout, as live).
+    static func replay(_ config: ApplierConfiguration, seal: Bool, stop: StopToken, logger: Logger) throws {
+        let replay = ArchiveReplay(archivePath: config.archivePath!, retentionDays: config.archiveRetentionDays, sealCurrent: seal)
+        let result: ArchiveReplay.Result
+        do {
+            result = try replay.run(logger: logger) { fd in try Applier(configuration: config, logger: logger, stop: stop, inputFD: fd) }
+        } catch {
+            logger.critical("archive: \(error)")
+            throw ExitStatus.failure.exitCode
+        }
+        if let (segment, outcome) = result.stoppedAt {
+            logger.critical("archive: stopped at \(segment); it and the segments after it stay pending")
+            // Stopped by a signal with everything read committed: try again later.
+            try exit(outcome == .done ? .gaveUp : outcome)
         }
     }
 

@@ -10,7 +10,7 @@ import WebhookModel
 /// rejects go to stdout, a summary to stderr.
 public final class Applier {
     /// How the run ended.
-    public enum Outcome: Sendable {
+    public enum Outcome: Sendable, Equatable {
         /// EOF or a signal, and everything read is committed.
         case done
         /// A fatal error (schema missing, database refusing for good, unreadable input).
@@ -30,6 +30,8 @@ public final class Applier {
     private let committers: [BatchCommitter]
     private let metrics: ApplierMetrics?
     public private(set) var summary = ApplierSummary()
+    /// The input ended (EOF), rather than a stop request ending the reading.
+    public private(set) var readToEnd = false
     /// Called now and then with the counts so far (the executable draws them
     /// on a terminal), and once with `done` before the summary is logged.
     public var progress: ((_ counts: ApplierSummary, _ done: Bool) -> Void)?
@@ -168,6 +170,7 @@ public final class Applier {
             }
             if case .endOfFile = item {
                 try flushBatch()
+                readToEnd = true
                 return
             }
             try take(item)

@@ -20,6 +20,10 @@ public struct ApplierConfiguration: Sendable {
     public var metricsPort: Int?
     /// The address the metrics endpoint binds to (loopback unless asked).
     public var metricsHost = "127.0.0.1"
+    /// The receiver's archive (`ARCHIVE_PATH`), for `--replay-archive`.
+    public var archivePath: String?
+    /// Verified archive segments rotated longer ago than this are deleted; 0 keeps them all.
+    public var archiveRetentionDays: Int = 7
     /// JetStream mode: read from the stream's durable consumer instead of stdin.
     public var jetStream: JetStreamSettings?
 

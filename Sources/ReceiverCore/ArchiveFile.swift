@@ -1,3 +1,4 @@
+import ArchiveSegments
 import FileIO
 import Foundation
 import Logging
@@ -12,8 +13,8 @@ import Glibc
 /// holds half a line.
 ///
 /// The archive rotates: before a batch that would take it past `rotateBytes`,
-/// or the first batch of a new UTC day, the file is renamed to
-/// `<path>.<yyyyMMdd'T'HHmmss.ffffff'Z'>` (names sort by time) and a new one
+/// or the first batch of a new UTC day, the file is renamed to a segment
+/// (`ArchiveSegments`: `<path>.<yyyyMMdd'T'HHmmss.ffffff'Z'>`) and a new one
 /// is started. Rotated segments are complete and never written again, so an
 /// operator (or pipeline.sh) can verify, replay or delete them while the
 /// receiver runs.
@@ -90,7 +91,7 @@ public final class ArchiveFile: @unchecked Sendable {
     /// Renames the current segment aside and starts a new one. A failure is
     /// logged and the current file kept: rotation must never cost a webhook.
     private func rotate(_ now: Timestamp) {
-        let rotated = path + "." + Self.segmentSuffix(now)
+        let rotated = ArchiveSegments(path: path).segmentPath(rotatedAt: now)
         guard rename(path, rotated) == 0 else {
             logger.error("archive rotation failed; appending to the current file", metadata: [
                 "error": "\(SystemCallError(operation: "rename", path: path, errno: errno))",
@@ -116,12 +117,5 @@ public final class ArchiveFile: @unchecked Sendable {
         guard dfd >= 0 else { return }
         fsync(dfd)
         close(dfd)
-    }
-
-    /// `20261125T065300.123456Z`: sorts like the time it names.
-    static func segmentSuffix(_ now: Timestamp) -> String {
-        var canonical = Array(now.canonical.utf8)  // 2026-11-25T06:53:00.123456Z
-        canonical.removeAll { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":") }
-        return String(decoding: canonical, as: UTF8.self)
     }
 }

@@ -54,6 +54,13 @@ for unit in deploy/meetperry.service deploy/meetperry.socket deploy/meetperry-re
     sed "s|@LIB@|$LIB|g" "$unit" > "$DESTDIR$UNITS/$(basename "$unit")"
     chmod 0644 "$DESTDIR$UNITS/$(basename "$unit")"
 done
+# meetperry.service and the reporter run as the system user meetperry (the
+# JetStream units have dynamic users of their own): made on a real install (as
+# root, no DESTDIR, the units in /etc/systemd/system), when it is missing.
+if [ -z "$DESTDIR" ] && [ "$UNITS" = /etc/systemd/system ] && [ "$(id -u)" = 0 ] && ! getent passwd meetperry >/dev/null; then
+    useradd --system --user-group --home-dir /var/lib/meetperry --no-create-home --shell /usr/sbin/nologin meetperry
+    log "created the system user meetperry (meetperry.service and the reporter run as it)"
+fi
 JETSTREAM_ENV_FILE=${MEETPERRY_JETSTREAM_ENV_FILE:-/etc/meetperry-jetstream.env}
 if [ ! -e "$DESTDIR$JETSTREAM_ENV_FILE" ]; then
     install -m 0640 deploy/jetstream/jetstream.env "$DESTDIR$JETSTREAM_ENV_FILE"

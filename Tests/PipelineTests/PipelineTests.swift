@@ -32,6 +32,8 @@ import Glibc
         }
 
         var extraEnvironment: [String: String] = [:]
+        /// Run pipeline.sh as this unprivileged user (uid = gid), as meetperry.service runs it as `meetperry`.
+        var user: UInt32?
 
         func start() throws {
             runs += 1
@@ -51,7 +53,10 @@ import Glibc
                 "LOG_LEVEL": "info",
             ].merging(extraEnvironment) { $1 }
             let out = ChildProcess.Stream.file(varDir + "/pipeline-\(runs).out"), err = ChildProcess.Stream.file(varDir + "/pipeline-\(runs).err")
-            if let heldSocket {
+            if let user {
+                process = try ChildProcess("/usr/bin/setpriv", arguments: ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", "/bin/bash", packageRoot() + "/pipeline.sh"],
+                                           environment: environment, stdout: out, stderr: err)
+            } else if let heldSocket {
                 process = try heldSocket.activate("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: environment, stdout: out, stderr: err)
             } else {
                 process = try ChildProcess("/bin/bash", arguments: [packageRoot() + "/pipeline.sh"], environment: environment, stdout: out, stderr: err)
@@ -253,6 +258,38 @@ import Glibc
             let stored = (try? db.execute("SELECT count(*) FROM meetperry.task WHERE external_id = ANY($1::text[])", [PGArray.literal(ids)]).scalar) ?? nil
             return stored == String(ids.count)
         }
+        #expect(try pipeline.stop(SIGTERM) == 0)
+        #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
+    }
+
+    /// meetperry.service runs as the system user meetperry, not root: pipeline.sh,
+    /// its private cluster (PostgreSQL run as that user: no runuser, no postgres
+    /// account) and every program it starts run unprivileged and write only the
+    /// state directory. Here as `nobody`, in a state directory it owns.
+    @Test func itRunsAsAnUnprivilegedUserWithItsPrivateCluster() throws {
+        let pipeline = try Pipeline()
+        let nobody: UInt32 = 65534
+        #expect(chown(pipeline.varDir, nobody, nobody) == 0)
+        pipeline.user = nobody
+        try pipeline.start()
+        #expect(try httpRequest(port: pipeline.httpPort, body: webhookJSON(id: "unprivileged")).status == 202)
+        let db = try PGConnection(conninfo: pipeline.conninfo)
+        defer { db.close() }
+        try waitUntil("the webhook is stored") {
+            (try? db.execute("SELECT count(*) FROM meetperry.task WHERE external_id = 'unprivileged'").scalar) == "1"
+        }
+        // Every process of the pipeline, the PostgreSQL server included, runs as that user.
+        func uid(_ entry: String) -> String? {
+            let pid = entry.prefix { $0 != ":" }
+            return (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n")
+                .first { $0.hasPrefix("Uid:") }?.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().first.map(String.init)
+        }
+        let processes = pipeline.survivors()
+        #expect(processes.contains { $0.contains("postgres") } && processes.contains { $0.contains("receiver") }, "\(processes)")
+        #expect(processes.allSatisfy { uid($0) == nil || uid($0) == String(nobody) }, "\(processes.map { "\($0) uid \(uid($0) ?? "?")" })")
+        // All it wrote in its state directory is its own (pipeline-N.out/.err are the test's, its stdout and stderr).
+        let foreign = try runTool("/usr/bin/find", [pipeline.varDir, "!", "-user", String(nobody), "!", "-name", "pipeline-*"])
+        #expect(foreign.output.isEmpty, "\(foreign.output)")
         #expect(try pipeline.stop(SIGTERM) == 0)
         #expect(pipeline.survivors().isEmpty, "left behind: \(pipeline.survivors())")
     }

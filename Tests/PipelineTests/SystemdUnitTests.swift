@@ -39,6 +39,18 @@ import Glibc
         }
         #expect(FileManager.default.fileExists(atPath: prefix + "/meetperry.env"))
         #expect(FileManager.default.fileExists(atPath: prefix + "/meetperry-jetstream.env"))
+        // Every service runs unprivileged and sandboxed: systemd's own rating, from 9.6
+        // ("UNSAFE": root, nothing restricted) for the two that ran as root before.
+        for unit in units where unit.hasSuffix(".service") {
+            let security = try runTool(analyze, ["security", "--offline=yes", unit])
+            let rating = security.all.split(separator: "\n").last { $0.contains("Overall exposure level") }
+                .flatMap { $0.split(separator: ":").last?.split(separator: " ").first }.flatMap { Double($0) }
+            #expect(rating.map { $0 <= 2.0 } == true, "\(unit): \(security.all.suffix(300))")
+        }
+        for name in ["meetperry.service", "meetperry-reporter.service"] {
+            let text = try String(contentsOfFile: prefix + "/units/" + name, encoding: .utf8)
+            #expect(text.contains("\nUser=meetperry\n") && text.contains("\nProtectSystem=strict\n"), "\(name)")
+        }
         // A refusal (69) or a bad setting (64) is not restarted in a loop.
         for name in ["meetperry-receiver.service", "meetperry-applier.service"] {
             let text = try String(contentsOfFile: prefix + "/units/" + name, encoding: .utf8)

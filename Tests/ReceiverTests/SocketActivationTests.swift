@@ -83,7 +83,8 @@ import Glibc
             (try? httpRequest(port: held.port, "GET", "/healthz", headers: [:]))?.status == 200
         }
         #expect(throws: ConnectionRefused.self) { try HTTPConnection(port: ignoredPort) }
-        #expect(log().contains("socket fd 3 from the supervisor"))
+        // (The socket is served from the moment it is adopted; the line may come a moment later.)
+        try waitUntil("the receiver says it serves the handed-over socket", timeout: 10) { log().contains("socket fd 3 from the supervisor") }
 
         let stop = Shared(false)
         let outcomes = Collected<Outcome>()

@@ -72,4 +72,58 @@ import Glibc
         // The toolchain is still there for everything else.
         #expect(FileManager.default.fileExists(atPath: "/opt/swift/usr/bin/swift"))
     }
+
+    /// The Debian package (`scripts/package.sh`) of that same release: what it
+    /// depends on, what it holds, and that it works where it lands. Its tree is
+    /// laid over `/usr/lib` in a mount namespace of its own (an overlay, as if
+    /// installed), `/opt/swift` hidden: every unit verifies against the files it
+    /// names, every program answers `--version`, every maintainer script parses.
+    @Test(.enabled(if: unavailable == nil, Comment(rawValue: unavailable ?? "")))
+    func theDebianPackageHoldsTheReleaseAndItsUnitsVerifyWhereItLands() throws {
+        let root = packageRoot()
+        let scratch = root + "/.build-installed"
+        let environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+                           "HOME": ProcessInfo.processInfo.environment["HOME"] ?? "/root"]
+        // A no-op when the test above built it (setup.sh skips a current build).
+        let build = try runTool("/bin/bash", [root + "/scripts/setup.sh"], environment: environment.merging(["MEETPERRY_SCRATCH_PATH": scratch]) { $1 },
+                                timeout: 1800)
+        #expect(build.status == 0, "\(build.all.suffix(3000))")
+        let out = try makeTemporaryDirectory("deb")
+        let package = try runTool("/bin/bash", [root + "/scripts/package.sh", out], environment: environment.merging(["MEETPERRY_BUILD_DIR": scratch + "/release"]) { $1 },
+                                  timeout: 600)
+        #expect(package.status == 0, "\(package.all)")
+        let deb = package.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(deb.hasSuffix(".deb") && FileManager.default.fileExists(atPath: deb), "\(package.all)")
+
+        let fields = try runTool("/usr/bin/dpkg-deb", ["-f", deb, "Package", "Depends"])
+        #expect(fields.output.contains("Package: meetperry") && fields.output.contains("libpq5") && fields.output.contains("libnats3.4"), "\(fields.output)")
+        let contents = try runTool("/usr/bin/dpkg-deb", ["-c", deb]).output
+        for path in ["./usr/lib/meetperry/bin/receiver", "./usr/lib/meetperry/pipeline.sh", "./lib/systemd/system/meetperry.service",
+                     "./lib/systemd/system/meetperry.socket", "./lib/systemd/system/meetperry-receiver.service", "./etc/meetperry.env"] {
+            #expect(contents.contains(path), "\(path) in the package")
+        }
+        let conffiles = try runTool("/bin/sh", ["-c", "dpkg-deb --ctrl-tarfile \"$0\" | tar -xO ./conffiles", deb]).output
+        #expect(conffiles.contains("/etc/meetperry.env"), "the env files are conffiles: an upgrade keeps the operator's")
+
+        let tree = try makeTemporaryDirectory("debroot")
+        #expect(try runTool("/usr/bin/dpkg-deb", ["-x", deb, tree]).status == 0)
+        let control = try makeTemporaryDirectory("debctl")
+        #expect(try runTool("/usr/bin/dpkg-deb", ["-e", deb, control]).status == 0)
+        let script = """
+            set -u
+            mount -t tmpfs -o size=1m tmpfs /opt/swift
+            mount -t overlay overlay -o lowerdir=\(tree)/usr/lib:/usr/lib /usr/lib
+            for unit in \(tree)/lib/systemd/system/*; do
+                out=$(systemd-analyze verify "$unit" 2>&1); [ -z "$out" ] || { echo "unit $unit: $out"; exit 5; }
+            done
+            echo "units verified"
+            for program in receiver applier reporter; do /usr/lib/meetperry/bin/$program --version || exit 4; done
+            for maintainer in postinst prerm postrm; do sh -n \(control)/$maintainer || exit 6; done
+            echo "maintainer scripts parse"
+            """
+        let run = try runTool("/bin/sh", ["-c", "exec /usr/bin/unshare -m --propagation private /bin/sh -c \"$0\"", script], timeout: 120)
+        #expect(run.status == 0, "\(run.all)")
+        #expect(run.output.contains("units verified") && run.output.contains("reporter 0.") && run.output.contains("maintainer scripts parse"), "\(run.all)")
+        #expect(!FileManager.default.fileExists(atPath: "/usr/lib/meetperry"), "nothing landed outside the namespace")
+    }
 }

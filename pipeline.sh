@@ -403,6 +403,10 @@ main() {
     done
     if kill -0 "$RECEIVER_PID" 2>/dev/null; then
         log "the applier exited ($code): the receiver stops acknowledging; exiting 1 for a restart"
+    elif ! kill -0 "$APPLIER_PID" 2>/dev/null && { sleep 0.3; tail -n 20 "$VAR/receiver.log" 2>/dev/null | grep -q 'stdout was closed by its reader'; }; then
+        # Both gone before this script looked (during start-up, say), and the
+        # receiver says its reader went away: the applier went first.
+        log "the applier exited, and then the receiver (its output's reader was gone); exiting 1 for a restart"
     else
         log "the receiver exited ($code); exiting 1 for a restart"
     fi

@@ -100,7 +100,7 @@ public struct ArchiveSegments: Sendable {
         let segment = Segment(path: segmentPath(rotatedAt: time), rotatedAt: time)
         guard access(segment.path, F_OK) != 0 else { throw SystemCallError(operation: "seal", path: segment.path, errno: EEXIST) }
         guard rename(path, segment.path) == 0 else { throw SystemCallError(operation: "rename", path: path, errno: errno) }
-        try Self.syncDirectory(directory)
+        try syncDirectory(directory)
         return segment
     }
 
@@ -111,8 +111,8 @@ public struct ArchiveSegments: Sendable {
         }
         let target = appliedDirectory + "/" + (segment.path as NSString).lastPathComponent
         guard rename(segment.path, target) == 0 else { throw SystemCallError(operation: "rename", path: segment.path, errno: errno) }
-        try Self.syncDirectory(appliedDirectory)
-        try Self.syncDirectory(Self.parent(segment.path))
+        try syncDirectory(appliedDirectory)
+        try syncDirectory(Self.parent(segment.path))
     }
 
     /// Deletes verified segments rotated more than `days` days before `now`;
@@ -125,19 +125,12 @@ public struct ArchiveSegments: Sendable {
         for segment in expired where unlink(segment.path) != 0 && errno != ENOENT {
             throw SystemCallError(operation: "unlink", path: segment.path, errno: errno)
         }
-        if !expired.isEmpty { try Self.syncDirectory(appliedDirectory) }
+        if !expired.isEmpty { try syncDirectory(appliedDirectory) }
         return expired
     }
 
     private static func parent(_ path: String) -> String {
         let directory = (path as NSString).deletingLastPathComponent
         return directory.isEmpty ? "." : directory
-    }
-
-    private static func syncDirectory(_ directory: String) throws {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemCallError(operation: "open", path: directory, errno: errno) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw SystemCallError(operation: "fsync", path: directory, errno: errno) }
     }
 }

@@ -52,3 +52,11 @@ public func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, whileBlocke
 public func syncFileSystem(_ fd: Int32) -> Int32 {
     meetperry_syncfs(fd) == 0 ? 0 : errno
 }
+
+/// Makes a directory's entries durable (a rename, a new or removed file in it): fsync(2) on the directory.
+public func syncDirectory(_ path: String) throws(SystemCallError) {
+    let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { throw SystemCallError(operation: "open", path: path, errno: errno) }
+    defer { close(fd) }
+    guard fsync(fd) == 0 else { throw SystemCallError(operation: "fsync", path: path, errno: errno) }
+}

@@ -98,24 +98,18 @@ public final class ArchiveFile: @unchecked Sendable {
             ])
             return
         }
-        syncDirectory()
+        let directory = ArchiveSegments(path: path).directory
+        // Best effort, as before: a failure here must never cost a webhook.
+        try? syncDirectory(directory)
         do {
             let (newFD, newSize, day) = try Self.open(path)
             close(fd)
             (fd, size, segmentDay) = (newFD, newSize, day)
-            syncDirectory()
+            try? syncDirectory(directory)
             logger.info("archive rotated", metadata: ["segment": "\(rotated)"])
         } catch {
             // Keep writing to the renamed file: nothing is lost, it only grows on.
             logger.error("cannot start a new archive segment; appending to the rotated one", metadata: ["error": "\(error)"])
         }
-    }
-
-    private func syncDirectory() {
-        let directory = (path as NSString).deletingLastPathComponent
-        let dfd = Glibc.open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard dfd >= 0 else { return }
-        fsync(dfd)
-        close(dfd)
     }
 }

@@ -44,9 +44,9 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
     @Option(help: ArgumentHelp("End of an on-demand window, inclusive (ISO 8601).", valueName: "time")) var to: String?
     @Option(help: ArgumentHelp("Report only this user.", valueName: "id")) var user: String?
     @Option(help: ArgumentHelp("Directory for the files; created if missing [REPORT_DIR, default ./reports].", valueName: "dir")) var out: String?
-    @Option(help: ArgumentHelp("Length of the first cron window in seconds [REPORT_INTERVAL_SECONDS, default 15].", valueName: "s"))
+    @Option(help: ArgumentHelp("Cron windows end on multiples of this many seconds since the Unix epoch; the first run covers one interval [REPORT_INTERVAL_SECONDS, default 15].", valueName: "s"))
     var intervalSeconds: Int?
-    @Option(help: ArgumentHelp("Cron windows end this many seconds before now [REPORT_DELAY_SECONDS, default 30].", valueName: "s"))
+    @Option(help: ArgumentHelp("A cron window ends at the last boundary at least this many seconds before now [REPORT_DELAY_SECONDS, default 30].", valueName: "s"))
     var delaySeconds: Int?
     @Option(help: ArgumentHelp("Rewrite reports changed by events up to this many hours late; 0: off [REPORT_CORRECTION_HOURS, default 72].", valueName: "h"))
     var correctionHours: Int?
@@ -129,7 +129,7 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
                 logger.error("another reporter run holds the lock (pg_try_advisory_lock); not running twice at once")
                 status = .tryAgainLater
             case .nothingToDo(let lastEnd, let watermark):
-                logger.notice("nothing to report: the last run ended at \(lastEnd.canonical), not before the watermark \(watermark.canonical) (now - REPORT_DELAY_SECONDS)")
+                logger.notice("nothing to report: the last run ended at \(lastEnd.canonical), not before the last window boundary \(watermark.canonical) at or before now - REPORT_DELAY_SECONDS")
             }
         } catch {
             logger.critical("reporter failed: \(error)")

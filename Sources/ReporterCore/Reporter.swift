@@ -69,10 +69,11 @@ public struct Reporter {
             window = asked
         } else {
             previous = try store.previousRun()
-            let end = now.adding(seconds: -configuration.delaySeconds)
-            let start = previous?.window.end ?? end.adding(seconds: -configuration.intervalSeconds)
-            guard start < end else { return .nothingToDo(lastEnd: start, watermark: end) }
-            window = ReportWindow(start: start, end: end)
+            let schedule = CronSchedule(intervalSeconds: configuration.intervalSeconds, delaySeconds: configuration.delaySeconds)
+            guard let next = schedule.window(after: previous?.window.end, now: now) else {
+                return .nothingToDo(lastEnd: previous?.window.end ?? now, watermark: schedule.boundary(atOrBefore: now.adding(seconds: -configuration.delaySeconds)))
+            }
+            window = next
         }
         let cron = configuration.window == nil
         logger.info("reporting", metadata: ["window": "\(window)", "mode": "\(cron ? "cron" : "on demand")", "directory": "\(directory.path)"])

@@ -6,7 +6,8 @@ public struct ReporterConfiguration: Sendable {
     public var conninfo: String
     /// Where the files go (`REPORT_DIR`, `--out`).
     public var outputDirectory: String = "./reports"
-    /// Length of the first cron window, when no run is recorded yet.
+    /// Cron windows end on multiples of this since the epoch (`CronSchedule`);
+    /// the first run ever covers one interval.
     public var intervalSeconds: Int = 15
     /// The watermark: a cron window ends this long before now, so webhooks
     /// up to this late are in the first report of their window.

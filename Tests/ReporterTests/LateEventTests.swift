@@ -31,10 +31,11 @@ private func recordedWindows(_ db: String) throws -> [ReportWindow] {
         """).rows.map { ReportWindow(start: Timestamp(microsecondsSinceEpoch: Int64($0[0]!)!), end: Timestamp(microsecondsSinceEpoch: Int64($0[1]!)!)) }
 }
 
-/// A cron run of the built reporter; no watermark unless asked.
+/// A cron run of the built reporter on a one-second grid, just past a
+/// boundary it has not reported; no watermark unless asked.
 private func cron(_ db: String, _ dir: String, _ environment: [String: String] = [:]) throws -> ReporterRun {
-    usleep(20_000) // every window at least this long
-    let run = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_DELAY_SECONDS": "0"].merging(environment) { $1 })
+    waitForTheNextSecond()
+    let run = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_DELAY_SECONDS": "0", "REPORT_INTERVAL_SECONDS": "1"].merging(environment) { $1 })
     guard run.exitCode == 0 else { throw TestFailure("reporter: \(run.exitCode) \(run.stderr)") }
     return run
 }
@@ -88,7 +89,7 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         try apply([webhook(.created, created, "a", content: "to do"), webhook(.created, created, "b", content: "to drop"),
                    webhook(.created, created, "c", user: "u2")], to: db)
         let dir = try makeTemporaryDirectory("late")
-        let environment = ["REPORT_INTERVAL_SECONDS": "300"]
+        let environment: [String: String] = [:]
         for _ in 0..<3 { _ = try cron(db, dir, environment) }
         let windows = try recordedWindows(db)
         try #require(windows.count == 3)
@@ -135,11 +136,12 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         let db = try database(with: [])
         let dir = try makeTemporaryDirectory("watermark")
         let before = Timestamp.now()
-        _ = try cron(db, dir, ["REPORT_DELAY_SECONDS": "3", "REPORT_INTERVAL_SECONDS": "60"])
+        _ = try cron(db, dir, ["REPORT_DELAY_SECONDS": "3"])
         let after = Timestamp.now()
         let first = try #require(try recordedWindows(db).first)
-        #expect(first.end >= before.adding(seconds: -3) && first.end <= after.adding(seconds: -3), "the window ends 3 s before now")
-        #expect(first.end.microsecondsSinceEpoch - first.start.microsecondsSinceEpoch == 60_000_000)
+        #expect(first.end > before.adding(seconds: -4) && first.end <= after.adding(seconds: -3), "the window ends on the last boundary at least 3 s before now")
+        #expect(first.end.microsecondsSinceEpoch % 1_000_000 == 0)
+        #expect(first.end.microsecondsSinceEpoch - first.start.microsecondsSinceEpoch == 1_000_000)
 
         // An event timestamped after that end arrives 2 s late: within the delay.
         let at = first.end.adding(seconds: 1)
@@ -158,7 +160,7 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         let db = try database(with: [])
         try apply([webhook(.created, fromNow(-3 * 3600), "old")], to: db)
         let dir = try makeTemporaryDirectory("horizon")
-        let environment = ["REPORT_CORRECTION_HOURS": "1", "REPORT_INTERVAL_SECONDS": String(4 * 3600)]
+        let environment = ["REPORT_CORRECTION_HOURS": "1"]
         _ = try cron(db, dir, environment)
         let first = try recordedWindows(db)[0]
         let name = ReportFileName.make(userId: "u1", window: first)
@@ -208,8 +210,8 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         let group = DispatchGroup()
         for half in halves {
             DispatchQueue.global().async(group: group) {
-                for start in stride(from: 0, to: half.count, by: 25) {
-                    do { try apply(Array(half[start..<min(start + 25, half.count)]), to: db) } catch {
+                for start in stride(from: 0, to: half.count, by: 10) {
+                    do { try apply(Array(half[start..<min(start + 10, half.count)]), to: db) } catch {
                         failures.withLock { $0.append("\(error)") }
                     }
                 }
@@ -218,14 +220,14 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         }
         var runs = 0
         while appliersDone.withLock({ $0 }) < 2 {
-            _ = try cron(db, dir, ["REPORT_INTERVAL_SECONDS": "60"])
+            _ = try cron(db, dir)
             runs += 1
         }
         group.wait()
         #expect(failures.withLock { $0 }.isEmpty)
         // Everything is committed; one more run corrects what the last runs missed.
         usleep(100_000)
-        let last = try cron(db, dir, ["REPORT_INTERVAL_SECONDS": "60"])
+        let last = try cron(db, dir)
         #expect(runs >= 3, "the reporter ran while the appliers committed")
         #expect(try PGConnection(conninfo: db).execute("SELECT sum(corrected_files) FROM meetperry.report_run").scalar.flatMap(Int.init) ?? 0 > 0,
                 "late events were corrected along the way: \(last.stderr)")
@@ -237,7 +239,7 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         let dir = try makeTemporaryDirectory("crash-correction")
         var config = ReporterConfiguration(conninfo: db)
         config.outputDirectory = dir
-        config.intervalSeconds = 3600
+        config.intervalSeconds = 20 // at(n) is on this grid
         config.delaySeconds = 0
         config.correctionHours = 24 * 366 * 10
         var reporter = Reporter(configuration: config, logger: Logger(label: "test"))

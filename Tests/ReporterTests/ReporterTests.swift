@@ -50,6 +50,13 @@ func runReporter(_ arguments: [String], conninfo: String, directory: String? = n
 
 private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
 
+/// Sleeps until just past the next whole second, so a cron run with
+/// `REPORT_INTERVAL_SECONDS=1` always finds a boundary it has not reported.
+func waitForTheNextSecond() {
+    let micros = Timestamp.now().microsecondsSinceEpoch
+    usleep(useconds_t(1_000_000 - micros % 1_000_000 + 10_000))
+}
+
 @Suite struct ReporterTests {
     @Test func judgesEveryListAsOfTheWindowsEndWithExactBoundaries() throws {
         let db = try database(with: [
@@ -147,31 +154,38 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         #expect(try PGConnection(conninfo: db).execute("SELECT count(*) FROM meetperry.task").scalar == String(ids.count))
     }
 
-    @Test func cronModeStartsEachWindowWhereTheLastEnded() throws {
+    @Test func cronModeStartsEachWindowWhereTheLastEndedOnTheIntervalsGrid() throws {
         let db = try database(with: [])
         let conn = try PGConnection(conninfo: db)
-        let now = Timestamp.now()
-        // Tasks in the first window (the last 15 s) and between the two runs.
+        let schedule = CronSchedule(intervalSeconds: 2, delaySeconds: 0)
+        // Early in a two-second slot, so the boundary below is the one the run finds.
+        while Timestamp.now().microsecondsSinceEpoch % 2_000_000 > 1_000_000 { usleep(50_000) }
+        let boundary = schedule.boundary(atOrBefore: Timestamp.now())
         try conn.execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('first', 'u1', 'x', $1)",
-                         [Timestamp(microsecondsSinceEpoch: now.microsecondsSinceEpoch - 5_000_000).canonical])
+                         [boundary.adding(seconds: -1).canonical])
         let dir = try makeTemporaryDirectory("cron")
-        let first = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_INTERVAL_SECONDS": "15", "REPORT_DELAY_SECONDS": "0"])
+        let environment = ["REPORT_INTERVAL_SECONDS": "2", "REPORT_DELAY_SECONDS": "0"]
+        let first = try runReporter([], conninfo: db, directory: dir, environment: environment)
         #expect(first.exitCode == 0, "\(first.stderr)")
         let runs1 = try conn.execute("SELECT (extract(epoch FROM window_start)*1000000)::int8, (extract(epoch FROM window_end)*1000000)::int8 FROM meetperry.report_run").rows
         #expect(runs1.count == 1)
         let end1 = Int64(runs1[0][1]!)!, start1 = Int64(runs1[0][0]!)!
-        #expect(end1 - start1 == 15_000_000)
-        #expect(first.files.count == 1)
-        #expect(first.files[0].contains(Timestamp(microsecondsSinceEpoch: start1).canonical))
+        #expect(end1 == boundary.microsecondsSinceEpoch, "the first window ends on the last boundary before now")
+        #expect(end1 - start1 == 2_000_000, "and covers one interval")
+        #expect(first.files == [ReportFileName.make(userId: "u1", window: ReportWindow(start: Timestamp(microsecondsSinceEpoch: start1), end: boundary))])
 
-        try conn.execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('second', 'u1', 'y', now())")
-        usleep(10_000)
-        let second = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_DELAY_SECONDS": "0"])
+        let end = Timestamp(microsecondsSinceEpoch: end1)
+        try conn.execute("INSERT INTO meetperry.task (external_id, user_id, content, created_date) VALUES ('second', 'u1', 'y', $1)", [end.adding(seconds: 1).canonical])
+        let rerun = try runReporter([], conninfo: db, directory: dir, environment: environment)
+        #expect(rerun.exitCode == 0 && rerun.stderr.contains("nothing to report"), "no boundary has passed: \(rerun.stderr)")
+        while Timestamp.now() < end.adding(seconds: 2) { usleep(20_000) }
+        let second = try runReporter([], conninfo: db, directory: dir, environment: environment)
         #expect(second.exitCode == 0)
-        let runs = try conn.execute("SELECT (extract(epoch FROM window_start)*1000000)::int8 FROM meetperry.report_run ORDER BY id").rows
+        let runs = try conn.execute("SELECT (extract(epoch FROM window_start)*1000000)::int8, (extract(epoch FROM window_end)*1000000)::int8 FROM meetperry.report_run ORDER BY id").rows
         #expect(runs.count == 2)
         #expect(Int64(runs[1][0]!)! == end1, "the second window starts exactly where the first ended")
-        let newest = second.files.first { $0.contains("_" + Timestamp(microsecondsSinceEpoch: end1).canonical + "_") }
+        #expect(Int64(runs[1][1]!)! % 2_000_000 == 0, "and ends on the grid")
+        let newest = second.files.first { $0.contains("_" + end.canonical + "_") }
         #expect(newest != nil)
         if let newest { #expect(try second.text(newest).contains(#""id": "second""#)) }
     }
@@ -197,12 +211,12 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         #expect(onDemand.exitCode == 0, "\(onDemand.stderr)")
         #expect(Set(expired).isSubset(of: onDemand.all), "an on-demand run removes nothing")
 
-        let keepAll = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_RETENTION_DAYS": "0", "REPORT_DELAY_SECONDS": "0"])
+        let keepAll = try runReporter([], conninfo: db, directory: dir, environment: ["REPORT_RETENTION_DAYS": "0", "REPORT_DELAY_SECONDS": "0", "REPORT_INTERVAL_SECONDS": "1"])
         #expect(keepAll.exitCode == 0, "\(keepAll.stderr)")
         #expect(Set(expired).isSubset(of: keepAll.all), "0 keeps every file")
 
-        usleep(10_000)
-        let cron = try runReporter(["--retention-days", "7"], conninfo: db, directory: dir, environment: ["REPORT_DELAY_SECONDS": "0"])
+        waitForTheNextSecond()
+        let cron = try runReporter(["--retention-days", "7"], conninfo: db, directory: dir, environment: ["REPORT_DELAY_SECONDS": "0", "REPORT_INTERVAL_SECONDS": "1"])
         #expect(cron.exitCode == 0, "\(cron.stderr)")
         let left = Set(cron.all)
         #expect(left.isDisjoint(with: expired), "expired reports and manifests removed: \(left.intersection(expired))")
@@ -217,7 +231,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         let metrics = try makeTemporaryDirectory("textfile") + "/meetperry_reporter.prom"
         func sample(_ name: String) throws -> Double? { metricSample(name, in: try String(contentsOfFile: metrics, encoding: .utf8)) }
         let before = Date().timeIntervalSince1970
-        let ok = try runReporter(["--metrics-file", metrics], conninfo: db, environment: ["REPORT_DELAY_SECONDS": "0", "REPORT_INTERVAL_SECONDS": "60"])
+        let ok = try runReporter(["--metrics-file", metrics], conninfo: db, environment: ["REPORT_DELAY_SECONDS": "0", "REPORT_INTERVAL_SECONDS": "1"])
         #expect(ok.exitCode == 0, "\(ok.stderr)")
         let success = try #require(try sample("meetperry_reporter_last_success_timestamp_seconds"))
         #expect(success >= before - 1 && success <= Date().timeIntervalSince1970 + 1)
@@ -225,7 +239,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         #expect(try sample("meetperry_reporter_last_run_users") == 2)
         #expect(try sample("meetperry_reporter_last_run_files") == 2)
         #expect(try sample("meetperry_reporter_last_run_tasks") == 2)
-        #expect(try sample("meetperry_reporter_last_success_window_seconds") == 60)
+        #expect(try sample("meetperry_reporter_last_success_window_seconds") == 1)
         #expect(try (sample("meetperry_reporter_last_run_duration_seconds") ?? -1) > 0)
         let check = try runTool(try systemTool("promtool", package: "Debian's prometheus"), ["check", "metrics"], input: try String(contentsOfFile: metrics, encoding: .utf8))
         #expect(check.status == 0, "promtool check metrics: \(check.all)")
@@ -235,7 +249,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         #expect(failed.exitCode == 1)
         #expect(try sample("meetperry_reporter_last_exit_status") == 1)
         #expect(try sample("meetperry_reporter_last_success_timestamp_seconds") == success, "a failed run keeps the last success")
-        #expect(try sample("meetperry_reporter_last_success_window_seconds") == 60)
+        #expect(try sample("meetperry_reporter_last_success_window_seconds") == 1)
         #expect(try sample("meetperry_reporter_last_run_files") == nil, "no figures from a run that did not report")
         #expect(try (sample("meetperry_reporter_last_run_timestamp_seconds") ?? 0) >= success)
         #expect(try FileManager.default.contentsOfDirectory(atPath: (metrics as NSString).deletingLastPathComponent) == ["meetperry_reporter.prom"],
@@ -251,7 +265,7 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
         let dir = try makeTemporaryDirectory("crash")
         var config = ReporterConfiguration(conninfo: db)
         config.outputDirectory = dir
-        config.intervalSeconds = 3600 * 24 * 365 * 5
+        config.intervalSeconds = 20 // at(n) is on this grid
         config.delaySeconds = 0
         struct Crash: Error {}
         var reporter = Reporter(configuration: config, logger: Logger(label: "test"))
@@ -407,5 +421,49 @@ private let window = ["--from", at(0).canonical, "--to", at(60).canonical]
                         "task_report_a_1970-01-01T00:00:15.000000Z_1970-01-01T00:00:00.000000Z.json", ".task_report.tmp-1-1.json"] {
             #expect(ReportFileName.window(of: foreign) == nil, "\(foreign)")
         }
+    }
+}
+
+@Suite struct CronScheduleTests {
+    private func t(_ seconds: Int64) -> Timestamp { Timestamp(microsecondsSinceEpoch: seconds * 1_000_000) }
+    private func w(_ start: Int64, _ end: Int64) -> ReportWindow { ReportWindow(start: t(start), end: t(end)) }
+
+    @Test func boundariesAreMultiplesOfTheIntervalSinceTheEpoch() {
+        let schedule = CronSchedule(intervalSeconds: 15, delaySeconds: 0)
+        #expect(schedule.boundary(atOrBefore: t(30)) == t(30), "a boundary is its own")
+        #expect(schedule.boundary(atOrBefore: Timestamp(microsecondsSinceEpoch: 44_999_999)) == t(30))
+        #expect(schedule.boundary(atOrBefore: t(0)) == t(0))
+        #expect(schedule.boundary(atOrBefore: Timestamp(microsecondsSinceEpoch: -1)) == t(-15), "before the epoch, still down")
+        #expect(schedule.boundary(atOrBefore: t(-15)) == t(-15))
+    }
+
+    @Test func theFirstRunCoversOneIntervalEndingAtTheLastBoundaryBeforeNowLessTheDelay() {
+        let schedule = CronSchedule(intervalSeconds: 15, delaySeconds: 30)
+        #expect(schedule.window(after: nil, now: Timestamp(microsecondsSinceEpoch: 1_000_077_123_456)) == w(1_000_020, 1_000_035))
+        #expect(schedule.window(after: nil, now: t(1_000_080)) == w(1_000_035, 1_000_050))
+        #expect(schedule.window(after: nil, now: t(1_000_079)) == w(1_000_020, 1_000_035))
+    }
+
+    @Test func eachRunStartsWhereTheLastEndedAndWaitsForTheNextBoundary() {
+        let schedule = CronSchedule(intervalSeconds: 15, delaySeconds: 30)
+        #expect(schedule.window(after: t(1_000_035), now: t(1_000_079)) == nil, "no boundary has passed since")
+        #expect(schedule.window(after: t(1_000_035), now: t(1_000_080)) == w(1_000_035, 1_000_050))
+        #expect(schedule.window(after: t(1_000_050), now: t(1_000_080)) == nil, "a run twice at once reports nothing")
+    }
+
+    @Test func missedRunsAreCaughtUpInOneWindowOnTheGrid() {
+        let schedule = CronSchedule(intervalSeconds: 15, delaySeconds: 0)
+        #expect(schedule.window(after: t(1_000_035), now: t(1_000_100)) == w(1_000_035, 1_000_095), "four intervals in one window")
+    }
+
+    @Test func aChangeOfIntervalBridgesToTheNewGrid() {
+        // From 15 s windows to hourly ones: one bridging window from the last end to the last whole hour.
+        let hourly = CronSchedule(intervalSeconds: 3600, delaySeconds: 0)
+        #expect(hourly.window(after: t(3600 * 5 + 15), now: t(3600 * 5 + 30)) == nil, "nothing until the next whole hour")
+        #expect(hourly.window(after: t(3600 * 5 + 15), now: t(3600 * 6 + 1)) == w(3600 * 5 + 15, 3600 * 6))
+        // A cursor off the grid (an older reporter's) joins the grid the same way.
+        let quarter = CronSchedule(intervalSeconds: 15, delaySeconds: 0)
+        #expect(quarter.window(after: Timestamp(microsecondsSinceEpoch: 1_000_007_148_461), now: t(1_000_031))
+                == ReportWindow(start: Timestamp(microsecondsSinceEpoch: 1_000_007_148_461), end: t(1_000_020)))
     }
 }

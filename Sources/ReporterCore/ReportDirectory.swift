@@ -110,6 +110,25 @@ public final class ReportDirectory: Sendable {
         }
     }
 
+    /// The bytes of `name`, or nil when there is no such regular file (or it cannot be read).
+    public func read(name: String) -> [UInt8]? {
+        precondition(!name.utf8.contains(UInt8(ascii: "/")), "report names never hold a path")
+        let file = openat(fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard file >= 0 else { return nil }
+        defer { close(file) }
+        var info = stat()
+        guard fstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return nil }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(file, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { return nil }
+            if count == 0 { return bytes }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+    }
+
     /// Makes every file written so far, and their names, durable.
     public func sync() throws {
         let failure = syncFileSystem(fd)

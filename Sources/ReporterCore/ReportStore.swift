@@ -18,13 +18,24 @@ public final class ReportStore {
         public var snapshot: String?
     }
 
-    /// An event committed since the previous run's snapshot, timestamped at
-    /// or before that run's end, with the owner of its task (nil while the
-    /// task has no row: its `created` has not arrived).
-    public struct LateEvent: Sendable, Equatable {
+    /// A task with events committed since the previous run's snapshot and
+    /// timestamped at or before that run's end: those events' times, and the
+    /// task as stored now with all of its events marked with whether the
+    /// previous snapshot saw them (nil while the task has no row that can be
+    /// placed: its `created` has not arrived).
+    public struct LateTask: Sendable {
         public var taskId: String
+        public var lateEventTimes: [Timestamp]
+        /// The row's owner now.
         public var owner: String?
-        public var occurredAt: Timestamp
+        public var task: StoredTask?
+
+        public init(taskId: String, lateEventTimes: [Timestamp], owner: String?, task: StoredTask?) {
+            self.taskId = taskId
+            self.lateEventTimes = lateEventTimes
+            self.owner = owner
+            self.task = task
+        }
     }
 
     private let connection: PGConnection
@@ -86,19 +97,36 @@ public final class ReportStore {
         }
     }
 
-    /// Every event committed after `snapshot` was taken (its transaction is
-    /// not visible in it) and timestamped at or before `through`. Reads only
-    /// the tail of the event log (BRIN on `xact_id`).
-    public func lateEvents(notVisibleIn snapshot: String, through: Timestamp, _ body: (LateEvent) throws -> Void) throws {
+    /// Every task with an event committed after `snapshot` was taken (its
+    /// transaction is not visible in it) and timestamped at or before
+    /// `through`, one row per task. Reads only the tail of the event log
+    /// (BRIN on `xact_id`), then each such task's row and events.
+    public func lateTasks(notVisibleIn snapshot: String, through: Timestamp, _ body: (LateTask) throws -> Void) throws {
         try connection.stream("""
-            SELECT e.external_id, t.user_id, (extract(epoch FROM e.occurred_at) * 1000000)::int8
-            FROM meetperry.task_event e LEFT JOIN meetperry.task t ON t.external_id = e.external_id
-            WHERE e.xact_id >= pg_snapshot_xmin($1::pg_snapshot)::text::int8
-              AND NOT pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot)
-              AND e.occurred_at <= $2::timestamptz
+            WITH late AS (
+                SELECT e.external_id, string_agg(((extract(epoch FROM e.occurred_at) * 1000000)::int8)::text, ',') AS times
+                FROM meetperry.task_event e
+                WHERE e.xact_id >= pg_snapshot_xmin($1::pg_snapshot)::text::int8
+                  AND NOT pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot)
+                  AND e.occurred_at <= $2::timestamptz
+                GROUP BY e.external_id
+            )
+            SELECT t.user_id, l.external_id, t.content, t.created_date, t.completed_date, t.deleted_date,
+                   CASE WHEN t.created_date IS NOT NULL THEN (
+                       SELECT json_agg(json_build_array(\(StoredEvent.columns),
+                                                        coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot), true)))
+                       FROM meetperry.task_event e WHERE e.external_id = l.external_id)
+                   END,
+                   l.times
+            FROM late l LEFT JOIN meetperry.task t ON t.external_id = l.external_id
             """, [snapshot, through.canonical], binary: true) { row in
-            guard let taskId = row[0], let micros = row.int64(binary: 2) else { throw PGError.unreadableRow("meetperry.task_event") }
-            try body(LateEvent(taskId: taskId, owner: row[1], occurredAt: Timestamp(microsecondsSinceEpoch: micros)))
+            guard let taskId = row[1], let times = row[7] else { throw PGError.unreadableRow("meetperry.task_event") }
+            let lateEventTimes = try times.split(separator: ",").map { text in
+                guard let micros = Int64(text) else { throw PGError.unreadableRow("meetperry.task_event") }
+                return Timestamp(microsecondsSinceEpoch: micros)
+            }
+            let task = row[0] != nil && row[3] != nil ? try Self.decodeTask(row).1 : nil
+            try body(LateTask(taskId: taskId, lateEventTimes: lateEventTimes, owner: row[0], task: task))
         }
     }
 

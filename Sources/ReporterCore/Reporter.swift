@@ -87,7 +87,7 @@ public struct Reporter {
         do {
             snapshot = try store.readConsistently { snapshot in
                 try streamReports(window: window, previous: previous, cron: cron, now: now, store: store,
-                                  writer: writer, summary: &summary, manifest: &manifest, elapsed: elapsed)
+                                  directory: directory, writer: writer, summary: &summary, manifest: &manifest, elapsed: elapsed)
                 return snapshot
             }
         } catch {
@@ -99,7 +99,13 @@ public struct Reporter {
         summary.writeSeconds = writing.writing
         try directory.sync()
         if cron {
-            try directory.write(name: RunManifest.fileName(for: window), bytes: manifest.render(summary: summary))
+            if !manifest.correctedReports.isEmpty {
+                rewriteManifests(of: manifest.correctedReports, by: window, in: directory)
+                try directory.sync()
+            }
+            manifest.counts = RunManifest.Counts(users: summary.users, files: summary.files, tasks: summary.tasks, lateEvents: summary.lateEvents,
+                                                 beyondHorizon: summary.beyondHorizon, corrections: summary.corrections)
+            try directory.write(name: RunManifest.fileName(for: window), bytes: manifest.render())
             try directory.sync()
             try store.recordRun(window, snapshot: snapshot, summary: summary)
             summary.expiredFiles = removeExpired(from: directory, now: now)
@@ -112,44 +118,57 @@ public struct Reporter {
     /// events) user by user inside the run's snapshot, and hands each user's
     /// report, and the corrections of earlier windows, to `writer`.
     private func streamReports(window: ReportWindow, previous: ReportStore.PreviousRun?, cron: Bool, now: Timestamp,
-                               store: ReportStore, writer: ReportWriter, summary: inout Summary, manifest: inout RunManifest,
+                               store: ReportStore, directory: ReportDirectory, writer: ReportWriter, summary: inout Summary, manifest: inout RunManifest,
                                elapsed: () -> Double) throws {
         /// Hands a report to the writers and counts it (the counts and the
-        /// manifest only outlive a run whose every file was written).
+        /// manifest only outlive a run whose every file was written). A cron
+        /// file carries its revision: 1 for the window's own run, the file's
+        /// last revision + 1 for a correction.
         func write(_ report: UserReport, correction: Bool) throws {
+            var report = report
             let name = ReportFileName.make(userId: report.userId, window: report.window)
+            if cron {
+                let revision = correction ? (directory.read(name: name).flatMap(UserReport.revision(ofRendered:)) ?? 0) + 1 : 1
+                report.stamp = UserReport.Stamp(revision: revision, run: window)
+            }
             try writer.submit(ReportWriter.File(name: name, bytes: report.render(), correction: correction))
             if correction {
                 summary.corrections += 1
-                manifest.addCorrection(name, report: report)
+                manifest.addCorrection(name, report: report, revision: report.stamp?.revision ?? 1)
             } else {
                 summary.files += 1
                 summary.tasks += report.taskCount
-                manifest.addFile(name, report: report)
+                manifest.addFile(name, report: report, revision: 1)
             }
         }
         var plan: CorrectionPlan?
-        var windows: [ReportWindow] = []
         if cron, let previous {
             let started = elapsed()
-            (plan, windows) = try planCorrections(since: previous, now: now, store: store)
+            plan = try planCorrections(since: previous, now: now, store: store)
             summary.lateEvents = plan?.lateEvents ?? 0
             summary.beyondHorizon = plan?.beyondHorizon ?? 0
             summary.correctionSeconds += elapsed() - started
         }
-        let correcting = windows.isEmpty ? [] : Set(plan?.users ?? [])
+        let correctingUsers = plan?.users ?? []
+        let correcting = Set(correctingUsers)
+        var corrected: Set<String> = []
         var current: UserReport?
         var history: [StoredTask] = []
         var counted: String? // the last user counted (one with a task that may be in the window)
-        func finishUser() throws {
-            if let done = current, !done.isEmpty { try write(done, correction: false) }
-            guard let user = current?.userId, correcting.contains(user), let plan else { return }
+        func correct(_ user: String, tasks: [StoredTask]) throws {
+            guard let plan else { return }
             let started = elapsed()
-            for report in plan.corrections(user: user, tasks: history, windows: windows) { try write(report, correction: true) }
-            history.removeAll(keepingCapacity: true)
+            corrected.insert(user)
+            for report in plan.corrections(user: user, tasks: tasks) { try write(report, correction: true) }
             summary.correctionSeconds += elapsed() - started
         }
-        let corrections = correcting.isEmpty ? nil : plan.map { (users: $0.users, previous: previous!.snapshot!) }
+        func finishUser() throws {
+            if let done = current, !done.isEmpty { try write(done, correction: false) }
+            guard let user = current?.userId, correcting.contains(user) else { return }
+            try correct(user, tasks: history)
+            history.removeAll(keepingCapacity: true)
+        }
+        let corrections = correcting.isEmpty ? nil : (users: correctingUsers, previous: previous!.snapshot!)
         try store.streamTasks(window, user: configuration.user, corrections: corrections) { userId, task in
             if current?.userId != userId {
                 try finishUser()
@@ -167,6 +186,32 @@ public struct Reporter {
             current!.add(task.asOf(window.end))
         }
         try finishUser()
+        // A former owner who owns no task now still has files to empty.
+        for user in correctingUsers where !corrected.contains(user) { try correct(user, tasks: []) }
+    }
+
+    /// After corrected files are on disk: rewrites the manifest of each window
+    /// they belong to with their new revisions, so that manifest alone names
+    /// the window's current files. A manifest that is missing (pruned, or from
+    /// before manifests) or unreadable is left as it is, with a warning: the
+    /// files are right, and this run's manifest names them.
+    private func rewriteManifests(of corrections: [RunManifest.Entry], by run: ReportWindow, in directory: ReportDirectory) {
+        var byWindow: [ReportWindow: [RunManifest.Entry]] = [:]
+        for entry in corrections { if let window = entry.window { byWindow[window, default: []].append(entry) } }
+        for (window, entries) in byWindow.sorted(by: { $0.key.end < $1.key.end }) {
+            let name = RunManifest.fileName(for: window)
+            do {
+                guard let bytes = directory.read(name: name) else {
+                    logger.warning("the manifest of a corrected window is missing: not rewritten", metadata: ["manifest": "\(name)", "files": "\(entries.count)"])
+                    continue
+                }
+                var old = try RunManifest(parsing: bytes, file: name)
+                old.correct(entries, by: run)
+                try directory.write(name: name, bytes: old.render())
+            } catch {
+                logger.warning("the manifest of a corrected window could not be rewritten", metadata: ["manifest": "\(name)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Retention: after a recorded cron run, removes this program's files whose
@@ -186,18 +231,18 @@ public struct Reporter {
     }
 
     /// Finds the events committed since `previous` read the database that
-    /// fall in windows already reported, and the recorded windows they may
-    /// change (see `CorrectionPlan`). Runs inside the run's snapshot; no plan
-    /// when corrections are off or the previous run recorded no snapshot.
-    private func planCorrections(since previous: ReportStore.PreviousRun, now: Timestamp,
-                                 store: ReportStore) throws -> (CorrectionPlan?, [ReportWindow]) {
-        guard configuration.correctionHours > 0 else { return (nil, []) }
+    /// fall in windows already reported, and decides which files of the
+    /// recorded windows they change (see `CorrectionPlan`). Runs inside the
+    /// run's snapshot; no plan when corrections are off or the previous run
+    /// recorded no snapshot.
+    private func planCorrections(since previous: ReportStore.PreviousRun, now: Timestamp, store: ReportStore) throws -> CorrectionPlan? {
+        guard configuration.correctionHours > 0 else { return nil }
         guard let seen = previous.snapshot else {
             logger.notice("the previous run recorded no snapshot (an older reporter): corrections start with this run")
-            return (nil, [])
+            return nil
         }
         var plan = CorrectionPlan(horizonStart: now.adding(seconds: -configuration.correctionHours * 3600))
-        try store.lateEvents(notVisibleIn: seen, through: previous.window.end) { plan.add($0) }
+        try store.lateTasks(notVisibleIn: seen, through: previous.window.end) { plan.add($0) }
         if plan.beyondHorizon > 0, let earliest = plan.earliestBeyondHorizon {
             logger.warning("late events older than the correction horizon are not corrected", metadata: [
                 "events": "\(plan.beyondHorizon)", "earliest": "\(earliest.canonical)",
@@ -205,11 +250,14 @@ public struct Reporter {
                 "remedy": "reporter --from … --to … rewrites any window on demand",
             ])
         }
-        guard let earliest = plan.earliest else { return (plan, []) }
+        guard let earliest = plan.earliest else { return plan }
         let windows = try store.reportedWindows(endingAtOrAfter: earliest)
+        plan.decide(windows: windows)
         if plan.lateEvents > 0 {
-            logger.info("late events found", metadata: ["events": "\(plan.lateEvents)", "users": "\(plan.users.count)", "windows": "\(windows.count)"])
+            logger.info("late events found", metadata: [
+                "events": "\(plan.lateEvents)", "tasks": "\(plan.lateTasks.count)", "users": "\(plan.rewrites.count)", "windows": "\(windows.count)",
+            ])
         }
-        return (plan, windows)
+        return plan
     }
 }

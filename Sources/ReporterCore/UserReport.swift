@@ -26,8 +26,23 @@ public struct UserReport: Sendable {
         public var at: Timestamp
     }
 
+    /// Which version of a cron file this is and which run wrote it (README.md,
+    /// What a consumer can rely on). On-demand files carry none.
+    public struct Stamp: Sendable, Equatable {
+        /// 1 when the window's file is first written, +1 on each correction.
+        public var revision: Int
+        /// The window of the cron run that wrote the file.
+        public var run: ReportWindow
+
+        public init(revision: Int, run: ReportWindow) {
+            self.revision = revision
+            self.run = run
+        }
+    }
+
     public let userId: String
     public let window: ReportWindow
+    public var stamp: Stamp?
     public private(set) var newIncomplete: [Entry] = []
     public private(set) var completed: [Entry] = []
     public private(set) var oldIncomplete: [Entry] = []
@@ -88,6 +103,15 @@ public struct UserReport: Sendable {
         raw("\", \"end\": \"")
         window.end.appendCanonical(to: &out)
         raw("\"},\n")
+        if let stamp {
+            raw("  \"revision\": ")
+            out.append(contentsOf: String(stamp.revision).utf8)
+            raw(", \"run\": {\"start\": \"")
+            stamp.run.start.appendCanonical(to: &out)
+            raw("\", \"end\": \"")
+            stamp.run.end.appendCanonical(to: &out)
+            raw("\"},\n")
+        }
         func list(_ name: StaticString, _ entries: [Entry], last: Bool = false) {
             raw("  \"")
             raw(name)
@@ -113,5 +137,23 @@ public struct UserReport: Sendable {
         list("deletedTasks", deleted, last: true)
         raw("}\n")
         return out
+    }
+
+    /// The revision a rendered report file carries: 1 for a file written
+    /// before revisions existed (or on demand), nil when `bytes` is no report.
+    /// The line is found by its place in the fixed layout: a quote inside the
+    /// user id or a task's content is escaped, so it cannot fake one.
+    public static func revision(ofRendered bytes: [UInt8]) -> Int? {
+        let marker = Array("\n  \"revision\": ".utf8)
+        guard bytes.starts(with: Array("{\n  \"userId\": ".utf8)) else { return nil }
+        guard let lists = bytes.firstRange(of: Array("\n  \"newIncompleteTasks\"".utf8)) else { return nil }
+        guard let found = bytes[..<lists.lowerBound].firstRange(of: marker) else { return 1 }
+        var value = 0
+        for byte in bytes[found.upperBound...] {
+            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { break }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            if value > 1_000_000_000 { return nil }
+        }
+        return value
     }
 }

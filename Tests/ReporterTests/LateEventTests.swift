@@ -17,10 +17,13 @@ private func webhook(_ kind: WebhookEvent, _ at: Timestamp, _ id: String, user: 
     Webhook(event: kind, timestamp: at, userId: user, taskId: id, content: content, isCompleted: done)
 }
 
-/// Applies `events` with the built applier (a transaction of its own, committed now).
-private func apply(_ events: [Webhook], to db: String) throws {
+/// Applies `events` with the built applier (a transaction of its own,
+/// committed now); rejects are a failure unless `rejecting` (then returned).
+@discardableResult
+private func apply(_ events: [Webhook], to db: String, rejecting: Bool = false) throws -> [String] {
     let run = try runApplier(stream(events), conninfo: db)
-    guard run.exitCode == 0, run.rejects.isEmpty else { throw TestFailure("applier: \(run.exitCode) \(run.rejects) \(run.stderr)") }
+    guard run.exitCode == 0, rejecting || run.rejects.isEmpty else { throw TestFailure("applier: \(run.exitCode) \(run.rejects) \(run.stderr)") }
+    return run.rejects
 }
 
 /// The recorded cron windows, oldest first.
@@ -75,8 +78,10 @@ private func revision(_ data: Data?) -> Int? {
 }
 
 /// Every file a cron directory holds for each recorded window equals what an
-/// on-demand run of that window writes now, except files whose lists became
-/// empty (on demand writes none; the cron directory keeps them, emptied).
+/// on-demand run of that window writes now (but for its revision line),
+/// except files whose lists became empty (on demand writes none; the cron
+/// directory keeps them, emptied); and the window's own manifest names
+/// exactly those files, with their revisions and task counts.
 private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
     let windows = try recordedWindows(db)
     #expect(!windows.isEmpty, sourceLocation: sourceLocation)
@@ -90,7 +95,24 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         for name in cronFiles where name.hasPrefix("task_report_") && name.hasSuffix(suffix) && !fresh.files.contains(name) {
             #expect(contents(dir, name).map(isEmptyReport) == true, "\(name) has tasks an on-demand run does not report", sourceLocation: sourceLocation)
         }
-        #expect(FileManager.default.fileExists(atPath: dir + "/" + RunManifest.fileName(for: window)), "every recorded window has its manifest", sourceLocation: sourceLocation)
+        // The window's own manifest names exactly its files, with their revisions and task counts.
+        let own = try manifest(dir, window)
+        guard case .array(let entries)? = own["reports"] else { Issue.record("no manifest for \(window)", sourceLocation: sourceLocation); continue }
+        let named = Dictionary(entries.compactMap { entry -> (String, JSONValue)? in
+            if case .string(let file)? = entry["file"] { (file, entry) } else { nil }
+        }) { a, _ in a }
+        let onDisk = cronFiles.filter { $0.hasPrefix("task_report_") && $0.hasSuffix(suffix) }
+        #expect(Set(named.keys) == Set(onDisk), "the manifest of \(window) names its files", sourceLocation: sourceLocation)
+        for name in onDisk {
+            let file = contents(dir, name)
+            #expect(named[name]?["revision"] == revision(file).map { .number(String($0)) }, "\(name)'s revision", sourceLocation: sourceLocation)
+            let tasks = file.flatMap { try? JSONParser.parse(Array($0)) }.map { report in
+                ["newIncompleteTasks", "completedTasks", "oldIncompleteTasks", "deletedTasks"].reduce(0) { count, list in
+                    if case .array(let items)? = report[list] { count + items.count } else { count }
+                }
+            }
+            #expect(named[name]?["tasks"] == tasks.map { .number(String($0)) }, "\(name)'s task count", sourceLocation: sourceLocation)
+        }
     }
 }
 
@@ -141,6 +163,39 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         // A correction is made once: the next run finds nothing late.
         let fifth = try cron(db, dir, environment)
         #expect(fifth.stderr.contains("corrections=0 late_events=0"), "\(fifth.stderr)")
+        try expectCronFilesMatchOnDemand(db, dir)
+    }
+
+    @Test func aTaskThatTurnsOutToBeSomeoneElsesLeavesTheFormerOwnersFiles() throws {
+        let db = try database(with: [])
+        // Task 600 created by u6, reported in u6's files for three windows.
+        try apply([webhook(.created, fromNow(-60), "600", user: "u6", content: "u6's"), webhook(.created, fromNow(-60), "601", user: "u1")], to: db)
+        let dir = try makeTemporaryDirectory("owner")
+        for _ in 0..<3 { _ = try cron(db, dir) }
+        let windows = try recordedWindows(db)
+        let u6Files = windows.map { ReportFileName.make(userId: "u6", window: $0) }
+        #expect(u6Files.allSatisfy { String(decoding: contents(dir, $0) ?? Data(), as: UTF8.self).contains(#""id": "600""#) })
+        #expect(u6Files.allSatisfy { revision(contents(dir, $0)) == 1 }, "a file first written is revision 1")
+
+        // A creation from u1, timestamped earlier, arrives: the task is u1's, u6's creation an owner_change.
+        try apply([webhook(.created, fromNow(-90), "600", user: "u1", content: "u1's")], to: db, rejecting: true)
+        let fourth = try cron(db, dir)
+        #expect(fourth.stderr.contains("corrections=6 late_events=1"), "three files of u1 and three of u6: \(fourth.stderr)")
+        for (window, name) in zip(windows, u6Files) {
+            #expect(contents(dir, name).map(isEmptyReport) == true, "u6's \(name) is emptied")
+            #expect(revision(contents(dir, name)) == 2, "and is revision 2")
+            #expect(try onDemand(window, user: "u6", db).files.isEmpty, "as on demand, where u6 has nothing")
+            let own = try manifest(dir, window)
+            #expect(own["revision"] == .number("2"), "the window's own manifest is rewritten")
+            guard case .array(let entries)? = own["reports"] else { Issue.record("no reports in \(own)"); continue }
+            let u6Entry = entries.first { $0["userId"] == .string("u6") }
+            #expect(u6Entry?["tasks"] == .number("0") && u6Entry?["revision"] == .number("2"), "\(entries)")
+            let u1Entry = entries.first { $0["userId"] == .string("u1") }
+            #expect(u1Entry?["tasks"] == .number("2") && u1Entry?["revision"] == .number("2"), "\(entries)")
+            #expect(own["tasks"] == .number("2"), "the totals are counted again")
+        }
+        let w4 = try recordedWindows(db)[3]
+        #expect(Set(corrected(try manifest(dir, w4))) == Set(u6Files + windows.map { ReportFileName.make(userId: "u1", window: $0) }))
         try expectCronFilesMatchOnDemand(db, dir)
     }
 
@@ -195,7 +250,7 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         let db = try database(with: [])
         let dir = try makeTemporaryDirectory("concurrent")
         var random = SeededGenerator(seed: 10)
-        // 300 tasks over 6 users, each created, maybe edited, completed or deleted,
+        // 300 tasks over 6 users, each created (some twice), maybe edited, completed or deleted,
         // all timestamped over the last 20 s and the next 4 s, applied in random
         // order by two appliers in small transactions while the reporter runs.
         let base = Timestamp.now().microsecondsSinceEpoch - 20_000_000
@@ -205,6 +260,13 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
             let user = "user\(n % 6)", id = "t\(n)"
             let created = someTime()
             events.append(webhook(.created, created, id, user: user, content: "v0"))
+            // Some tasks get a second creation at another time: from another
+            // user (whichever is earlier owns the task), or from the same user
+            // (the earlier one is the creation), so late events flip owners and
+            // creations. Each other user has that one task, so a file left
+            // stale by a flip is not rewritten by chance for another task's sake.
+            if n % 7 == 0 { events.append(webhook(.created, someTime(), id, user: "owner\(n)", content: "v0")) }
+            if n % 5 == 0 { events.append(webhook(.created, someTime(), id, user: user, content: "other")) }
             for _ in 0..<(random.next() % 3) {
                 let later = max(created, someTime())
                 switch random.next() % 3 {
@@ -223,7 +285,7 @@ private func expectCronFilesMatchOnDemand(_ db: String, _ dir: String, sourceLoc
         for half in halves {
             DispatchQueue.global().async(group: group) {
                 for start in stride(from: 0, to: half.count, by: 10) {
-                    do { try apply(Array(half[start..<min(start + 10, half.count)]), to: db) } catch {
+                    do { try apply(Array(half[start..<min(start + 10, half.count)]), to: db, rejecting: true) } catch {
                         failures.withLock { $0.append("\(error)") }
                     }
                 }

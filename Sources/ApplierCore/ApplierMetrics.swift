@@ -22,6 +22,8 @@ public final class ApplierMetrics: Sendable {
     let reconnects: Prometheus.Counter
     /// Accepted webhooks (they carry the receiver's `receivedAt`: the sender had its 202) the rules or the database refused.
     private let rejectedAfterAcceptance: [String: Prometheus.Counter]
+    /// Stored events whose verdict a later batch changed, by what it became.
+    private let verdictChanges: [VerdictChange: Prometheus.Counter]
     private let lastCommittedReceivedAt: Prometheus.Gauge
     private let lag: Prometheus.Gauge
     /// The newest `receivedAt` among committed events (µs since the epoch; 0: none yet).
@@ -42,6 +44,13 @@ public final class ApplierMetrics: Sendable {
             guard let rule = disposition.rejectionCode.flatMap(RefusalRule.init(rawValue:)) else { return nil }
             self = rule
         }
+    }
+
+    /// What a stored event's changed verdict became: the metric's `to` label.
+    enum VerdictChange: String, CaseIterable {
+        case refused
+        case accepted
+        case otherReason = "other_reason"
     }
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -69,6 +78,13 @@ public final class ApplierMetrics: Sendable {
             refusals[rule.rawValue] = registry.makeCounter(descriptor: refusal, labels: [("rule", rule.rawValue)])
         }
         rejectedAfterAcceptance = refusals
+        let changes = name("verdict_changes", "total",
+                           "Stored events whose verdict a later event changed (an earlier created arrived), by what it became (refused, accepted, other_reason).")
+        var changed: [VerdictChange: Prometheus.Counter] = [:]
+        for change in VerdictChange.allCases {
+            changed[change] = registry.makeCounter(descriptor: changes, labels: [("to", change.rawValue)])
+        }
+        verdictChanges = changed
         lastCommittedReceivedAt = registry.makeGauge(descriptor: name("last_committed_received", "timestamp_seconds",
                                                                       "When the newest committed event was received (Unix time)."))
         lag = registry.makeGauge(descriptor: name("lag", "seconds",
@@ -97,6 +113,11 @@ public final class ApplierMetrics: Sendable {
     /// A batched event the rules or the database refused after it was accepted.
     func refusedAfterAcceptance(_ rule: RefusalRule) {
         rejectedAfterAcceptance[rule.rawValue]?.increment()
+    }
+
+    /// A stored event's verdict changed.
+    func verdictChanged(to change: VerdictChange) {
+        verdictChanges[change]?.increment()
     }
 
     /// An event the database refused on its own (a batch split down to it).

@@ -193,6 +193,7 @@ final class BatchCommitter: @unchecked Sendable {
             if let rule = ApplierMetrics.RefusalRule(disposition) { refusedAfterAcceptance(item, rule: rule, reason: reason) }
             rejects.reject(line: item.line, reason: reason, input: item.input)
         }
+        for change in outcome.verdictChanges { sayVerdictChange(change) }
         rejects.flush()
         // Only now, with the batch committed and its rejects written, is each source told.
         let rejected = Set(outcome.rejected.compactMap { $0.0.delivery.map(ObjectIdentifier.init) })
@@ -216,6 +217,35 @@ final class BatchCommitter: @unchecked Sendable {
             "task": "\(JSONWriter.quoted(String(webhook.taskId.prefix(128))))", "user": "\(JSONWriter.quoted(String(webhook.userId.prefix(128))))",
             "reason": "\(reason)",
         ])
+    }
+
+    /// A stored event whose verdict the committed batch changed is said now,
+    /// once: newly refused, it gets its reject line (its own line as the
+    /// receiver wrote it, why, and the line that changed it), a warning and,
+    /// if it had been accepted, the `rejected_after_acceptance` count; no
+    /// longer refused, a notice. Both are counted by where they went.
+    private func sayVerdictChange(_ change: BatchOutcome.VerdictChange) {
+        let webhook = change.record.webhook
+        let metadata: Logger.Metadata = [
+            "caused_by_line": "\(change.causedBy)", "event": "\(webhook.event.rawValue)", "timestamp": "\(webhook.timestamp.canonical)",
+            "task": "\(JSONWriter.quoted(String(webhook.taskId.prefix(128))))", "user": "\(JSONWriter.quoted(String(webhook.userId.prefix(128))))",
+        ]
+        switch (change.before, change.after) {
+        case (nil, let refusal?):
+            let reason = refusal.rejectionReason ?? "rejected"
+            metrics?.verdictChanged(to: .refused)
+            if change.record.receivedAt != nil, let rule = ApplierMetrics.RefusalRule(refusal) { metrics?.refusedAfterAcceptance(rule) }
+            logger.warning("an event applied earlier is refused now", metadata: metadata.merging(["reason": "\(reason)"]) { $1 })
+            rejects.reject(line: change.causedBy, reason: reason, input: Array(change.record.canonicalLine().dropLast()), refusedLater: true)
+        case (_?, nil):
+            metrics?.verdictChanged(to: .accepted)
+            logger.notice("an event refused earlier is applied now", metadata: metadata)
+        case (_?, let refusal?):
+            metrics?.verdictChanged(to: .otherReason)
+            logger.notice("an event refused earlier is refused now for another reason", metadata: metadata.merging(["reason": "\(refusal.rejectionReason ?? "rejected")"]) { $1 })
+        case (nil, nil):
+            break
+        }
     }
 
     // MARK: - The store

@@ -33,11 +33,14 @@ struct BatchPlan {
         var rows: [String: TaskState] = [:]
     }
 
-    /// A stored event of a task that gained one, with its stored verdict.
+    /// A stored event of a task that gained one, with its stored verdict (and
+    /// what else its line held, to say so should the verdict change).
     struct StoredEvent {
         var webhook: Webhook
         var identity: EventKey
         var refusal: EventDisposition?
+        var receivedAt: Timestamp? = nil
+        var deliveryId: String? = nil
     }
 
     /// A stored event whose verdict the fold changed (`refusal` nil: no longer refused).
@@ -172,6 +175,9 @@ struct BatchPlan {
             let refusal = verdict.rejectionCode == nil ? nil : verdict
             if refusal != event.refusal {
                 verdicts.append(VerdictChange(taskId: event.webhook.taskId, identity: event.identity, refusal: refusal))
+                let cause = eventsByTask[event.webhook.taskId]?.newIndices.first.map { batch.items[$0].line } ?? 0
+                outcome.verdictChanges.append(.init(record: StreamRecord(webhook: event.webhook, receivedAt: event.receivedAt, deliveryId: event.deliveryId),
+                                                    before: event.refusal, after: refusal, causedBy: cause))
             }
             if let refusal { refusedNow[event.identity] = refusal }
         }

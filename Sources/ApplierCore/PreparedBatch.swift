@@ -134,6 +134,20 @@ public struct BatchOutcome: Sendable {
     public var pending = 0
     /// Events the rules refused, with the rule's verdict (its `rejectionReason` says why).
     public var rejected: [(IncomingEvent, EventDisposition)] = []
+    /// Stored events whose verdict this batch changed (an earlier `created`
+    /// arrived), to be said once the batch is committed (`BatchCommitter`).
+    public var verdictChanges: [VerdictChange] = []
+
+    /// A stored event refused now that was not, or no longer refused, or refused for another reason.
+    public struct VerdictChange: Sendable, Equatable {
+        /// The stored event, as the line the receiver wrote for it.
+        public var record: StreamRecord
+        /// Its verdict before and after (nil: not refused).
+        public var before: EventDisposition?
+        public var after: EventDisposition?
+        /// The line (or stream sequence) of the batch's first event of that task: what changed it.
+        public var causedBy: Int
+    }
 
     public init() {}
 }

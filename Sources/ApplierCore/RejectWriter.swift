@@ -8,7 +8,8 @@ import Glibc
 
 /// Writes `{"line": N, "reason": "...", "input": "..."}` records to stdout, one
 /// per rejected input (`"seq"` instead of `"line"` for a JetStream message:
-/// its sequence number in the stream). The input is always written as a valid JSON string
+/// its sequence number in the stream), and one per stored event a later one
+/// made the rules refuse (`"refusedLater": true`; `line` is the later one's). The input is always written as a valid JSON string
 /// (invalid UTF-8 becomes U+FFFD, control characters are escaped). Both the
 /// reading thread (lines that do not decode) and the committing thread
 /// (events the rules refuse) report here, so it is locked.
@@ -30,7 +31,9 @@ public final class RejectWriter: Sendable {
         self.opening = Array("{\"\(positionName)\":".utf8)
     }
 
-    public func reject(line: Int, reason: String, input: [UInt8], truncated: Bool = false) {
+    /// `refusedLater`: `input` is an event stored earlier (and accepted then)
+    /// that the event at `line` made the rules refuse.
+    public func reject(line: Int, reason: String, input: [UInt8], truncated: Bool = false, refusedLater: Bool = false) {
         var record = opening
         record.append(contentsOf: String(line).utf8)
         record.append(contentsOf: ",\"reason\":".utf8)
@@ -38,6 +41,7 @@ public final class RejectWriter: Sendable {
         record.append(contentsOf: ",\"input\":".utf8)
         JSONWriter.appendQuoted(String(decoding: input, as: UTF8.self), to: &record)
         if truncated { record.append(contentsOf: ",\"inputTruncated\":true".utf8) }
+        if refusedLater { record.append(contentsOf: ",\"refusedLater\":true".utf8) }
         record.append(contentsOf: "}\n".utf8)
         output.withLock { output in
             output.buffer.append(contentsOf: record)

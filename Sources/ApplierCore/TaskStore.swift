@@ -198,18 +198,23 @@ public final class TaskStore: BatchStore {
         return rows
     }
 
-    /// Every stored event of `tasks`, with its identity and stored verdict.
+    /// Every stored event of `tasks`, with its identity, stored verdict, and
+    /// the rest of its line (`received_at`, `delivery_id`).
     private func storedEvents(of tasks: [String]) throws -> [BatchPlan.StoredEvent] {
         guard !tasks.isEmpty else { return [] }
         var events: [BatchPlan.StoredEvent] = []
         try connection.query("""
-            SELECT e.external_id, e.identity, e.rejection, \(StoredEvent.columns) FROM meetperry.task_event e WHERE e.external_id = ANY($1::text[])
+            SELECT e.external_id, e.identity, e.rejection, \(StoredEvent.columns),
+                   (extract(epoch FROM e.received_at) * 1000000)::int8, e.delivery_id
+            FROM meetperry.task_event e WHERE e.external_id = ANY($1::text[])
             """, [PGArray.literal(tasks)], binary: true) { row in
             guard let taskId = row.string(0), let identity = row.withBytes(1, { EventKey($0) }) ?? nil else {
                 throw PGError.unreadableRow("meetperry.task_event")
             }
             events.append(BatchPlan.StoredEvent(webhook: try StoredEvent.webhook(taskId: taskId, row: row, from: 3), identity: identity,
-                                                refusal: try row.string(2).map(Self.refusal)))
+                                                refusal: try row.string(2).map(Self.refusal),
+                                                receivedAt: row.int64(binary: 8).map(Timestamp.init(microsecondsSinceEpoch:)),
+                                                deliveryId: row.string(9)))
         }
         return events
     }

@@ -582,6 +582,58 @@ import WebhookModel
         #expect(warning.first?.contains("rule=owner_change") == true && warning.first?.contains(#"task="m1""#) == true)
     }
 
+    /// An earlier `created` from another user turns a task's verdicts round:
+    /// the stored event it refuses now gets its reject line, warning and count
+    /// then, once; the one it accepts now a notice; a replay repeats neither
+    /// (it writes the reject of each line refused now, as it always has).
+    @Test func aVerdictThatChangesLaterIsSaidWhenItChangesAndOnlyThen() throws {
+        let db = PostgresCluster.shared.conninfo(database: try PostgresCluster.shared.makeDatabase())
+        let dir = try makeTemporaryDirectory("verdict-change")
+        let port = freePort()
+        let process = try ChildProcess(executable("applier"), arguments: ["--metrics-port", String(port), "--batch-ms", "10"],
+                                       environment: ["DATABASE_URL": db], stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/stderr"))
+        func value(_ series: String) -> Double {
+            (try? httpRequest(port: port, "GET", "/metrics", headers: [:])).flatMap { metricSample(series, in: $0.text) } ?? -1
+        }
+        let receivedAt = Timestamp(microsecondsSinceEpoch: Timestamp.now().microsecondsSinceEpoch - 1_000_000)
+        let first = StreamRecord(webhook: event(.created, 10, id: "600", user: "u1", content: "u1's"), receivedAt: receivedAt, deliveryId: "msg_1")
+        let intruder = StreamRecord(webhook: event(.updated, 12, id: "600", user: "u2", content: "u2's"), receivedAt: receivedAt)
+        let earlier = StreamRecord(webhook: event(.created, 5, id: "600", user: "u2", content: "u2's"), receivedAt: receivedAt)
+        try waitUntil("the metrics endpoint answers") { value("meetperry_applier_lines_read_total") == 0 }
+        process.writeStdin(first.canonicalLine() + intruder.canonicalLine())
+        try waitUntil("u1's creation applied, u2's edit refused") {
+            value(#"meetperry_applier_events_total{outcome="applied"}"#) == 1 && value(#"meetperry_applier_events_total{outcome="rejected"}"#) == 1
+        }
+        #expect(value(#"meetperry_applier_verdict_changes_total{to="refused"}"#) == 0)
+
+        // u2's creation, earlier: u2 owns the task, u1's creation is an owner change, u2's edit is taken.
+        process.writeStdin(earlier.canonicalLine())
+        try waitUntil("both changes counted") {
+            value(#"meetperry_applier_verdict_changes_total{to="refused"}"#) == 1 && value(#"meetperry_applier_verdict_changes_total{to="accepted"}"#) == 1
+        }
+        #expect(value(#"meetperry_applier_rejected_after_acceptance_total{rule="owner_change"}"#) == 2, "u2's edit then, u1's creation now")
+        process.closeStdin()
+        #expect(try process.waitForExit(timeout: 60) == 0)
+        let rejects = try String(contentsOfFile: dir + "/rejects", encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(rejects.count == 2, "\(rejects)")
+        let later = try #require(rejects.last.map { try JSONParser.parse(Array($0.utf8)) })
+        #expect(later["line"] == .number("3"), "the line that changed it")
+        #expect(later["refusedLater"] == .bool(true))
+        #expect(later["input"] == .string(String(decoding: first.canonicalLine().dropLast(), as: UTF8.self)), "u1's creation, as the receiver wrote it")
+        #expect(later["reason"] == .string(EventDisposition.rejectedOwner.rejectionReason!), "\(later)")
+        let log = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
+        #expect(log.split(separator: "\n").filter { $0.contains("an event applied earlier is refused now") }.count == 1, "\(log)")
+        #expect(log.split(separator: "\n").filter { $0.contains("an event refused earlier is applied now") }.count == 1, "\(log)")
+        #expect(try taskRows(db).first?[1] == "u2")
+
+        // A replay of the three lines: u1's creation is refused as it is now, nothing is said to have changed.
+        let replay = try runApplier(first.canonicalLine() + intruder.canonicalLine() + earlier.canonicalLine(), conninfo: db)
+        #expect(replay.exitCode == 0)
+        #expect(replay.rejectedLines == [1], "\(replay.rejects)")
+        #expect(!replay.rejects.contains { $0.contains("refusedLater") })
+        #expect(!replay.stderr.contains("refused now") && !replay.stderr.contains("applied now"), "\(replay.stderr)")
+    }
+
     @Test func aTakenMetricsPortStopsStartUpNamingIt() throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(listener) }

@@ -132,6 +132,13 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         #expect(Set(changed.map(\.identity)) == [key(creation), key(thief), key(late)])
         #expect(changed.first { $0.identity == key(creation) }?.refusal == .rejectedOwner)
         #expect(changed.first { $0.identity == key(thief) }?.refusal == nil)
+        // The same changes, to be said: each stored event's line, before and after, and the line that changed it.
+        let said = Dictionary(uniqueKeysWithValues: again.verdictChanges.map { ($0.record.webhook, $0) })
+        #expect(said.count == 3 && again.verdictChanges.allSatisfy { $0.causedBy == 1 })
+        #expect(said[creation]?.before == nil && said[creation]?.after == .rejectedOwner)
+        #expect(said[thief]?.before == .rejectedOwner && said[thief]?.after == nil)
+        #expect(said[late]?.before == .rejectedConflict && said[late]?.after != nil && said[late]?.after != .rejectedConflict)
+        #expect(outcome.verdictChanges.isEmpty, "a replay changes nothing")
     }
 
     /// A task whose new events all come after its stored ones goes on from its

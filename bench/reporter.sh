@@ -2,8 +2,11 @@
 # Reporter against a bare export of the same rows, in the same run, on a
 # throwaway cluster with default settings.
 #   bash bench/reporter.sh [tasks] [users]        (default 1000000 10000)
-#   BENCH_REPORTER=path  another reporter binary (say, an earlier build), for before/after
+#   BENCH_REPORTER=path  another reporter binary to time instead of .build/release/reporter
+#   BENCH_BEFORE=path    an earlier reporter build, timed in turn with this one in every
+#                        round (on demand and correcting), with this/before printed
 #   BENCH_LATE=only|off  run only / skip the corrections part below
+#   BENCH_LOG_LEVEL=info the correcting runs' log level (info: how long finding the late events took)
 #
 # Loads TASKS tasks over USERS users (new, completed, old and deleted around
 # the last hour), then, BENCH_ROUNDS (3) times in turn: the bare export
@@ -81,8 +84,9 @@ export_s() { # db → seconds of the bare export
     echo "$s"
 }
 
-report() { # db out_dir → "seconds rss"
-    DB_NAME=$1 LOG_LEVEL=notice bench_time "${BENCH_REPORTER:-.build/release/reporter}" --from "$(iso "$START")" --to "$(iso "$END")" --out "$2" 3>&1 2> "$BENCH_WORK/reporter.err"
+REPORTER=${BENCH_REPORTER:-.build/release/reporter}
+report() { # db out_dir [binary] → "seconds rss"
+    DB_NAME=$1 LOG_LEVEL=notice bench_time "${3:-$REPORTER}" --from "$(iso "$START")" --to "$(iso "$END")" --out "$2" 3>&1 2> "$BENCH_WORK/reporter.err"
     grep -o 'reporter finished.*' "$BENCH_WORK/reporter.err" >&2 || { cat "$BENCH_WORK/reporter.err" >&2; exit 1; }
 }
 
@@ -101,20 +105,28 @@ late_part() {
     DB_NAME=$db LOG_LEVEL=warning .build/release/applier < "$BENCH_WORK/late.ndjson" > /dev/null
     after=$(psql -At -d "$db" -c "SELECT pg_current_snapshot()")
     # One cron run after the 24 recorded windows, as if the previous run had read under $1.
-    cron_run() {
+    cron_run() { # snapshot [binary]
         psql -q -d "$db" -c "DELETE FROM meetperry.report_run WHERE window_end > to_timestamp($first + 24 * 60)" \
              -c "UPDATE meetperry.report_run SET snapshot = '$1'::pg_snapshot WHERE window_end = to_timestamp($first + 24 * 60)"
         local out; out=$(mktemp -d "$BENCH_WORK/late-out.XXXXXX")
-        read -r s rss < <(DB_NAME=$db LOG_LEVEL=notice REPORT_DELAY_SECONDS=0 REPORT_CORRECTION_HOURS=72 \
-            bench_time .build/release/reporter --out "$out" 3>&1 2> "$BENCH_WORK/late.err")
+        read -r s rss < <(DB_NAME=$db LOG_LEVEL=${BENCH_LOG_LEVEL:-notice} REPORT_DELAY_SECONDS=0 REPORT_CORRECTION_HOURS=72 \
+            bench_time "${2:-$REPORTER}" --out "$out" 3>&1 2> "$BENCH_WORK/late.err")
+        grep 'late events found' "$BENCH_WORK/late.err" >&2 || true
         grep -o 'reporter finished.*' "$BENCH_WORK/late.err" >&2 || { cat "$BENCH_WORK/late.err" >&2; exit 1; }
         echo "$s $rss $out $(grep -o 'correction_seconds=[0-9.]*' "$BENCH_WORK/late.err" | cut -d= -f2)"
     }
     echo "corrections: $(wc -l < "$BENCH_WORK/ontime.ndjson") events applied, $(wc -l < "$BENCH_WORK/late.ndjson") late into the 24 earlier windows" >&2
-    printf '%-7s %9s %13s %17s %15s %10s %17s\n' round "plain s" "correcting s" "of it correcting" "bare rewrite s" "corrected" "correcting/bare"
-    for round in 1 2 3; do
+    printf '%-7s %9s %13s %17s %15s %10s %17s %s\n' round "plain s" "correcting s" "of it correcting" "bare rewrite s" "corrected" "correcting/bare" \
+        "${BENCH_BEFORE:+  before: correcting s, of it correcting, this/before (correcting phase)}"
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
         read -r plain_s _ _ _ < <(cron_run "$after")
+        local versus=""
+        if [ -n "${BENCH_BEFORE:-}" ]; then
+            read -r b_corr_s _ _ b_phase_s < <(cron_run "$before" "$BENCH_BEFORE")
+            rm -rf "$BENCH_WORK"/late-out.*
+        fi
         read -r corr_s corr_rss corr_out phase_s < <(cron_run "$before")
+        [ -z "${BENCH_BEFORE:-}" ] || versus=$(printf '  %8.2f %8.2f %8s' "$b_corr_s" "$b_phase_s" "$(ratio "$phase_s" "$b_phase_s")")
         local corrected; corrected=$(python3 -c '
 import json, sys
 m = json.load(open(sys.argv[1]))
@@ -136,7 +148,7 @@ for i, (n, b) in enumerate(data):
     os.rename(tmp, os.path.join(src, n))
 print("%.3f" % (time.monotonic() - t))' "$corr_out" $corrected)
         local n; n=$(echo $corrected | wc -w)
-        printf '%-7s %9.2f %13.2f %17.2f %15.2f %10s %17s\n' "$round" "$plain_s" "$corr_s" "$phase_s" "$bare_s" "$n" "$(ratio "$phase_s" "$bare_s")"
+        printf '%-7s %9.2f %13.2f %17.2f %15.2f %10s %17s%s\n' "$round" "$plain_s" "$corr_s" "$phase_s" "$bare_s" "$n" "$(ratio "$phase_s" "$bare_s")" "$versus"
         rm -rf "$BENCH_WORK"/late-out.*
     done
     echo "peak RSS of the correcting run: $corr_rss MB (target <= 64 MB); correcting/bare target <= 1.0 (the correction costs no more than rewriting its files)"
@@ -147,12 +159,18 @@ if [ "${BENCH_LATE:-}" = only ]; then late_part; exit 0; fi
 ROUNDS=${BENCH_ROUNDS:-3}
 db=$(load "$TASKS")
 echo "window: ($(iso "$START"), $(iso "$END")], $TASKS tasks, $USERS users; PostgreSQL $(psql -At -d postgres -c 'SHOW server_version') with default settings; nothing pinned" >&2
-printf '%-6s %9s %13s %12s %16s %13s %8s %10s %24s\n' round "export s" "bare writes s" "reporter s" "of it writing s" "on tmpfs s" files "peak RSS" "reporter/(export+bare)"
+printf '%-6s %9s %13s %12s %16s %13s %8s %10s %24s%s\n' round "export s" "bare writes s" "reporter s" "of it writing s" "on tmpfs s" files "peak RSS" "reporter/(export+bare)" \
+    "${BENCH_BEFORE:+   before s  before RSS  this/before}"
 for round in $(seq "$ROUNDS"); do
     # The three in turn, each into a new directory, so the disk's noise falls on all of them.
     c_s=$(export_s "$db")
     out="$BENCH_WORK/reports_$round"
+    versus=""
+    if [ -n "${BENCH_BEFORE:-}" ]; then
+        read -r before_s before_rss < <(report "$db" "$BENCH_WORK/before_$round" "$BENCH_BEFORE")
+    fi
     read -r r_s rss < <(report "$db" "$out")
+    [ -z "${BENCH_BEFORE:-}" ] || versus=$(printf '   %8.2f %7s MB %11s' "$before_s" "$before_rss" "$(ratio "$r_s" "$before_s")")
     files=$(ls "$out" | wc -l)
     w_s=$(grep -o 'write_seconds=[0-9.]*' "$BENCH_WORK/reporter.err" | cut -d= -f2)
     b_s=$(bare_writes "$out" "$BENCH_WORK/bare_$round")
@@ -162,8 +180,8 @@ for round in $(seq "$ROUNDS"); do
         read -r m_s _ < <(report "$db" "$shm" 2>/dev/null)
         rm -rf "$shm"
     fi
-    printf '%-6s %9.2f %13.2f %12.2f %16.2f %13s %8s %7s MB %24s\n' "$round" "$c_s" "$b_s" "$r_s" "$w_s" "$m_s" "$files" "$rss" \
-        "$(awk -v r="$r_s" -v c="$c_s" -v b="$b_s" 'BEGIN { printf "%.2f", r / (c + b) }')"
+    printf '%-6s %9.2f %13.2f %12.2f %16.2f %13s %8s %7s MB %24s%s\n' "$round" "$c_s" "$b_s" "$r_s" "$w_s" "$m_s" "$files" "$rss" \
+        "$(awk -v r="$r_s" -v c="$c_s" -v b="$b_s" 'BEGIN { printf "%.2f", r / (c + b) }')" "$versus"
     # Nothing is removed between rounds: this ext4 (no journal) skips inodes
     # freed in the last 30 s one by one when it creates a file, so deleting
     # 20,000 files here would slow the next round's creations several-fold.

@@ -99,34 +99,38 @@ public final class ReportStore {
 
     /// Every task with an event committed after `snapshot` was taken (its
     /// transaction is not visible in it) and timestamped at or before
-    /// `through`, one row per task. Reads only the tail of the event log
-    /// (BRIN on `xact_id`), then each such task's row and events.
+    /// `through`, one per task. Reads only the tail of the event log (BRIN on
+    /// `xact_id`), then those tasks' rows and events by their ids (index
+    /// look-ups: a join would let the planner, which cannot tell how few late
+    /// events there are, scan the whole task table).
     public func lateTasks(notVisibleIn snapshot: String, through: Timestamp, _ body: (LateTask) throws -> Void) throws {
+        var times: [String: [Timestamp]] = [:]
         try connection.stream("""
-            WITH late AS (
-                SELECT e.external_id, string_agg(((extract(epoch FROM e.occurred_at) * 1000000)::int8)::text, ',') AS times
-                FROM meetperry.task_event e
-                WHERE e.xact_id >= pg_snapshot_xmin($1::pg_snapshot)::text::int8
-                  AND NOT pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot)
-                  AND e.occurred_at <= $2::timestamptz
-                GROUP BY e.external_id
-            )
-            SELECT t.user_id, l.external_id, t.content, t.created_date, t.completed_date, t.deleted_date,
-                   CASE WHEN t.created_date IS NOT NULL THEN (
-                       SELECT json_agg(json_build_array(\(StoredEvent.columns),
-                                                        coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot), true)))
-                       FROM meetperry.task_event e WHERE e.external_id = l.external_id)
-                   END,
-                   l.times
-            FROM late l LEFT JOIN meetperry.task t ON t.external_id = l.external_id
+            SELECT e.external_id, (extract(epoch FROM e.occurred_at) * 1000000)::int8
+            FROM meetperry.task_event e
+            WHERE e.xact_id >= pg_snapshot_xmin($1::pg_snapshot)::text::int8
+              AND NOT pg_visible_in_snapshot(e.xact_id::text::xid8, $1::pg_snapshot)
+              AND e.occurred_at <= $2::timestamptz
             """, [snapshot, through.canonical], binary: true) { row in
-            guard let taskId = row[1], let times = row[7] else { throw PGError.unreadableRow("meetperry.task_event") }
-            let lateEventTimes = try times.split(separator: ",").map { text in
-                guard let micros = Int64(text) else { throw PGError.unreadableRow("meetperry.task_event") }
-                return Timestamp(microsecondsSinceEpoch: micros)
-            }
-            let task = row[0] != nil && row[3] != nil ? try Self.decodeTask(row).1 : nil
-            try body(LateTask(taskId: taskId, lateEventTimes: lateEventTimes, owner: row[0], task: task))
+            guard let taskId = row[0], let micros = row.int64(binary: 1) else { throw PGError.unreadableRow("meetperry.task_event") }
+            times[taskId, default: []].append(Timestamp(microsecondsSinceEpoch: micros))
+        }
+        guard !times.isEmpty else { return }
+        var found: [String: (owner: String, task: StoredTask)] = [:]
+        try connection.stream("""
+            SELECT t.user_id, t.external_id, t.content, t.created_date, t.completed_date, t.deleted_date,
+                   (SELECT json_agg(json_build_array(\(StoredEvent.columns),
+                                                     coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, $2::pg_snapshot), true)))
+                    FROM meetperry.task_event e WHERE e.external_id = t.external_id)
+            FROM meetperry.task t
+            WHERE t.external_id = ANY($1::text[]) AND t.created_date IS NOT NULL  -- a row without one cannot be placed
+            """, [PGArray.literal(Array(times.keys)), snapshot], binary: true) { row in
+            let (owner, task) = try Self.decodeTask(row)
+            found[task.row.taskId] = (owner, task)
+        }
+        for (taskId, lateEventTimes) in times.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
+            let stored = found[taskId]
+            try body(LateTask(taskId: taskId, lateEventTimes: lateEventTimes, owner: stored?.owner, task: stored?.task))
         }
     }
 

@@ -100,7 +100,7 @@ public struct Reporter {
         try directory.sync()
         if cron {
             if !manifest.correctedReports.isEmpty {
-                rewriteManifests(of: manifest.correctedReports, by: window, in: directory)
+                try rewriteManifests(of: manifest.correctedReports, by: window, in: directory)
                 try directory.sync()
             }
             manifest.counts = RunManifest.Counts(users: summary.users, files: summary.files, tasks: summary.tasks, lateEvents: summary.lateEvents,
@@ -121,20 +121,19 @@ public struct Reporter {
                                store: ReportStore, directory: ReportDirectory, writer: ReportWriter, summary: inout Summary, manifest: inout RunManifest,
                                elapsed: () -> Double) throws {
         /// Hands a report to the writers and counts it (the counts and the
-        /// manifest only outlive a run whose every file was written). A cron
-        /// file carries its revision: 1 for the window's own run, the file's
-        /// last revision + 1 for a correction.
+        /// manifest only outlive a run whose every file was written). Every
+        /// file carries its revision: 1 for a cron run's own window (a file
+        /// left by a run that died unrecorded was never published), else the
+        /// revision of the file it replaces + 1 (a correction, an on-demand run).
         func write(_ report: UserReport, correction: Bool) throws {
             var report = report
             let name = ReportFileName.make(userId: report.userId, window: report.window)
-            if cron {
-                let revision = correction ? (directory.read(name: name).flatMap(UserReport.revision(ofRendered:)) ?? 0) + 1 : 1
-                report.stamp = UserReport.Stamp(revision: revision, run: window)
-            }
+            let replaces = cron && !correction ? nil : directory.read(name: name).flatMap(UserReport.revision(ofRendered:))
+            report.stamp = UserReport.Stamp(revision: (replaces ?? 0) + 1, run: cron ? window : nil)
             try writer.submit(ReportWriter.File(name: name, bytes: report.render(), correction: correction))
             if correction {
                 summary.corrections += 1
-                manifest.addCorrection(name, report: report, revision: report.stamp?.revision ?? 1)
+                manifest.addCorrection(name, report: report, revision: report.stamp!.revision)
             } else {
                 summary.files += 1
                 summary.tasks += report.taskCount
@@ -194,23 +193,26 @@ public struct Reporter {
     /// they belong to with their new revisions, so that manifest alone names
     /// the window's current files. A manifest that is missing (pruned, or from
     /// before manifests) or unreadable is left as it is, with a warning: the
-    /// files are right, and this run's manifest names them.
-    private func rewriteManifests(of corrections: [RunManifest.Entry], by run: ReportWindow, in directory: ReportDirectory) {
+    /// files are right, and this run's manifest names them. A manifest that
+    /// cannot be written fails the run, which the next one redoes.
+    private func rewriteManifests(of corrections: [RunManifest.Entry], by run: ReportWindow, in directory: ReportDirectory) throws {
         var byWindow: [ReportWindow: [RunManifest.Entry]] = [:]
         for entry in corrections { if let window = entry.window { byWindow[window, default: []].append(entry) } }
         for (window, entries) in byWindow.sorted(by: { $0.key.end < $1.key.end }) {
             let name = RunManifest.fileName(for: window)
-            do {
-                guard let bytes = directory.read(name: name) else {
-                    logger.warning("the manifest of a corrected window is missing: not rewritten", metadata: ["manifest": "\(name)", "files": "\(entries.count)"])
-                    continue
-                }
-                var old = try RunManifest(parsing: bytes, file: name)
-                old.correct(entries, by: run)
-                try directory.write(name: name, bytes: old.render())
-            } catch {
-                logger.warning("the manifest of a corrected window could not be rewritten", metadata: ["manifest": "\(name)", "error": "\(error)"])
+            guard let bytes = directory.read(name: name) else {
+                logger.warning("the manifest of a corrected window is missing: not rewritten", metadata: ["manifest": "\(name)", "files": "\(entries.count)"])
+                continue
             }
+            var manifest: RunManifest
+            do {
+                manifest = try RunManifest(parsing: bytes, file: name)
+            } catch {
+                logger.warning("the manifest of a corrected window is unreadable: not rewritten", metadata: ["error": "\(error)"])
+                continue
+            }
+            manifest.correct(entries, by: run)
+            try directory.write(name: name, bytes: manifest.render())
         }
     }
 
@@ -241,6 +243,7 @@ public struct Reporter {
             logger.notice("the previous run recorded no snapshot (an older reporter): corrections start with this run")
             return nil
         }
+        let started = DispatchTime.now()
         var plan = CorrectionPlan(horizonStart: now.adding(seconds: -configuration.correctionHours * 3600))
         try store.lateTasks(notVisibleIn: seen, through: previous.window.end) { plan.add($0) }
         if plan.beyondHorizon > 0, let earliest = plan.earliestBeyondHorizon {
@@ -256,6 +259,8 @@ public struct Reporter {
         if plan.lateEvents > 0 {
             logger.info("late events found", metadata: [
                 "events": "\(plan.lateEvents)", "tasks": "\(plan.lateTasks.count)", "users": "\(plan.rewrites.count)", "windows": "\(windows.count)",
+                "files": "\(plan.rewrites.values.reduce(0) { $0 + $1.count })",
+                "seconds": "\(String(format: "%.3f", Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9))",
             ])
         }
         return plan

@@ -26,15 +26,15 @@ public struct UserReport: Sendable {
         public var at: Timestamp
     }
 
-    /// Which version of a cron file this is and which run wrote it (README.md,
-    /// What a consumer can rely on). On-demand files carry none.
+    /// Which version of a file this is and which run wrote it (README.md,
+    /// What a consumer can rely on).
     public struct Stamp: Sendable, Equatable {
-        /// 1 when the window's file is first written, +1 on each correction.
+        /// 1 when the window's file is first written, +1 each time it is written again.
         public var revision: Int
-        /// The window of the cron run that wrote the file.
-        public var run: ReportWindow
+        /// The window of the cron run that wrote the file; nil for an on-demand run.
+        public var run: ReportWindow?
 
-        public init(revision: Int, run: ReportWindow) {
+        public init(revision: Int, run: ReportWindow?) {
             self.revision = revision
             self.run = run
         }
@@ -106,11 +106,15 @@ public struct UserReport: Sendable {
         if let stamp {
             raw("  \"revision\": ")
             out.append(contentsOf: String(stamp.revision).utf8)
-            raw(", \"run\": {\"start\": \"")
-            stamp.run.start.appendCanonical(to: &out)
-            raw("\", \"end\": \"")
-            stamp.run.end.appendCanonical(to: &out)
-            raw("\"},\n")
+            if let run = stamp.run {
+                raw(", \"run\": {\"start\": \"")
+                run.start.appendCanonical(to: &out)
+                raw("\", \"end\": \"")
+                run.end.appendCanonical(to: &out)
+                raw("\"},\n")
+            } else {
+                raw(", \"run\": {\"onDemand\": true},\n")
+            }
         }
         func list(_ name: StaticString, _ entries: [Entry], last: Bool = false) {
             raw("  \"")
@@ -140,7 +144,7 @@ public struct UserReport: Sendable {
     }
 
     /// The revision a rendered report file carries: 1 for a file written
-    /// before revisions existed (or on demand), nil when `bytes` is no report.
+    /// before revisions existed, nil when `bytes` is no report.
     /// The line is found by its place in the fixed layout: a quote inside the
     /// user id or a task's content is escaped, so it cannot fake one.
     public static func revision(ofRendered bytes: [UInt8]) -> Int? {

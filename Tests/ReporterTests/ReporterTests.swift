@@ -83,6 +83,7 @@ func waitForTheNextSecond() {
         {
           "userId": "u1",
           "period": {"start": "\(at(0).canonical)", "end": "\(at(60).canonical)"},
+          "revision": 1, "run": {"onDemand": true},
           "newIncompleteTasks": [
             {"id": "l-edited-after", "content": "v1", "createdOrCompletedAt": "\(at(5).canonical)"},
             {"id": "f-done-after", "content": "f", "createdOrCompletedAt": "\(at(10).canonical)"},

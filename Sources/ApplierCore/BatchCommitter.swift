@@ -214,7 +214,7 @@ final class BatchCommitter: @unchecked Sendable {
         let webhook = item.record.webhook
         logger.warning("an accepted webhook was rejected", metadata: [
             "rule": "\(rule.rawValue)", "line": "\(item.line)", "received_at": "\(receivedAt.canonical)",
-            "task": "\(JSONWriter.quoted(String(webhook.taskId.prefix(128))))", "user": "\(JSONWriter.quoted(String(webhook.userId.prefix(128))))",
+            "task": Self.quotedShort(webhook.taskId), "user": Self.quotedShort(webhook.userId),
             "reason": "\(reason)",
         ])
     }
@@ -228,7 +228,7 @@ final class BatchCommitter: @unchecked Sendable {
         let webhook = change.record.webhook
         let metadata: Logger.Metadata = [
             "caused_by_line": "\(change.causedBy)", "event": "\(webhook.event.rawValue)", "timestamp": "\(webhook.timestamp.canonical)",
-            "task": "\(JSONWriter.quoted(String(webhook.taskId.prefix(128))))", "user": "\(JSONWriter.quoted(String(webhook.userId.prefix(128))))",
+            "task": Self.quotedShort(webhook.taskId), "user": Self.quotedShort(webhook.userId),
         ]
         switch (change.before, change.after) {
         case (nil, let refusal?):
@@ -246,6 +246,11 @@ final class BatchCommitter: @unchecked Sendable {
         case (nil, nil):
             break
         }
+    }
+
+    /// A sender's id for a log line: quoted and cut to 128 characters (it is the sender's text).
+    private static func quotedShort(_ id: String) -> Logger.MetadataValue {
+        "\(JSONWriter.quoted(String(id.prefix(128))))"
     }
 
     // MARK: - The store

@@ -119,9 +119,7 @@ public final class ReportStore {
         var found: [String: (owner: String, task: StoredTask)] = [:]
         try connection.stream("""
             SELECT t.user_id, t.external_id, t.content, t.created_date, t.completed_date, t.deleted_date,
-                   (SELECT json_agg(json_build_array(\(StoredEvent.columns),
-                                                     coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, $2::pg_snapshot), true)))
-                    FROM meetperry.task_event e WHERE e.external_id = t.external_id)
+                   \(Self.history(seenIn: "$2"))
             FROM meetperry.task t
             WHERE t.external_id = ANY($1::text[]) AND t.created_date IS NOT NULL  -- a row without one cannot be placed
             """, [PGArray.literal(Array(times.keys)), snapshot], binary: true) { row in
@@ -151,11 +149,7 @@ public final class ReportStore {
             )
             SELECT t.user_id, t.external_id, t.content,
                    t.created_date, t.completed_date, t.deleted_date,
-                   CASE WHEN l.external_id IS NOT NULL OR t.user_id = ANY($4::text[]) THEN (
-                       SELECT json_agg(json_build_array(\(StoredEvent.columns),
-                                                        coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, $5::pg_snapshot), true)))
-                       FROM meetperry.task_event e WHERE e.external_id = t.external_id)
-                   END
+                   CASE WHEN l.external_id IS NOT NULL OR t.user_id = ANY($4::text[]) THEN \(Self.history(seenIn: "$5")) END
             FROM meetperry.task t LEFT JOIN later l ON l.external_id = t.external_id
             WHERE t.created_date IS NOT NULL  -- a row another tool put in without one cannot be placed
               AND ((t.created_date <= $2::timestamptz AND (t.deleted_date IS NULL OR t.deleted_date > $1::timestamptz))
@@ -167,6 +161,16 @@ public final class ReportStore {
             let (owner, task) = try Self.decodeTask(row)
             try body(owner, task)
         }
+    }
+
+    /// The select-list item holding all events of task row `t`, each marked
+    /// with whether the snapshot in parameter `snapshot` saw it (read by `decodeEvents`).
+    static func history(seenIn snapshot: String) -> String {
+        """
+        (SELECT json_agg(json_build_array(\(StoredEvent.columns),
+                                          coalesce(pg_visible_in_snapshot(e.xact_id::text::xid8, \(snapshot)::pg_snapshot), true)))
+         FROM meetperry.task_event e WHERE e.external_id = t.external_id)
+        """
     }
 
     /// One row of the task query: the owner, the row's facts and, when asked for, the task's events.

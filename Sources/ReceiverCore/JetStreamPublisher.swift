@@ -82,10 +82,20 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
             case .failed(let error):
                 outcome = .unavailable(error.isTimeout ? "the stream did not acknowledge the webhook in time" : "the stream did not store the webhook: \(error)")
             }
-            guard let ticket = state.withLock({ (state: inout State) -> Ticket? in
+            let (ticket, wasFailing) = state.withLock { (state: inout State) -> (Ticket?, Bool) in
+                let wasFailing = state.writesFailing != nil
                 if case .unavailable(let why) = outcome { state.writesFailing = why } else { state.writesFailing = nil }
-                return state.waiting.removeValue(forKey: token)
-            }) else { return }
+                return (state.waiting.removeValue(forKey: token), wasFailing)
+            }
+            switch (outcome, wasFailing) {
+            case (.unavailable(let why), false):
+                logger.warning("a publish was not stored; answering 503 until the stream stores again", metadata: ["why": "\(why)"])
+            case (.written, true):
+                logger.notice("the stream stores webhooks again")
+            default:
+                break
+            }
+            guard let ticket else { return }
             if outcome == .written { metricsForAcks?.recordPublish(since: ticket.published) }
             answers.deliver(outcome, to: ticket.completion, on: ticket.loop)
         }
@@ -199,6 +209,7 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
                 if connection.isConnected && state.withLock({ $0.streamReady && $0.writesFailing != nil }),
                    let info = try? jetStream.streamInfo(settings.stream), info.leader != nil || info.settings.replicas == 1 {
                     state.withLock { $0.writesFailing = nil }
+                    logger.notice("the stream answers with a leader again: accepting webhooks")
                 }
                 Thread.sleep(forTimeInterval: 0.25)
             }

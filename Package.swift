@@ -145,6 +145,8 @@ let package = Package(
             dependencies: [
                 "ReceiverCore", "WebhookModel", "TestSupport", "ReceiverCommand",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -71,7 +71,9 @@ struct HTTP1ParseError: Error, Equatable, CustomStringConvertible {
 /// Strict where leniency lets a request be read two ways (request
 /// smuggling): a body framed by both `Content-Length` and
 /// `Transfer-Encoding`, differing lengths, whitespace before a colon, folded
-/// or control-character header values are refused. Lenient where RFC 9112
+/// or control-character header values are refused, and so is what RFC 9112
+/// §3.2 says a server MUST refuse: an HTTP/1.1 request without `Host`, and
+/// any with two `Host` lines or one that is not a host and port. Lenient where RFC 9112
 /// allows it: bare LF line ends, empty lines before a request, chunk
 /// extensions and trailers (ignored).
 struct HTTP1RequestDecoder {
@@ -204,11 +206,12 @@ struct HTTP1RequestDecoder {
 
     /// The header fields the decoder reads.
     private enum Field {
-        case contentLength, transferEncoding, connection, expect, contentType, webhookId, webhookTimestamp, webhookSignature
+        case host, contentLength, transferEncoding, connection, expect, contentType, webhookId, webhookTimestamp, webhookSignature
 
         init?(name: UnsafeRawBufferPointer) {
             func named(_ expected: StaticString) -> Bool { HTTP1RequestDecoder.equalsIgnoringCase(name, expected) }
             switch name.count {
+            case 4 where named("host"): self = .host
             case 6 where named("expect"): self = .expect
             case 10 where named("connection"): self = .connection
             case 10 where named("webhook-id"): self = .webhookId
@@ -279,6 +282,7 @@ struct HTTP1RequestDecoder {
 
         var contentLength: Int?
         var transferCodings: [[UInt8]]?
+        var hostLines = 0
         var fields = 0
         var next = afterRequestLine
         while let (fieldLine, after) = line(in: bytes, from: next), !fieldLine.isEmpty {
@@ -287,6 +291,11 @@ struct HTTP1RequestDecoder {
             guard fields <= maxHeaderCount else { throw .headTooLarge(maxHeadBytes) }
             let (name, value) = try checkField(fieldLine)
             switch Field(name: name) {
+            case .host:
+                // RFC 9112 §3.2: one Host line, holding a host and perhaps a port.
+                hostLines += 1
+                guard hostLines == 1 else { throw .badRequest("Host is given twice") }
+                guard value.allSatisfy(isHostByte) else { throw .badRequest("Host is not a host name or address and a port") }
             case .contentLength:
                 for element in listElements(value) {
                     guard !element.isEmpty, element.count <= 18, element.allSatisfy(isDigit) else {
@@ -319,6 +328,8 @@ struct HTTP1RequestDecoder {
                 break
             }
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused.
+        guard hostLines == 1 || version == .http10 else { throw .badRequest("an HTTP/1.1 request without Host") }
         if let codings = transferCodings {
             guard version == .http11 else { throw .badRequest("Transfer-Encoding is not HTTP/1.0") }
             guard contentLength == nil else { throw .badRequest("both Content-Length and Transfer-Encoding frame the body") }
@@ -404,6 +415,19 @@ struct HTTP1RequestDecoder {
     private static func isHexDigit(_ byte: UInt8) -> Bool { isDigit(byte) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x66) }
     private static func hexValue(_ byte: UInt8) -> Int { isDigit(byte) ? Int(byte - 0x30) : Int(byte | 0x20) - 0x61 + 10 }
     private static func lowercased(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte }
+
+    /// What `Host` may hold (RFC 3986 host and port): reg-name's unreserved,
+    /// percent-encoded and sub-delims bytes, `:` and the brackets of an IP literal.
+    private static func isHostByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+        case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"), UInt8(ascii: "!"),
+             UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"),
+             UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "["),
+             UInt8(ascii: "]"): return true
+        default: return false
+        }
+    }
 
     /// RFC 9110 tchar: letters, digits and ``!#$%&'*+-.^_`|~``.
     private static func isTokenByte(_ byte: UInt8) -> Bool {

@@ -155,7 +155,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PipelineTests",
-            dependencies: ["LibPQ", "TestSupport", "WebhookModel", "ReceiverCommand", "ApplierCommand", "ReporterCommand"]
+            dependencies: ["LibPQ", "TestSupport", "WebhookModel", "CommandSupport", "ReceiverCommand", "ApplierCommand", "ReporterCommand"]
         ),
         .testTarget(
             name: "ScaleOutTests",

@@ -32,23 +32,17 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
         version: versionLine("applier")
     )
 
+    private typealias S = ApplierSettings
+
     @OptionGroup var common: CommonOptions
     @OptionGroup var database: DatabaseOptions
-    @Option(help: ArgumentHelp("Events per transaction at most [APPLIER_BATCH_SIZE, default 5000].", valueName: "n"))
-    var batchSize: Int?
-    @Option(help: ArgumentHelp("Commit a batch at the latest this many ms after its first event [APPLIER_BATCH_MS, default 50].", valueName: "ms"))
-    var batchMs: Int?
-    @Option(help: ArgumentHelp("Connections committing in parallel, each for its own share of the tasks [APPLIER_CONNECTIONS, default 2].", valueName: "n"))
-    var connections: Int?
-    @Option(help: ArgumentHelp("Longest accepted line in bytes [APPLIER_MAX_LINE_BYTES, default 4194304].", valueName: "bytes"))
-    var maxLineBytes: Int?
-    @Option(help: ArgumentHelp("Seconds to keep retrying an unreachable database after SIGTERM [APPLIER_SHUTDOWN_TIMEOUT, default 30].", valueName: "s"))
-    var shutdownTimeout: Int?
-    @Option(help: ArgumentHelp("Serve Prometheus metrics on GET /metrics at this port; 0 picks a free one (logged) [APPLIER_METRICS_PORT, default off].",
-                               valueName: "port"))
-    var metricsPort: Int?
-    @Option(help: ArgumentHelp("Address the metrics endpoint binds to [APPLIER_METRICS_HOST, default 127.0.0.1].", valueName: "address"))
-    var metricsHost: String?
+    @Option(name: S.batchSize.name, help: S.batchSize.help) var batchSize: Int?
+    @Option(name: S.batchMs.name, help: S.batchMs.help) var batchMs: Int?
+    @Option(name: S.connections.name, help: S.connections.help) var connections: Int?
+    @Option(name: S.maxLineBytes.name, help: S.maxLineBytes.help) var maxLineBytes: Int?
+    @Option(name: S.shutdownTimeout.name, help: S.shutdownTimeout.help) var shutdownTimeout: Int?
+    @Option(name: S.metricsPort.name, help: S.metricsPort.help) var metricsPort: Int?
+    @Option(name: S.metricsHost.name, help: S.metricsHost.help) var metricsHost: String?
     @Option(help: ArgumentHelp("Apply this schema file (changeset.sql) to the database with these same settings, then exit; waits up to a minute for PostgreSQL to come up.",
                                valueName: "file"))
     var applyChangeset: String?
@@ -56,39 +50,27 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
     var replayArchive = false
     @Flag(help: ArgumentHelp("With --replay-archive: first make the current ARCHIVE_PATH a segment too (only while no receiver writes it)."))
     var sealArchive = false
-    @Option(help: ArgumentHelp("The receiver's archive, for --replay-archive [ARCHIVE_PATH].", valueName: "file")) var archivePath: String?
-    @Option(help: ArgumentHelp("Verified archive segments rotated longer ago than this many days are deleted by --replay-archive; 0 keeps all [ARCHIVE_RETENTION_DAYS, default 7].",
-                               valueName: "days"))
-    var archiveRetentionDays: Int?
+    @Option(name: S.archivePath.name, help: S.archivePath.help) var archivePath: String?
+    @Option(name: S.archiveRetentionDays.name, help: S.archiveRetentionDays.help) var archiveRetentionDays: Int?
     @OptionGroup(title: "JetStream mode (read the stream instead of stdin)") var jetStream: JetStreamOptions
-    @Option(help: ArgumentHelp("Durable consumer the appliers share [NATS_CONSUMER, default appliers].", valueName: "name"))
-    var natsConsumer: String?
-    @Option(help: ArgumentHelp("When the consumer is made: seconds before a fetched, unacknowledged message goes to another applier [NATS_ACK_WAIT_SECONDS, default 30].",
-                               valueName: "s"))
-    var natsAckWaitSeconds: Int?
+    @Option(name: JetStreamOptions.natsConsumerSetting.name, help: JetStreamOptions.natsConsumerSetting.help) var natsConsumer: String?
+    @Option(name: JetStreamOptions.natsAckWaitSecondsSetting.name, help: JetStreamOptions.natsAckWaitSecondsSetting.help) var natsAckWaitSeconds: Int?
 
     func resolve() throws -> ApplierConfiguration {
         try Self.checkingSettings {
             let settings = Settings()
             var config = ApplierConfiguration(conninfo: database.conninfo)
-            config.batchSize = try settings.int(("--batch-size", batchSize), "APPLIER_BATCH_SIZE", default: config.batchSize, range: 1...1_000_000)
-            config.batchMilliseconds = try settings.int(("--batch-ms", batchMs), "APPLIER_BATCH_MS", default: config.batchMilliseconds, range: 0...3_600_000)
-            config.connections = try settings.int(("--connections", connections), "APPLIER_CONNECTIONS", default: config.connections,
-                                                  range: 1...TaskPartition.count)
-            config.maxLineBytes = try settings.int(("--max-line-bytes", maxLineBytes), "APPLIER_MAX_LINE_BYTES", default: config.maxLineBytes,
-                                                   range: 1024...(1 << 30))
-            config.shutdownTimeoutSeconds = try settings.int(("--shutdown-timeout", shutdownTimeout), "APPLIER_SHUTDOWN_TIMEOUT",
-                                                             default: config.shutdownTimeoutSeconds, range: 0...86_400)
-            if metricsPort != nil || settings.string("APPLIER_METRICS_PORT") != nil {
-                config.metricsPort = try settings.int(("--metrics-port", metricsPort), "APPLIER_METRICS_PORT", default: 0, range: 0...65_535)
-            }
-            config.metricsHost = settings.string(metricsHost, "APPLIER_METRICS_HOST", default: config.metricsHost)
-            config.archivePath = archivePath ?? settings.string("ARCHIVE_PATH")
-            config.archiveRetentionDays = try settings.int(("--archive-retention-days", archiveRetentionDays), "ARCHIVE_RETENTION_DAYS",
-                                                           default: config.archiveRetentionDays, range: 0...36_500)
-            config.jetStream = try jetStream.resolve(settings, consumer: settings.string(natsConsumer, "NATS_CONSUMER", default: "appliers"))
-            config.jetStream?.ackWaitSeconds = try settings.int(("--nats-ack-wait-seconds", natsAckWaitSeconds), "NATS_ACK_WAIT_SECONDS",
-                                                                default: 30, range: 1...86_400)
+            config.batchSize = try settings.value(S.batchSize, flag: batchSize)
+            config.batchMilliseconds = try settings.value(S.batchMs, flag: batchMs)
+            config.connections = try settings.value(S.connections, flag: connections)
+            config.maxLineBytes = try settings.value(S.maxLineBytes, flag: maxLineBytes)
+            config.shutdownTimeoutSeconds = try settings.value(S.shutdownTimeout, flag: shutdownTimeout)
+            config.metricsPort = try settings.optional(S.metricsPort, flag: metricsPort)
+            config.metricsHost = try settings.value(S.metricsHost, flag: metricsHost)
+            config.archivePath = try settings.optional(S.archivePath, flag: archivePath)
+            config.archiveRetentionDays = try settings.value(S.archiveRetentionDays, flag: archiveRetentionDays)
+            config.jetStream = try jetStream.resolve(settings, consumer: settings.value(JetStreamOptions.natsConsumerSetting, flag: natsConsumer))
+            config.jetStream?.ackWaitSeconds = try settings.value(JetStreamOptions.natsAckWaitSecondsSetting, flag: natsAckWaitSeconds)
             return config
         }
     }

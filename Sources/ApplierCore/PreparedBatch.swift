@@ -89,7 +89,15 @@ public struct PreparedBatch: Sendable {
     public var lastLine: Int { items.last?.line ?? 0 }
     public var count: Int { items.count }
 
-    /// Computes identities and encodes the event log rows.
+    /// The event log's COPY: its columns in the order `init` encodes them,
+    /// the transaction's id last (appended to each row as the batch is committed).
+    static let eventLogCopy = """
+        COPY meetperry.task_event
+            (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id, xact_id)
+        FROM STDIN (FORMAT binary)
+        """
+
+    /// Computes identities and encodes the event log rows (`eventLogCopy`'s columns but the last).
     public init(_ items: [IncomingEvent]) {
         var encoder = BinaryCopyEncoder(columns: 9)
         var identities: [EventKey] = []

@@ -85,11 +85,7 @@ public final class TaskStore: BatchStore {
         guard let xactId = try connection.execute("SELECT pg_current_xact_id()::text").scalar.flatMap({ Int64($0) }) else {
             throw PGError.unreadableRow("pg_current_xact_id()")
         }
-        try connection.copyIn("""
-            COPY meetperry.task_event
-                (identity, event, external_id, user_id, content, is_completed, occurred_at, received_at, delivery_id, xact_id)
-            FROM STDIN (FORMAT binary)
-            """, data: batch.eventRows.data(rows: plan.newItems, appendingToEach: xactId))
+        try connection.copyIn(PreparedBatch.eventLogCopy, data: batch.eventRows.data(rows: plan.newItems, appendingToEach: xactId))
         let (rows, outcome, verdicts) = plan.fold()
         try write(rows)
         try store(verdicts)

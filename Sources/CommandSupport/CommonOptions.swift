@@ -30,21 +30,26 @@ extension MeetperryCommand {
 
     /// Starts logging (stderr, one line per event) and returns the program's logger.
     public func startLogging(as label: String) -> Logger {
-        LogSetup.bootstrap(level: common.logLevel ?? Settings().string("LOG_LEVEL"))
+        LogSetup.bootstrap(level: (try? Settings().value(CommonOptions.logLevelSetting, flag: common.logLevel)) ?? "info")
         return Logger(label: label)
     }
 }
 
 /// Options every program takes (`@OptionGroup`).
 public struct CommonOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical [LOG_LEVEL, default info].", valueName: "level"))
+    public static let logLevelSetting = Setting("LOG_LEVEL", flag: "log-level", default: "info", valueName: "level",
+                                                "trace, debug, info, notice, warning, error or critical")
+    /// The settings every program reads.
+    public static let settings: [any SettingDeclaration] = [logLevelSetting]
+
+    @Option(name: Self.logLevelSetting.name, help: Self.logLevelSetting.help)
     public var logLevel: String?
 
     public init() {}
 
     public func validate() throws {
-        let level = logLevel ?? Settings().string("LOG_LEVEL")
-        if let level, Logger.Level(rawValue: level.lowercased()) == nil {
+        let level = try Settings().value(Self.logLevelSetting, flag: logLevel)
+        if Logger.Level(rawValue: level.lowercased()) == nil {
             let given = logLevel != nil ? "--log-level \(level)" : "LOG_LEVEL=\(level.debugDescription)"
             throw ValidationError("\(given) is not one of trace, debug, info, notice, warning, error, critical")
         }
@@ -53,8 +58,15 @@ public struct CommonOptions: ParsableArguments {
 
 /// The database options of the applier and the reporter (`@OptionGroup`).
 public struct DatabaseOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("libpq connection string; wins over DATABASE_URL and the DB_HOST, DB_PORT, DB_USER, DB_NAME and DB_PASSWORD variables [DATABASE_URL].",
-                               valueName: "conninfo"))
+    public static let databaseUrlSetting = Setting<String>(
+        "DATABASE_URL", flag: "database-url", default: nil, valueName: "conninfo",
+        "libpq connection string; wins over DATABASE_URL and the DB_HOST, DB_PORT, DB_USER, DB_NAME and DB_PASSWORD variables")
+    /// `DATABASE_URL`, and the `DB_*` variables (no flags) `ConnectionString` reads when it is unset, with their defaults.
+    public static let settings: [any SettingDeclaration] = [databaseUrlSetting] + ConnectionString.variables.map {
+        Setting<String>($0.variable, flag: nil, default: $0.fallback, valueName: $0.key, "libpq's \($0.key)")
+    }
+
+    @Option(name: Self.databaseUrlSetting.name, help: Self.databaseUrlSetting.help)
     public var databaseUrl: String?
 
     public init() {}

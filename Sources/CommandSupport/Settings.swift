@@ -24,41 +24,34 @@ public struct Settings: Sendable {
         return value
     }
 
-    public func string(_ flag: String?, _ name: String, default defaultValue: String) -> String {
-        flag ?? string(name) ?? defaultValue
-    }
-
-    /// `flag`: the flag's name and what it was given (nil when it was not).
-    public func int(_ flag: (name: String, value: Int?), _ variable: String, default defaultValue: Int, range: ClosedRange<Int>) throws -> Int {
-        let value: Int
+    /// The setting's value: the flag's (`flag`, nil when not given), else
+    /// its variable's, else its default (nil: unset). A value given that is
+    /// not one (or outside the setting's range) throws, naming where it came from.
+    public func optional<Value>(_ setting: Setting<Value>, flag: Value?) throws -> Value? {
+        let value: Value
         let given: String
-        if let flagged = flag.value {
-            value = flagged
-            given = "\(flag.name) \(flagged)"
-        } else if let text = string(variable) {
-            given = "\(variable)=\(text.debugDescription)"
-            guard let parsed = Int(text.trimmingCharacters(in: .whitespaces)) else {
-                throw InvalidSetting(given: given, expected: "a whole number")
-            }
+        if let flag {
+            value = flag
+            given = "\(setting.flagName ?? setting.variable) \(flag)"
+        } else if let text = string(setting.variable) {
+            given = "\(setting.variable)=\(text.debugDescription)"
+            guard let parsed = Value.parse(text) else { throw InvalidSetting(given: given, expected: Value.expected) }
             value = parsed
         } else {
-            return defaultValue
+            return setting.defaultValue
         }
-        guard range.contains(value) else {
+        if let range = setting.range, let number = value as? Int, !range.contains(number) {
             throw InvalidSetting(given: given, expected: "within \(range.lowerBound)...\(range.upperBound)")
         }
         return value
     }
 
-    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
-    public func bool(_ flag: Bool?, _ variable: String, default defaultValue: Bool) throws -> Bool {
-        if let flag { return flag }
-        guard let text = string(variable) else { return defaultValue }
-        switch text.lowercased() {
-        case "true", "1", "yes", "on": return true
-        case "false", "0", "no", "off": return false
-        default: throw InvalidSetting(given: "\(variable)=\(text.debugDescription)", expected: "true or false")
+    /// The value of a setting that has a default (`optional` for one that may be unset).
+    public func value<Value>(_ setting: Setting<Value>, flag: Value?) throws -> Value {
+        guard let value = try optional(setting, flag: flag) else {
+            preconditionFailure("\(setting.variable) is declared without a default")
         }
+        return value
     }
 }
 

@@ -19,9 +19,9 @@ public final class PullSubscription: @unchecked Sendable {
     private let replyPrefix: String
     /// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`.
     private let nextSubject: String
-    private var requests = 0
-    /// One fetch at a time.
-    private let fetching = Mutex(())
+    /// How many pull requests were sent (request n's replies come to `replyPrefix` + n);
+    /// held for the whole of a fetch, so there is one fetch at a time.
+    private let requests = Mutex(0)
 
     /// Reads from the existing durable consumer `consumer` of `stream`.
     public init(jetStream: JetStream, stream: String, consumer: String) throws(NATSError) {
@@ -49,28 +49,28 @@ public final class PullSubscription: @unchecked Sendable {
     /// Up to `batch` messages: what is there now, or else the first that
     /// come within `timeoutMilliseconds` (up to the batch); empty when none came.
     public func fetch(batch: Int, timeoutMilliseconds: Int64) throws(NATSError) -> [JetStreamMessage] {
-        try fetching.withLock { _ throws(NATSError) in
+        try requests.withLock { (requests: inout Int) throws(NATSError) in
             let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(1, timeoutMilliseconds)) * 1_000_000
             var messages: [JetStreamMessage] = []
             // Late messages of an earlier request first: they are ours.
             _ = try receive(into: &messages, batch: batch, request: nil, until: 0)
             guard messages.count < batch else { return messages }
             // What is there now, answered at once (a 404 status when there is less).
-            let available = try request(batch: batch - messages.count, expiresMilliseconds: timeoutMilliseconds, noWait: true)
+            let available = try request(&requests, batch: batch - messages.count, expiresMilliseconds: timeoutMilliseconds, noWait: true)
             _ = try receive(into: &messages, batch: batch, request: available, until: deadline)
             guard messages.isEmpty else { return messages }
             // Nothing: wait for the first to come, until the time is up (a 408 status then).
             let now = DispatchTime.now().uptimeNanoseconds
             let remaining = deadline > now ? Int64((deadline - now) / 1_000_000) : 0
             guard remaining > 20 else { return messages }
-            let waiting = try request(batch: batch, expiresMilliseconds: remaining - 10, noWait: false)
+            let waiting = try request(&requests, batch: batch, expiresMilliseconds: remaining - 10, noWait: false)
             _ = try receive(into: &messages, batch: batch, request: waiting, until: deadline)
             return messages
         }
     }
 
-    /// Publishes a pull request; returns its reply subject.
-    private func request(batch: Int, expiresMilliseconds: Int64, noWait: Bool) throws(NATSError) -> String {
+    /// Publishes the next pull request (`requests` counts them); returns its reply subject.
+    private func request(_ requests: inout Int, batch: Int, expiresMilliseconds: Int64, noWait: Bool) throws(NATSError) -> String {
         requests += 1
         let reply = replyPrefix + String(requests)
         let body = "{\"batch\":\(batch),\"expires\":\(max(1, expiresMilliseconds) * 1_000_000)\(noWait ? ",\"no_wait\":true" : "")}"

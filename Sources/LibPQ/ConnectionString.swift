@@ -5,6 +5,13 @@ import Foundation
 /// `DATABASE_URL` wins; otherwise `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_NAME`,
 /// `DB_PASSWORD` with their defaults, each value quoted for key=value syntax.
 public enum ConnectionString {
+    /// The variables read when `DATABASE_URL` is unset: each one's libpq
+    /// keyword and its default (nil: left to libpq).
+    public static let variables: [(variable: String, key: String, fallback: String?)] = [
+        ("DB_HOST", "host", "localhost"), ("DB_PORT", "port", "5432"), ("DB_USER", "user", "postgres"),
+        ("DB_NAME", "dbname", "meetperry"), ("DB_PASSWORD", "password", nil),
+    ]
+
     public static func resolve(environment: [String: String]) -> String {
         if let url = environment["DATABASE_URL"], !url.isEmpty { return url }
         func value(_ name: String, _ fallback: String?) -> String? {
@@ -17,11 +24,7 @@ public enum ConnectionString {
             let escaped = v.replacingAll("\\", with: "\\\\").replacingAll("'", with: "\\'")
             parts.append("\(key)='\(escaped)'")
         }
-        add("host", value("DB_HOST", "localhost"))
-        add("port", value("DB_PORT", "5432"))
-        add("user", value("DB_USER", "postgres"))
-        add("dbname", value("DB_NAME", "meetperry"))
-        add("password", value("DB_PASSWORD", nil))
+        for (variable, key, fallback) in variables { add(key, value(variable, fallback)) }
         add("application_name", value("PGAPPNAME", nil))
         return parts.joined(separator: " ")
     }

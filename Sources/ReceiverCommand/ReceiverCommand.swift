@@ -9,6 +9,8 @@ import ReceiverCore
 /// `receiver`: HTTP webhooks in, canonical NDJSON lines out on stdout.
 @main
 struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
+    private typealias S = ReceiverSettings
+
     static let configuration = CommandConfiguration(
         commandName: "receiver",
         abstract: "Accept TODO webhooks over HTTP and write each as one NDJSON line to stdout.",
@@ -30,69 +32,49 @@ struct ReceiverCommand: AsyncParsableCommand, MeetperryCommand {
     )
 
     @OptionGroup var common: CommonOptions
-    @Option(help: ArgumentHelp("Address to listen on [HTTP_HOST, default 0.0.0.0].", valueName: "address")) var httpHost: String?
-    @Option(help: ArgumentHelp("Port to listen on [HTTP_PORT, default 8000].", valueName: "port")) var httpPort: Int?
-    @Option(help: ArgumentHelp("Largest accepted body in bytes [MAX_BODY_BYTES, default 1048576].", valueName: "bytes")) var maxBodyBytes: Int?
-    @Option(help: ArgumentHelp("Standard Webhooks secret 'whsec_…', or several separated by spaces (any may sign); unset means no signature check [WEBHOOK_SECRET].",
-                               valueName: "secrets"))
-    var webhookSecret: String?
-    @Option(help: ArgumentHelp("PEM certificate (chain) for HTTPS on the same port; re-read on SIGHUP [TLS_CERT_FILE].", valueName: "file"))
-    var tlsCertFile: String?
-    @Option(help: ArgumentHelp("PEM private key of that certificate [TLS_KEY_FILE].", valueName: "file")) var tlsKeyFile: String?
-    @Option(help: ArgumentHelp("Append-only, fsynced copy of every accepted line [ARCHIVE_PATH].", valueName: "file")) var archivePath: String?
-    @Option(help: ArgumentHelp("Rotate the archive before it passes this many bytes; 0: never by size [ARCHIVE_ROTATE_BYTES, default 67108864].", valueName: "bytes"))
-    var archiveRotateBytes: Int?
-    @Option(help: ArgumentHelp("Rotate the archive at each new UTC day: true or false [ARCHIVE_ROTATE_DAILY, default true].", valueName: "bool"))
-    var archiveRotateDaily: Bool?
-    @Option(help: ArgumentHelp("Lines waiting for stdout before answering 503 [QUEUE_CAPACITY, default 4096].", valueName: "n")) var queueCapacity: Int?
-    @Option(help: ArgumentHelp("Bytes waiting for stdout before answering 503 [QUEUE_BYTES, default 8388608].", valueName: "bytes")) var queueBytes: Int?
-    @Option(help: ArgumentHelp("Seconds an idle connection is kept [IDLE_TIMEOUT_SECONDS, default 60].", valueName: "s")) var idleTimeoutSeconds: Int?
-    @Option(help: ArgumentHelp("Serve GET /metrics on this port of its own instead of the public one (which then answers 404 there); 0 picks a free one (logged) [RECEIVER_METRICS_PORT, default: the public port].",
-                               valueName: "port"))
-    var metricsPort: Int?
-    @Option(help: ArgumentHelp("Address the metrics port binds to [RECEIVER_METRICS_HOST, default 127.0.0.1].", valueName: "address"))
-    var metricsHost: String?
-    @Option(help: ArgumentHelp("Seconds a webhook may wait for a stalled stdout reader (or the stream's acknowledgement) before 503 [QUEUE_TIMEOUT_SECONDS, default 4].",
-                               valueName: "s"))
-    var queueTimeoutSeconds: Int?
-    @Option(help: ArgumentHelp("Milliseconds without the reader taking anything before new webhooks get 503 at once [STALL_TIMEOUT_MS, default 1000].", valueName: "ms"))
-    var stallTimeoutMs: Int?
-    @Option(help: ArgumentHelp("Seconds a connection has to send each whole request [REQUEST_TIMEOUT_SECONDS, default 30].", valueName: "s"))
-    var requestTimeoutSeconds: Int?
-    @Option(help: ArgumentHelp("Connections open at once; more wait to be accepted [MAX_CONNECTIONS, default 4096].", valueName: "n")) var maxConnections: Int?
+    @Option(name: S.httpHost.name, help: S.httpHost.help) var httpHost: String?
+    @Option(name: S.httpPort.name, help: S.httpPort.help) var httpPort: Int?
+    @Option(name: S.maxBodyBytes.name, help: S.maxBodyBytes.help) var maxBodyBytes: Int?
+    @Option(name: S.webhookSecret.name, help: S.webhookSecret.help) var webhookSecret: String?
+    @Option(name: S.tlsCertFile.name, help: S.tlsCertFile.help) var tlsCertFile: String?
+    @Option(name: S.tlsKeyFile.name, help: S.tlsKeyFile.help) var tlsKeyFile: String?
+    @Option(name: S.archivePath.name, help: S.archivePath.help) var archivePath: String?
+    @Option(name: S.archiveRotateBytes.name, help: S.archiveRotateBytes.help) var archiveRotateBytes: Int?
+    @Option(name: S.archiveRotateDaily.name, help: S.archiveRotateDaily.help) var archiveRotateDaily: Bool?
+    @Option(name: S.queueCapacity.name, help: S.queueCapacity.help) var queueCapacity: Int?
+    @Option(name: S.queueBytes.name, help: S.queueBytes.help) var queueBytes: Int?
+    @Option(name: S.idleTimeoutSeconds.name, help: S.idleTimeoutSeconds.help) var idleTimeoutSeconds: Int?
+    @Option(name: S.metricsPort.name, help: S.metricsPort.help) var metricsPort: Int?
+    @Option(name: S.metricsHost.name, help: S.metricsHost.help) var metricsHost: String?
+    @Option(name: S.queueTimeoutSeconds.name, help: S.queueTimeoutSeconds.help) var queueTimeoutSeconds: Int?
+    @Option(name: S.stallTimeoutMs.name, help: S.stallTimeoutMs.help) var stallTimeoutMs: Int?
+    @Option(name: S.requestTimeoutSeconds.name, help: S.requestTimeoutSeconds.help) var requestTimeoutSeconds: Int?
+    @Option(name: S.maxConnections.name, help: S.maxConnections.help) var maxConnections: Int?
     @OptionGroup(title: "JetStream mode (stdout carries nothing; 202 once the stream has stored the webhook)") var jetStream: JetStreamOptions
 
     func resolve() throws -> ReceiverConfiguration {
         let settings = Settings()
         var config = ReceiverConfiguration()
-        config.host = settings.string(httpHost, "HTTP_HOST", default: config.host)
-        config.webhookSecret = webhookSecret ?? settings.string("WEBHOOK_SECRET")
-        config.archivePath = archivePath ?? settings.string("ARCHIVE_PATH")
-        config.tlsCertificateFile = tlsCertFile ?? settings.string("TLS_CERT_FILE")
-        config.tlsKeyFile = tlsKeyFile ?? settings.string("TLS_KEY_FILE")
         try Self.checkingSettings {
-            config.port = try settings.int(("--http-port", httpPort), "HTTP_PORT", default: config.port, range: 0...65535)
-            config.maxBodyBytes = try settings.int(("--max-body-bytes", maxBodyBytes), "MAX_BODY_BYTES", default: config.maxBodyBytes, range: 1...(1 << 30))
-            config.archiveRotateBytes = try settings.int(("--archive-rotate-bytes", archiveRotateBytes), "ARCHIVE_ROTATE_BYTES",
-                                                         default: config.archiveRotateBytes, range: 0...(1 << 40))
-            config.archiveRotateDaily = try settings.bool(archiveRotateDaily, "ARCHIVE_ROTATE_DAILY", default: config.archiveRotateDaily)
-            config.queueCapacity = try settings.int(("--queue-capacity", queueCapacity), "QUEUE_CAPACITY", default: config.queueCapacity, range: 1...1_000_000)
-            config.queueBytes = try settings.int(("--queue-bytes", queueBytes), "QUEUE_BYTES", default: config.queueBytes, range: 1...(1 << 34))
-            config.queueTimeoutSeconds = try settings.int(("--queue-timeout-seconds", queueTimeoutSeconds), "QUEUE_TIMEOUT_SECONDS",
-                                                          default: config.queueTimeoutSeconds, range: 1...86_400)
-            config.stallTimeoutMilliseconds = try settings.int(("--stall-timeout-ms", stallTimeoutMs), "STALL_TIMEOUT_MS",
-                                                               default: config.stallTimeoutMilliseconds, range: 10...3_600_000)
-            config.requestTimeoutSeconds = try settings.int(("--request-timeout-seconds", requestTimeoutSeconds), "REQUEST_TIMEOUT_SECONDS",
-                                                            default: config.requestTimeoutSeconds, range: 1...86_400)
-            config.maxConnections = try settings.int(("--max-connections", maxConnections), "MAX_CONNECTIONS", default: config.maxConnections,
-                                                     range: 1...1_000_000)
-            config.idleTimeoutSeconds = try settings.int(("--idle-timeout-seconds", idleTimeoutSeconds), "IDLE_TIMEOUT_SECONDS",
-                                                         default: config.idleTimeoutSeconds, range: 1...86_400)
+            config.host = try settings.value(S.httpHost, flag: httpHost)
+            config.port = try settings.value(S.httpPort, flag: httpPort)
+            config.maxBodyBytes = try settings.value(S.maxBodyBytes, flag: maxBodyBytes)
+            config.webhookSecret = try settings.optional(S.webhookSecret, flag: webhookSecret)
+            config.tlsCertificateFile = try settings.optional(S.tlsCertFile, flag: tlsCertFile)
+            config.tlsKeyFile = try settings.optional(S.tlsKeyFile, flag: tlsKeyFile)
+            config.archivePath = try settings.optional(S.archivePath, flag: archivePath)
+            config.archiveRotateBytes = try settings.value(S.archiveRotateBytes, flag: archiveRotateBytes)
+            config.archiveRotateDaily = try settings.value(S.archiveRotateDaily, flag: archiveRotateDaily)
+            config.queueCapacity = try settings.value(S.queueCapacity, flag: queueCapacity)
+            config.queueBytes = try settings.value(S.queueBytes, flag: queueBytes)
+            config.queueTimeoutSeconds = try settings.value(S.queueTimeoutSeconds, flag: queueTimeoutSeconds)
+            config.stallTimeoutMilliseconds = try settings.value(S.stallTimeoutMs, flag: stallTimeoutMs)
+            config.requestTimeoutSeconds = try settings.value(S.requestTimeoutSeconds, flag: requestTimeoutSeconds)
+            config.maxConnections = try settings.value(S.maxConnections, flag: maxConnections)
+            config.idleTimeoutSeconds = try settings.value(S.idleTimeoutSeconds, flag: idleTimeoutSeconds)
             config.jetStream = try jetStream.resolve(settings)
-            if metricsPort != nil || settings.string("RECEIVER_METRICS_PORT") != nil {
-                config.metricsPort = try settings.int(("--metrics-port", metricsPort), "RECEIVER_METRICS_PORT", default: 0, range: 0...65_535)
-            }
-            config.metricsHost = settings.string(metricsHost, "RECEIVER_METRICS_HOST", default: config.metricsHost)
+            config.metricsPort = try settings.optional(S.metricsPort, flag: metricsPort)
+            config.metricsHost = try settings.value(S.metricsHost, flag: metricsHost)
         }
         // A listening socket from systemd (meetperry.socket) wins over HTTP_HOST and HTTP_PORT.
         do {

@@ -42,6 +42,16 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         /// Why the last publish was not stored, until one is (or the stream
         /// answers again): the stream cannot take a write now.
         var writesFailing: String?
+        /// The run waiting, while draining, for the last acknowledgement.
+        var drainWaiter: CheckedContinuation<Void, Never>?
+
+        /// The publish `token` is answered: its ticket, and the drain waiter to resume when it was the last.
+        mutating func answered(_ token: UInt64) -> (Ticket?, CheckedContinuation<Void, Never>?) {
+            let ticket = waiting.removeValue(forKey: token)
+            guard waiting.isEmpty, let waiter = drainWaiter else { return (ticket, nil) }
+            drainWaiter = nil
+            return (ticket, waiter)
+        }
     }
 
     /// The state under its lock, shared with the acknowledgement callback.
@@ -58,6 +68,9 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
     private let jetStream: JetStream
     private let state = Shared()
     private let answers = LoopAnswers()
+    /// Wakes the thread that makes sure of the stream: a reconnection, a
+    /// publish not stored, or the drain.
+    private let ensureWake = DispatchSemaphore(value: 0)
 
     /// Starts connecting (returns at once when no server answers yet).
     /// Throws only for settings libnats refuses.
@@ -67,10 +80,12 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         self.metrics = metrics
         self.logger = logger
         let state = self.state
+        let ensureWake = self.ensureWake
         // After a reconnection the servers are checked again (ensureStream) before the next publish.
         connection = try JetStreamSetup.connect(settings, clientName: "meetperry-receiver",
                                                 whileDisconnected: "answering 503 until a server is back", logger: logger) {
             state.withLock { $0.streamReady = false }
+            ensureWake.signal()
         }
         let answers = self.answers
         let metricsForAcks = metrics
@@ -82,14 +97,17 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
             case .failed(let error):
                 outcome = .unavailable(error.isTimeout ? "the stream did not acknowledge the webhook in time" : "the stream did not store the webhook: \(error)")
             }
-            let (ticket, wasFailing) = state.withLock { (state: inout State) -> (Ticket?, Bool) in
+            let (ticket, drainWaiter, wasFailing) = state.withLock { (state: inout State) -> (Ticket?, CheckedContinuation<Void, Never>?, Bool) in
                 let wasFailing = state.writesFailing != nil
                 if case .unavailable(let why) = outcome { state.writesFailing = why } else { state.writesFailing = nil }
-                return (state.waiting.removeValue(forKey: token), wasFailing)
+                let (ticket, drainWaiter) = state.answered(token)
+                return (ticket, drainWaiter, wasFailing)
             }
+            drainWaiter?.resume()
             switch (outcome, wasFailing) {
             case (.unavailable(let why), false):
                 logger.warning("a publish was not stored; answering 503 until the stream stores again", metadata: ["why": "\(why)"])
+                ensureWake.signal()
             case (.written, true):
                 logger.notice("the stream stores webhooks again")
             default:
@@ -140,7 +158,9 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
                         messageId: line.messageId ?? "", maxWaitMilliseconds: ackTimeoutMilliseconds, token: token)
                 }
             } catch {
-                guard state.withLock({ $0.waiting.removeValue(forKey: token) }) != nil else { continue }
+                let (ticket, drainWaiter) = state.withLock { $0.answered(token) }
+                drainWaiter?.resume()
+                guard ticket != nil else { continue }
                 logger.warning("cannot publish a webhook", metadata: ["error": "\(error)"])
                 line.completion(.unavailable("the stream cannot be reached: \(error)"))
             }
@@ -167,16 +187,37 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
             refusals.continuation.finish()
         }
         state.withLock { $0.draining = true }
+        ensureWake.signal()
         // The HTTP server has answered what was in flight; what is still
         // waiting is answered by its acknowledgement or its timeout.
-        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(ackTimeoutMilliseconds + 1000) * 1_000_000
-        while state.withLock({ !$0.waiting.isEmpty }) && DispatchTime.now().uptimeNanoseconds < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        await waitForLastAcknowledgement(atMost: .milliseconds(ackTimeoutMilliseconds + 1000))
         try? connection.flush(timeoutMilliseconds: 1000)
         connection.close()
         logger.info("JetStream publisher stopped")
         if let refusal { throw refusal }
+    }
+
+    /// Returns once no publish waits for its acknowledgement (the last one
+    /// resumes it), or after `limit`: libnats answers each by its own timeout,
+    /// so the limit only bounds a shutdown that would otherwise hang.
+    private func waitForLastAcknowledgement(atMost limit: Duration) async {
+        let state = self.state
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let none = state.withLock { (state: inout State) -> Bool in
+                guard !state.waiting.isEmpty else { return true }
+                state.drainWaiter = continuation
+                return false
+            }
+            if none { return continuation.resume() }
+            Task {
+                try? await Task.sleep(for: limit)
+                let waiter = state.withLock { (state: inout State) -> CheckedContinuation<Void, Never>? in
+                    defer { state.drainWaiter = nil }
+                    return state.drainWaiter
+                }
+                waiter?.resume()
+            }
+        }
     }
 
     /// Makes sure the stream exists whenever connected and it is not known to
@@ -211,57 +252,14 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
                     state.withLock { $0.writesFailing = nil }
                     logger.notice("the stream answers with a leader again: accepting webhooks")
                 }
-                Thread.sleep(forTimeInterval: 0.25)
+                // Nothing to do while connected to a stream that stores: sleep until
+                // woken (a reconnection, a publish not stored, the drain). Otherwise
+                // try again in a quarter of a second.
+                let settled = connection.isConnected && state.withLock { $0.streamReady && $0.writesFailing == nil && !$0.draining }
+                _ = ensureWake.wait(timeout: settled ? .distantFuture : .now() + .milliseconds(250))
             }
         }
         thread.name = "jetstream-setup"
         thread.start()
-    }
-}
-
-/// Answers that come from another thread, run on each event loop in
-/// batches: the first answer queued for a loop schedules one task, which
-/// runs every answer queued for that loop by the time it runs.
-final class LoopAnswers: Sendable {
-    private let queued = Mutex<[ObjectIdentifier: (loop: any EventLoop, answers: [(@Sendable (LineOutcome) -> Void, LineOutcome)])]>([:])
-
-    func deliver(_ outcome: LineOutcome, to completion: @escaping @Sendable (LineOutcome) -> Void, on loop: any EventLoop) {
-        let key = ObjectIdentifier(loop)
-        let first = queued.withLock { queued in
-            let first = queued[key] == nil
-            queued[key, default: (loop, [])].answers.append((completion, outcome))
-            return first
-        }
-        guard first else { return }
-        loop.execute {
-            let batch = self.queued.withLock { $0.removeValue(forKey: key) }
-            for (completion, outcome) in batch?.answers ?? [] { completion(outcome) }
-        }
-    }
-}
-
-/// JetStream mode with an archive: each line is appended to the archive (and
-/// fsynced) by an archive-only `StreamWriter` first, then published; a line
-/// the archive refuses is never published.
-final class ArchivingSink: LineSink, Sendable {
-    let archive: StreamWriter
-    let then: any LineSink
-
-    init(archive: StreamWriter, then: any LineSink) {
-        self.archive = archive
-        self.then = then
-    }
-
-    var trouble: SinkTrouble? { then.trouble ?? archive.trouble }
-    var mode: String { "archive + " + then.mode }
-
-    func submit(_ lines: [SubmittedLine], on eventLoop: any EventLoop) {
-        let next = then
-        archive.submit(lines.map { line in
-            SubmittedLine(bytes: line.bytes, messageId: line.messageId) { outcome in
-                guard outcome == .written else { return line.completion(outcome) }
-                next.submit([line], on: eventLoop)
-            }
-        }, on: eventLoop)
     }
 }

@@ -32,39 +32,23 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     }
 
     /// Why the writer stopped for good.
-    public enum Failure: Error, CustomStringConvertible {
-        case outputClosed(errno: Int32)
-        case outputFailed(errno: Int32)
-
-        public var description: String {
-            switch self {
-            case .outputClosed: return "stdout was closed by its reader (EPIPE): nothing downstream reads the stream"
-            case .outputFailed(let e): return "writing to stdout failed: \(String(cString: strerror(e)))"
-            }
-        }
-    }
+    public typealias Failure = WriterFailure
 
     private let outputFD: Int32
     /// False: there is no stream, only the archive (JetStream mode with an
     /// archive): a line is done once archived.
     private let hasOutput: Bool
-    /// Lines may be written by the thread that submits them (no archive, so no
-    /// fsync to share; set once the output is known not to block).
-    private var writesDirectly = false
     private let maxQueuedBytes: Int
     private let archive: ArchiveFile?
     private let metrics: ReceiverMetrics?
     private let logger: Logger
 
-    /// Guards `state` and the thread's bookkeeping below; signalled when a line arrives or shutdown begins.
+    /// Guards `state`; signalled when a line arrives or shutdown begins.
     private let condition = NSCondition()
-    private var state: WriterState<Ticket>
+    private typealias State = WriterState<Ticket, CheckedContinuation<Failure?, Never>>
+    private var state: State
     /// The lines of one direct write, end to end (used under the lock).
     private var directBuffer: [UInt8] = []
-    private var failure: Failure?
-    private var threadExited = false
-    private var exitWaiters: [CheckedContinuation<Void, Never>] = []
-    private var started = false
 
     /// - Parameters:
     ///   - outputFD: where the stream goes (stdout, 1, in production); nil:
@@ -119,7 +103,7 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
         var written = 0
         condition.lock()
         let answers: [LineOutcome?]
-        if writesDirectly && state.mayWriteDirectly {
+        if state.mayWriteDirectly {
             // Nothing is queued or being written: write the lines here and now,
             // with no hop to the writer thread and back (the usual case when
             // the reader keeps up). Whatever the output does not take at once,
@@ -188,20 +172,18 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     public func start() {
         condition.lock()
         defer { condition.unlock() }
-        guard !started else { return }
-        started = true
         // A pipe or socket is written without blocking, so that while its reader
         // stalls the writer can still answer the senders waiting for it. (Not a
         // terminal or file: their descriptions may be shared with the shell.)
         var info = stat()
-        guard hasOutput, fstat(outputFD, &info) == 0 else { return startThread() }
-        let kind = info.st_mode & S_IFMT
+        let kind = hasOutput && fstat(outputFD, &info) == 0 ? info.st_mode & S_IFMT : 0
+        // Direct writes never wait: a pipe or socket without blocking, or /dev/null
+        // and such. (Not a terminal, a disk file, nor with an archive to fsync first.)
+        let writesDirectly = archive == nil && (kind == S_IFIFO || kind == S_IFSOCK || kind == S_IFCHR && isatty(outputFD) == 0)
+        guard state.start(writesDirectly: writesDirectly) else { return }
         if kind == S_IFIFO || kind == S_IFSOCK {
             _ = fcntl(outputFD, F_SETFL, fcntl(outputFD, F_GETFL) | O_NONBLOCK)
         }
-        // Direct writes never wait: a pipe or socket without blocking, or /dev/null
-        // and such. (Not a terminal, a disk file, nor with an archive to fsync first.)
-        writesDirectly = archive == nil && (kind == S_IFIFO || kind == S_IFSOCK || kind == S_IFCHR && isatty(outputFD) == 0)
         startThread()
     }
 
@@ -221,23 +203,13 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
 
     /// Waits for the writer thread to exit; throws if it stopped because the output failed.
     public func waitUntilStopped() async throws {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<Failure?, Never>) in
             condition.lock()
-            if threadExited || !started {
-                condition.unlock()
-                continuation.resume()
-                return
-            }
-            exitWaiters.append(continuation)
+            let wait = state.awaitExit(continuation)
             condition.unlock()
+            if case .exited(let failure) = wait { continuation.resume(returning: failure) }
         }
-        if let failure = currentFailure() { throw failure }
-    }
-
-    private func currentFailure() -> Failure? {
-        condition.lock()
-        defer { condition.unlock() }
-        return failure
+        if let failure { throw failure }
     }
 
     public func run() async throws {
@@ -258,7 +230,7 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     private static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// Runs a transition under the lock, then answers the senders it returns outside it.
-    private func transition(_ answer: LineOutcome, _ body: (inout WriterState<Ticket>) -> [Ticket]) {
+    private func transition(_ answer: LineOutcome, _ body: (inout State) -> [Ticket]) {
         condition.lock()
         let tickets = body(&state)
         condition.unlock()
@@ -278,12 +250,9 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
             let lines: [[UInt8]]
             var resumeAt = 0
             switch state.nextBatch(now: Self.now()) {
-            case .exit:
-                threadExited = true
-                let waiters = exitWaiters
-                exitWaiters = []
+            case .exit(let failure, let waiters):
                 condition.unlock()
-                waiters.forEach { $0.resume() }
+                waiters.forEach { $0.resume(returning: failure) }
                 return
             case .wait:
                 // Idle: look at the output once a second, so a reader that went
@@ -401,10 +370,7 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     /// The output failed for good: everyone waiting is refused and the thread ends.
     private func fail(_ failure: Failure) {
         logger.critical("stream output failed; refusing all further webhooks", metadata: ["error": "\(failure)"])
-        condition.lock()
-        self.failure = failure
-        condition.unlock()
-        transition(.unavailable("the output stream is closed")) { $0.fail("the output stream is closed") }
+        transition(.unavailable(State.outputClosed)) { $0.fail(failure) }
     }
 
     /// Whether the output is a pipe or socket whose reader has gone (POLLERR/POLLHUP on the write end).

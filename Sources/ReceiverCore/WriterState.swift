@@ -1,10 +1,37 @@
-/// The stream writer's whole state as one value: the phase it is in, the
-/// lines waiting, and the batch being written. Every event — a webhook
-/// submitted, bytes taken by the reader, the output blocked, a failure, a
-/// drain — is a mutating function that returns which senders to answer and
-/// how; no I/O, threads or clocks here (times come in as arguments), so each
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why the stream writer stopped for good.
+public enum WriterFailure: Error, Equatable, CustomStringConvertible {
+    case outputClosed(errno: Int32)
+    case outputFailed(errno: Int32)
+
+    public var description: String {
+        switch self {
+        case .outputClosed: return "stdout was closed by its reader (EPIPE): nothing downstream reads the stream"
+        case .outputFailed(let e): return "writing to stdout failed: \(String(cString: strerror(e)))"
+        }
+    }
+}
+
+/// The stream writer's whole state as one value: its lifecycle (started or
+/// not, how lines may be written, running, stalled, draining, failed and
+/// why, exited and who waits for that), the lines waiting, and the batch
+/// being written. Every event — the writer started, a webhook submitted,
+/// bytes taken by the reader, the output blocked, a failure, a drain, the
+/// thread free — is a mutating function that returns which senders to answer
+/// (each event answers with one outcome, named on it) or what the thread does
+/// next; no I/O, threads or clocks here (times come in as arguments), so each
 /// transition is tested on its own. `StreamWriter` holds one of these under
 /// one lock and does the I/O.
+///
+/// Who writes the output: the writer thread, and, for speed, the thread that
+/// submits a line when `mayWriteDirectly` says nothing could come before it
+/// or interleave with it (no archive to fsync, a pipe that does not block,
+/// nothing queued, no batch under way). That saves two thread hops per
+/// webhook when the reader keeps up; `mayWriteDirectly` is the one place
+/// that decides, under the writer's lock.
 ///
 /// The promises it keeps: a line is answered `.written` only once its last
 /// byte is taken; a line refused was never handed to the output, except the
@@ -13,17 +40,22 @@
 /// while the output makes no progress for `stallNanoseconds`, new lines are
 /// refused at once; no sender waits longer than `queueTimeoutNanoseconds`
 /// for a stalled output.
-struct WriterState<Ticket> {
+struct WriterState<Ticket, Waiter> {
     enum Phase: Equatable {
-        /// Taking lines and writing them.
+        /// Taking lines and writing them (lines submitted before the thread starts wait for it).
         case running
         /// The output has taken nothing for a while: new lines are refused at once.
         case stalled
         /// Shutting down: no new lines; what is queued is still written.
         case draining
         /// The output is gone (or failed): nothing is taken or written any more.
-        case failed(String)
+        case failed(WriterFailure)
+        /// The writer thread ended, drained or after this failure.
+        case exited(WriterFailure?)
     }
+
+    /// The answer of a submission refused because the output failed.
+    static var outputClosed: String { "the output stream is closed" }
 
     /// How a sender is answered.
     typealias Answer = LineOutcome
@@ -52,8 +84,16 @@ struct WriterState<Ticket> {
         case wait
         /// Stalled with nothing left to write: wait for the output to take bytes again (`outputReady`).
         case waitForOutput
-        /// Drained or failed: the thread ends.
-        case exit
+        /// Drained or failed: the thread ends, telling these waiters (`awaitExit`) how.
+        case exit(WriterFailure?, waiters: [Waiter])
+    }
+
+    /// What `awaitExit` says.
+    enum ExitWait {
+        /// The thread has ended (or never started), so there is nothing to wait for.
+        case exited(WriterFailure?)
+        /// The waiter is told when the thread ends.
+        case waiting
     }
 
     let limits: Limits
@@ -72,22 +112,54 @@ struct WriterState<Ticket> {
     private(set) var batchEnd = 0
     /// When the output last took bytes, or the batch started.
     private var lastProgress: UInt64 = 0
+    /// The writer thread was started; whether submitting threads may write the output themselves.
+    private(set) var started = false
+    private(set) var writesDirectly = false
+    /// Who waits for the thread to end.
+    private var exitWaiters: [Waiter] = []
 
     init(limits: Limits) {
         self.limits = limits
     }
 
     var isStalled: Bool { phase == .stalled }
+
+    /// Why the writer stopped for good, if it did.
+    var failure: WriterFailure? {
+        switch phase {
+        case .failed(let failure): return failure
+        case .exited(let failure): return failure
+        default: return nil
+        }
+    }
     /// Lines queued or in the batch and not yet answered.
     var depth: Int { queue.count + batch.count(where: { !$0.answered }) }
 
     // MARK: - Events
 
+    /// The writer thread starts; false when it already has. `writesDirectly`:
+    /// the output never blocks the submitting thread and no archive has to be
+    /// fsynced first, so lines may be written by the thread that submits them.
+    mutating func start(writesDirectly: Bool) -> Bool {
+        guard !started else { return false }
+        started = true
+        self.writesDirectly = writesDirectly
+        return true
+    }
+
+    /// Someone waits for the thread to end.
+    mutating func awaitExit(_ waiter: Waiter) -> ExitWait {
+        if case .exited(let failure) = phase { return .exited(failure) }
+        guard started else { return .exited(nil) }
+        exitWaiters.append(waiter)
+        return .waiting
+    }
+
     /// A sender hands in a line. nil: queued (answered later); otherwise the answer now.
     mutating func submit(_ bytes: [UInt8], ticket: Ticket, now: UInt64) -> Answer? {
         switch phase {
-        case .failed(let reason): return .unavailable(reason)
-        case .draining: return .unavailable("the receiver is shutting down")
+        case .failed, .exited(.some): return .unavailable(Self.outputClosed)
+        case .draining, .exited(nil): return .unavailable("the receiver is shutting down")
         case .stalled: return .overloaded
         case .running: break
         }
@@ -100,9 +172,10 @@ struct WriterState<Ticket> {
     }
 
     /// Whether the submitting thread may write a line to the output itself,
-    /// now: running, nothing queued and no batch under way, so nothing can
-    /// come before it or interleave with it (the caller holds the lock).
-    var mayWriteDirectly: Bool { phase == .running && queue.isEmpty && batch.isEmpty }
+    /// now: direct writes allowed (`start`), running, nothing queued and no
+    /// batch under way, so nothing can come before it or interleave with it
+    /// (the caller holds the lock).
+    var mayWriteDirectly: Bool { writesDirectly && phase == .running && queue.isEmpty && batch.isEmpty }
 
     /// The submitting thread wrote `written` bytes of `lines` (end to end, in
     /// order) itself, after `mayWriteDirectly`. Returns the answer due now for
@@ -133,13 +206,13 @@ struct WriterState<Ticket> {
 
     /// The writer thread is free: the next batch is everything queued.
     mutating func nextBatch(now: UInt64) -> Next {
-        if case .failed = phase { return .exit }
+        if case .failed(let failure) = phase { return exit(failure) }
         // A direct write the output took only part of: the writer thread finishes it.
         if !batch.isEmpty && batchWritten < batchEnd { return .write(batch.map(\.bytes), from: batchWritten) }
         precondition(batch.isEmpty, "a batch started while another is being written")
         if queue.isEmpty {
             switch phase {
-            case .draining: return .exit
+            case .draining: return exit(nil)
             case .stalled: return .waitForOutput
             default: return .wait
             }
@@ -148,6 +221,13 @@ struct WriterState<Ticket> {
         queue = []
         queuedBytes = 0
         return .write(batch.map(\.bytes), from: 0)
+    }
+
+    private mutating func exit(_ failure: WriterFailure?) -> Next {
+        phase = .exited(failure)
+        let waiters = exitWaiters
+        exitWaiters = []
+        return .exit(failure, waiters: waiters)
     }
 
     /// `lines` become the batch under way, of which the output has taken `written` bytes.
@@ -167,7 +247,7 @@ struct WriterState<Ticket> {
         lastProgress = now
     }
 
-    /// The output took `count` more bytes of the batch: the lines now whole are written.
+    /// The output took `count` more bytes of the batch: the lines now whole are written (`.written`).
     mutating func wrote(_ count: Int, now: UInt64) -> [Ticket] {
         precondition(count > 0 && batchWritten + count <= batchEnd, "wrote more than the batch holds")
         batchWritten += count
@@ -188,7 +268,8 @@ struct WriterState<Ticket> {
     /// is stalled; every sender that has waited `queueTimeoutNanoseconds` is
     /// refused: queued lines, and lines of the batch not yet started (the batch
     /// is cut before the first of them, with everything after it). The line the
-    /// output has taken part of stays in the stream, its sender refused too.
+    /// output has taken part of stays in the stream, its sender refused too
+    /// (all `.overloaded`).
     mutating func blocked(now: UInt64) -> [Ticket] {
         if phase == .running, now > lastProgress, now - lastProgress >= limits.stallNanoseconds { phase = .stalled }
         guard phase == .stalled || phase == .draining else { return [] }
@@ -238,7 +319,7 @@ struct WriterState<Ticket> {
         linesWritten = 0
     }
 
-    /// The archive could not take the batch: none of it was written anywhere; its senders are refused.
+    /// The archive could not take the batch: none of it was written anywhere; its senders are refused (`.unavailable`).
     mutating func refuseBatch() -> [Ticket] {
         precondition(batchWritten == 0, "a batch refused after part of it was written")
         let refused = batch.filter { !$0.answered }.map(\.ticket)
@@ -250,9 +331,9 @@ struct WriterState<Ticket> {
         return refused
     }
 
-    /// The output is gone: everyone waiting is refused, and nothing more is taken.
-    mutating func fail(_ reason: String) -> [Ticket] {
-        phase = .failed(reason)
+    /// The output is gone: everyone waiting is refused (`.unavailable`, `outputClosed`), and nothing more is taken.
+    mutating func fail(_ failure: WriterFailure) -> [Ticket] {
+        phase = .failed(failure)
         let refused = batch.filter { !$0.answered }.map(\.ticket) + queue.map(\.ticket)
         for index in batch.indices { batch[index].answered = true }
         queue = []
@@ -264,7 +345,9 @@ struct WriterState<Ticket> {
 
     /// Shutdown begins: no new lines; what is queued is still written.
     mutating func drain() {
-        if case .failed = phase { return }
-        phase = .draining
+        switch phase {
+        case .failed, .exited: return
+        case .running, .stalled, .draining: phase = .draining
+        }
     }
 }

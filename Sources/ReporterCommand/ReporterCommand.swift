@@ -38,38 +38,31 @@ struct ReporterCommand: ParsableCommand, MeetperryCommand {
         version: versionLine("reporter")
     )
 
+    private typealias S = ReporterSettings
+
     @OptionGroup var common: CommonOptions
     @OptionGroup var database: DatabaseOptions
     @Option(help: ArgumentHelp("Start of an on-demand window, exclusive (ISO 8601).", valueName: "time")) var from: String?
     @Option(help: ArgumentHelp("End of an on-demand window, inclusive (ISO 8601).", valueName: "time")) var to: String?
     @Option(help: ArgumentHelp("Report only this user.", valueName: "id")) var user: String?
-    @Option(help: ArgumentHelp("Directory for the files; created if missing [REPORT_DIR, default ./reports].", valueName: "dir")) var out: String?
-    @Option(help: ArgumentHelp("Cron windows end on multiples of this many seconds since the Unix epoch; the first run covers one interval [REPORT_INTERVAL_SECONDS, default 15].", valueName: "s"))
-    var intervalSeconds: Int?
-    @Option(help: ArgumentHelp("A cron window ends at the last boundary at least this many seconds before now [REPORT_DELAY_SECONDS, default 30].", valueName: "s"))
-    var delaySeconds: Int?
-    @Option(help: ArgumentHelp("Rewrite reports changed by events up to this many hours late; 0: off [REPORT_CORRECTION_HOURS, default 72].", valueName: "h"))
-    var correctionHours: Int?
-    @Option(help: ArgumentHelp("After each cron run, remove this program's report and manifest files of windows that ended more than this many days ago; 0 keeps all [REPORT_RETENTION_DAYS, default 7].", valueName: "days"))
-    var retentionDays: Int?
-    @Option(help: ArgumentHelp("After every run, replace this file with the run's metrics in node_exporter's textfile-collector format (name it *.prom) [REPORT_METRICS_FILE].", valueName: "file"))
-    var metricsFile: String?
+    @Option(name: S.out.name, help: S.out.help) var out: String?
+    @Option(name: S.intervalSeconds.name, help: S.intervalSeconds.help) var intervalSeconds: Int?
+    @Option(name: S.delaySeconds.name, help: S.delaySeconds.help) var delaySeconds: Int?
+    @Option(name: S.correctionHours.name, help: S.correctionHours.help) var correctionHours: Int?
+    @Option(name: S.retentionDays.name, help: S.retentionDays.help) var retentionDays: Int?
+    @Option(name: S.metricsFile.name, help: S.metricsFile.help) var metricsFile: String?
 
     func resolve() throws -> ReporterConfiguration {
         let settings = Settings()
         var config = ReporterConfiguration(conninfo: database.conninfo)
-        config.outputDirectory = settings.string(out, "REPORT_DIR", default: config.outputDirectory)
         try Self.checkingSettings {
-            config.intervalSeconds = try settings.int(("--interval-seconds", intervalSeconds), "REPORT_INTERVAL_SECONDS", default: config.intervalSeconds,
-                                                      range: 1...(366 * 86_400))
-            config.delaySeconds = try settings.int(("--delay-seconds", delaySeconds), "REPORT_DELAY_SECONDS", default: config.delaySeconds,
-                                                   range: 0...(366 * 86_400))
-            config.correctionHours = try settings.int(("--correction-hours", correctionHours), "REPORT_CORRECTION_HOURS", default: config.correctionHours,
-                                                      range: 0...(24 * 366))
-            config.retentionDays = try settings.int(("--retention-days", retentionDays), "REPORT_RETENTION_DAYS", default: config.retentionDays,
-                                                    range: 0...36_600)
+            config.outputDirectory = try settings.value(S.out, flag: out)
+            config.intervalSeconds = try settings.value(S.intervalSeconds, flag: intervalSeconds)
+            config.delaySeconds = try settings.value(S.delaySeconds, flag: delaySeconds)
+            config.correctionHours = try settings.value(S.correctionHours, flag: correctionHours)
+            config.retentionDays = try settings.value(S.retentionDays, flag: retentionDays)
         }
-        if let file = metricsFile ?? settings.string("REPORT_METRICS_FILE"), !file.isEmpty {
+        if let file = try Self.checkingSettings({ try settings.optional(S.metricsFile, flag: metricsFile) }), !file.isEmpty {
             let directory = (file as NSString).deletingLastPathComponent
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: directory.isEmpty ? "." : directory, isDirectory: &isDirectory), isDirectory.boolValue else {

@@ -4,7 +4,7 @@ import Testing
 /// The writer's transitions, without threads, pipes or clocks: tickets are
 /// numbers, times are nanoseconds handed in.
 @Suite struct WriterStateTests {
-    typealias State = WriterState<Int>
+    typealias State = WriterState<Int, Int>
     static let second: UInt64 = 1_000_000_000
 
     func makeState(capacity: Int = 8, maxQueuedBytes: Int = 1 << 20) -> State {
@@ -33,6 +33,9 @@ import Testing
 
     @Test func aDirectWriteIsAllowedOnlyWhenNothingCouldComeBeforeIt() {
         var state = makeState()
+        #expect(!state.mayWriteDirectly, "not before the writer says its output never blocks")
+        let started = state.start(writesDirectly: true)
+        #expect(started)
         #expect(state.mayWriteDirectly)
         #expect(state.wroteDirectly([(line(0), 0)], written: 10, now: 0) == [.written], "all of it: written at once")
         #expect(state.wroteDirectly([(line(1), 1)], written: 0, now: 0) == [nil], "none of it: queued")
@@ -53,6 +56,7 @@ import Testing
 
     @Test func aTurnsLinesWrittenTogetherAreAnsweredByHowFarTheOutputTookThem() {
         var state = makeState()
+        _ = state.start(writesDirectly: true)
         let turn = (0..<4).map { (line($0), $0) }
         // The output took two lines and part of the third: those two are
         // written; the third and fourth are the batch under way, finished by the writer thread.
@@ -127,8 +131,8 @@ import Testing
         _ = state.nextBatch(now: 0)
         #expect(state.wrote(10, now: 0) == [0])
         _ = state.submit(line(3), ticket: 3, now: 0)
-        #expect(Set(state.fail("closed")) == [1, 2, 3])
-        #expect(state.submit(line(4), ticket: 4, now: 0) == .unavailable("closed"))
+        #expect(Set(state.fail(.outputClosed(errno: 32))) == [1, 2, 3])
+        #expect(state.submit(line(4), ticket: 4, now: 0) == .unavailable(State.outputClosed))
         #expect(state.nextBatch(now: 0).isExit)
     }
 
@@ -150,6 +154,36 @@ import Testing
         #expect(state.wrote(10, now: 0) == [0])
         state.finishBatch()
         #expect(state.nextBatch(now: 0).isExit)
+    }
+}
+
+extension WriterStateTests {
+    @Test func theLifecycleStartsOnceAndTellsEveryWaiterHowTheThreadEnded() {
+        var state = makeState()
+        guard case .exited(nil) = state.awaitExit(0) else { Issue.record("a writer never started has nothing to wait for"); return }
+        let first = state.start(writesDirectly: false), second = state.start(writesDirectly: true)
+        #expect(first && !second, "started once")
+        #expect(!state.mayWriteDirectly, "as the start said")
+        guard case .waiting = state.awaitExit(1), case .waiting = state.awaitExit(2) else { Issue.record("not waiting"); return }
+        _ = state.submit(line(0), ticket: 0, now: 0)
+        _ = state.nextBatch(now: 0)
+        #expect(state.fail(.outputFailed(errno: 5)) == [0])
+        #expect(state.failure == .outputFailed(errno: 5))
+        state.drain()
+        #expect(state.failure == .outputFailed(errno: 5), "a drain after a failure changes nothing")
+        guard case .exit(let failure, let waiters) = state.nextBatch(now: 0) else { Issue.record("no exit"); return }
+        #expect(failure == .outputFailed(errno: 5) && waiters == [1, 2])
+        guard case .exited(.outputFailed(errno: 5)?) = state.awaitExit(3) else { Issue.record("a late waiter is told at once"); return }
+        #expect(state.submit(line(1), ticket: 1, now: 0) == .unavailable(State.outputClosed))
+
+        var drained = makeState()
+        _ = drained.start(writesDirectly: true)
+        _ = drained.awaitExit(7)
+        drained.drain()
+        #expect(!drained.mayWriteDirectly, "draining: nothing is written directly")
+        guard case .exit(nil, let waiters) = drained.nextBatch(now: 0) else { Issue.record("no exit"); return }
+        #expect(waiters == [7])
+        #expect(drained.submit(line(2), ticket: 2, now: 0) == .unavailable("the receiver is shutting down"))
     }
 }
 

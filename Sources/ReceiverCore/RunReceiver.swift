@@ -47,13 +47,6 @@ func buildServer(
 /// Connections the kernel completes before the receiver accepts them (more wait as SYNs).
 let listenBacklog = 1024
 
-/// The receiver could not listen where it was told to.
-public struct ListenError: Error, CustomStringConvertible {
-    public var address: String
-    public var reason: String
-    public var description: String { "cannot listen on \(address): \(reason)" }
-}
-
 /// Runs the receiver until SIGTERM/SIGINT (exit 0 after draining) or until the
 /// output stream fails (throws `StreamWriter.Failure`).
 ///

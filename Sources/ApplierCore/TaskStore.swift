@@ -11,8 +11,8 @@ public protocol BatchStore: AnyObject {
     func apply(_ batch: PreparedBatch) throws -> BatchOutcome
 }
 
-/// The applier's side of PostgreSQL: the SQL steps of one batch, in one
-/// transaction, around a `BatchPlan` (the pure part). It reads which events
+/// The applier's side of PostgreSQL: the SQL of each step `BatchSteps` asks
+/// for, one batch in one transaction (the plan, `BatchPlan`, is the pure part). It reads which events
 /// of the batch's tasks are stored already, copies only the new ones into
 /// `meetperry.task_event`, and writes the folded row of every task that
 /// gained an event into `meetperry.task`.
@@ -31,12 +31,8 @@ public final class TaskStore: BatchStore {
     /// Folded tasks that have no row yet, and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
     private var derivedRows = BinaryCopyEncoder(columns: 7)
-    /// Whether the last batch was mostly duplicates (a replay). Then the next
-    /// one first looks up its events themselves, one index look-up each, and
-    /// reads its tasks' state only if one of them is new: a task's state costs
-    /// two look-ups and all of its stored events, which a batch of duplicates
-    /// does not need.
-    private var replaying = false
+    /// How the next batch looks for its duplicates (the last one says: `BatchSteps.Mode`).
+    private var mode = BatchSteps.Mode.live
 
     public init(connection: PGConnection) throws(PGError) {
         self.connection = connection
@@ -69,27 +65,37 @@ public final class TaskStore: BatchStore {
         return try connection.transaction { try applyInTransaction(batch) }
     }
 
+    /// Carries out the batch's steps (`BatchSteps`) one by one.
     private func applyInTransaction(_ batch: PreparedBatch) throws -> BatchOutcome {
-        try lockPartitions(batch.partitions)
-        if replaying {
-            let duplicatesOnly = BatchPlan(batch, stored: try storedEvents(amongThoseOf: batch))
-            if duplicatesOnly.newItems.isEmpty { return duplicatesOnly.fold().outcome }
+        var steps = BatchSteps(batch, mode: mode)
+        while true {
+            switch steps.next() {
+            case .lockPartitions(let partitions):
+                try lockPartitions(partitions)
+                steps.locked()
+            case .readOwnEvents:
+                steps.read(ownEvents: try storedEvents(amongThoseOf: batch))
+            case .readStored:
+                steps.read(stored: try stored(batch))
+            case .readRows(let addresses):
+                steps.read(rows: try rows(addresses))
+            case .readHistories(let tasks):
+                steps.read(histories: try storedEvents(of: tasks))
+            case .write(let newItems, let rows, let verdicts):
+                // The new events go into the event log as they were encoded, with this transaction's
+                // id (the column's default, given once rather than worked out per row).
+                guard let xactId = try connection.execute("SELECT pg_current_xact_id()::text").scalar.flatMap({ Int64($0) }) else {
+                    throw PGError.unreadableRow("pg_current_xact_id()")
+                }
+                try connection.copyIn(PreparedBatch.eventLogCopy, data: batch.eventRows.data(rows: newItems, appendingToEach: xactId))
+                try write(rows)
+                try store(verdicts)
+                steps.written()
+            case .done(let outcome, let next):
+                mode = next
+                return outcome
+            }
         }
-        var plan = BatchPlan(batch, stored: try stored(batch))
-        replaying = plan.duplicates * 2 > batch.count
-        guard !plan.newItems.isEmpty else { return plan.fold().outcome }
-        plan.addRows(try rows(plan.rowsToRead))
-        for event in try storedEvents(of: plan.tasksToRefold) { plan.addStored(event) }
-        // The new events go into the event log as they were encoded, with this
-        // transaction's id (the column's default, given once rather than worked out per row).
-        guard let xactId = try connection.execute("SELECT pg_current_xact_id()::text").scalar.flatMap({ Int64($0) }) else {
-            throw PGError.unreadableRow("pg_current_xact_id()")
-        }
-        try connection.copyIn(PreparedBatch.eventLogCopy, data: batch.eventRows.data(rows: plan.newItems, appendingToEach: xactId))
-        let (rows, outcome, verdicts) = plan.fold()
-        try write(rows)
-        try store(verdicts)
-        return outcome
     }
 
     /// The advisory locks of the batch's partitions, in ascending order.

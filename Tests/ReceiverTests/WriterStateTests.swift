@@ -7,9 +7,12 @@ import Testing
     typealias State = WriterState<Int, Int>
     static let second: UInt64 = 1_000_000_000
 
-    func makeState(capacity: Int = 8, maxQueuedBytes: Int = 1 << 20) -> State {
-        State(limits: .init(capacity: capacity, maxQueuedBytes: maxQueuedBytes,
-                            stallNanoseconds: Self.second, queueTimeoutNanoseconds: 4 * Self.second))
+    /// A writer's state, started with direct writes allowed unless `started` is false.
+    func makeState(capacity: Int = 8, maxQueuedBytes: Int = 1 << 20, started: Bool = true) -> State {
+        var state = State(limits: .init(capacity: capacity, maxQueuedBytes: maxQueuedBytes,
+                                        stallNanoseconds: Self.second, queueTimeoutNanoseconds: 4 * Self.second))
+        if started { _ = state.start(writesDirectly: true) }
+        return state
     }
 
     func line(_ n: Int, bytes: Int = 10) -> [UInt8] { Array(repeating: UInt8(ascii: "a"), count: bytes - 1) + [0x0A] }
@@ -32,7 +35,7 @@ import Testing
     }
 
     @Test func aDirectWriteIsAllowedOnlyWhenNothingCouldComeBeforeIt() {
-        var state = makeState()
+        var state = makeState(started: false)
         #expect(!state.mayWriteDirectly, "not before the writer says its output never blocks")
         let started = state.start(writesDirectly: true)
         #expect(started)
@@ -56,7 +59,6 @@ import Testing
 
     @Test func aTurnsLinesWrittenTogetherAreAnsweredByHowFarTheOutputTookThem() {
         var state = makeState()
-        _ = state.start(writesDirectly: true)
         let turn = (0..<4).map { (line($0), $0) }
         // The output took two lines and part of the third: those two are
         // written; the third and fourth are the batch under way, finished by the writer thread.
@@ -159,7 +161,7 @@ import Testing
 
 extension WriterStateTests {
     @Test func theLifecycleStartsOnceAndTellsEveryWaiterHowTheThreadEnded() {
-        var state = makeState()
+        var state = makeState(started: false)
         guard case .exited(nil) = state.awaitExit(0) else { Issue.record("a writer never started has nothing to wait for"); return }
         let first = state.start(writesDirectly: false), second = state.start(writesDirectly: true)
         #expect(first && !second, "started once")
@@ -177,7 +179,6 @@ extension WriterStateTests {
         #expect(state.submit(line(1), ticket: 1, now: 0) == .unavailable(State.outputClosed))
 
         var drained = makeState()
-        _ = drained.start(writesDirectly: true)
         _ = drained.awaitExit(7)
         drained.drain()
         #expect(!drained.mayWriteDirectly, "draining: nothing is written directly")

@@ -22,9 +22,9 @@ import Synchronization
 /// `/healthz` says so. A background thread makes sure the stream exists
 /// whenever the receiver is connected and it is not known to.
 ///
-/// Run it as a `Service`: on graceful shutdown (after the HTTP server has
-/// answered everything in flight) it waits for outstanding acknowledgements
-/// and closes the connection.
+/// Run it as a `Service`: once the receiver's lifecycle closes (the HTTP
+/// server has answered everything in flight) it waits for outstanding
+/// acknowledgements and closes the connection.
 public final class JetStreamPublisher: LineSink, Service, Sendable {
     struct Ticket {
         let loop: any EventLoop
@@ -64,6 +64,7 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
     private let ackTimeoutMilliseconds: Int64
     private let metrics: ReceiverMetrics?
     private let logger: Logger
+    private let lifecycle: ReceiverLifecycle
     private let connection: NATSConnection
     private let jetStream: JetStream
     private let state = Shared()
@@ -74,10 +75,12 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
 
     /// Starts connecting (returns at once when no server answers yet).
     /// Throws only for settings libnats refuses.
-    public init(settings: JetStreamSettings, ackTimeout: Duration, metrics: ReceiverMetrics? = nil, logger: Logger) throws(NATSError) {
+    public init(settings: JetStreamSettings, ackTimeout: Duration, metrics: ReceiverMetrics? = nil, lifecycle: ReceiverLifecycle,
+                logger: Logger) throws(NATSError) {
         self.settings = settings
         self.ackTimeoutMilliseconds = max(1, ackTimeout.components.seconds * 1000 + ackTimeout.components.attoseconds / 1_000_000_000_000_000)
         self.metrics = metrics
+        self.lifecycle = lifecycle
         self.logger = logger
         let state = self.state
         let ensureWake = self.ensureWake
@@ -180,10 +183,13 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
             refusals.continuation.yield(refusal)
             refusals.continuation.finish()
         }
-        let refusal = await withGracefulShutdownHandler {
+        // Until the cluster is refused, or the lifecycle closes (not at graceful shutdown
+        // itself: connections still open may be answered until the HTTP server ends).
+        lifecycle.when(.closing) { refusals.continuation.finish() }
+        let refusal = await withTaskCancellationHandler {
             var iterator = refusals.stream.makeAsyncIterator()
             return await iterator.next()
-        } onGracefulShutdown: {
+        } onCancel: {
             refusals.continuation.finish()
         }
         state.withLock { $0.draining = true }
@@ -195,6 +201,9 @@ public final class JetStreamPublisher: LineSink, Service, Sendable {
         connection.close()
         logger.info("JetStream publisher stopped")
         if let refusal { throw refusal }
+        // At its turn in the group's graceful shutdown, not before: to a
+        // `ServiceGroup`, a service that ends before it is told to has failed.
+        try? await gracefulShutdown()
     }
 
     /// Returns once no publish waits for its acknowledgement (the last one

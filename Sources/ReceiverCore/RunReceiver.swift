@@ -13,7 +13,7 @@ import Synchronization
 func buildServer(
     configuration: ReceiverConfiguration,
     sink: any LineSink,
-    state: ReceiverState,
+    lifecycle: ReceiverLifecycle,
     metrics: ReceiverMetrics,
     certificates: TLSCertificates?,
     logger: Logger,
@@ -21,8 +21,8 @@ func buildServer(
 ) throws -> any Service {
     let verifier = try configuration.webhookSecret.map { try SignatureVerifier(secret: $0) }
     let channel = WebhookChannel(
-        configuration: configuration,
-        intake: WebhookIntake(configuration: configuration, state: state, verifier: verifier),
+        configuration: configuration, lifecycle: lifecycle,
+        intake: WebhookIntake(configuration: configuration, verifier: verifier),
         sink: sink, metrics: metrics, logger: logger)
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     if let socket = configuration.listenSocket {
@@ -50,15 +50,18 @@ let listenBacklog = 1024
 /// Runs the receiver until SIGTERM/SIGINT (exit 0 after draining) or until the
 /// output stream fails (throws `StreamWriter.Failure`).
 ///
-/// Services shut down in reverse order: the drain flag flips first (healthz
-/// and new webhooks get 503), then the HTTP server finishes in-flight
-/// requests, then the writer writes and syncs what is queued (or, in
-/// JetStream mode, the publisher waits for outstanding acknowledgements).
+/// Shutdown follows the receiver's lifecycle (`ReceiverLifecycle`):
+/// graceful shutdown begins the drain (`/healthz` says so; the HTTP server
+/// quiesces and answers what comes on open connections), the server's end
+/// closes it (the writer writes and syncs what is queued, or, in JetStream
+/// mode, the publisher waits for outstanding acknowledgements), and the
+/// sinks' end stops it.
 public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 1, logger: Logger) async throws {
     let archive = try configuration.archivePath.map {
         try ArchiveFile(path: $0, rotateBytes: configuration.archiveRotateBytes, rotateDaily: configuration.archiveRotateDaily, logger: logger)
     }
     let metrics = ReceiverMetrics()
+    let lifecycle = ReceiverLifecycle()
     func writer(outputFD: Int32?) -> StreamWriter {
         StreamWriter(
             outputFD: outputFD,
@@ -68,6 +71,7 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
             stallTimeout: .milliseconds(configuration.stallTimeoutMilliseconds),
             queueTimeout: .seconds(configuration.queueTimeoutSeconds),
             metrics: metrics,
+            lifecycle: lifecycle,
             logger: logger
         )
     }
@@ -76,7 +80,7 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
     let sinkServices: [any Service]
     if let jetStream = configuration.jetStream {
         let publisher = try JetStreamPublisher(settings: jetStream, ackTimeout: .seconds(configuration.queueTimeoutSeconds),
-                                               metrics: metrics, logger: logger)
+                                               metrics: metrics, lifecycle: lifecycle, logger: logger)
         if archive != nil {
             let archiver = writer(outputFD: nil)
             sink = ArchivingSink(archive: archiver, then: publisher)
@@ -99,7 +103,6 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
     if let metricsServer {
         logger.info("serving metrics", metadata: ["address": "\(configuration.metricsHost):\(metricsServer.port)", "path": "/metrics"])
     }
-    let state = ReceiverState()
     let certificates = try configuration.tlsCertificateFile.map { certificate in
         try TLSCertificates(certificateFile: certificate, keyFile: configuration.tlsKeyFile ?? certificate)
     }
@@ -109,7 +112,7 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
         : "\(scheme)://\(configuration.listenAddress ?? "?") (socket fd \(configuration.listenSocket!) from the supervisor)"
     let listening = Atomic<Bool>(false)
     // Said once the socket is bound, not before: a start-up script may wait for this line.
-    let server = try buildServer(configuration: configuration, sink: sink, state: state, metrics: metrics,
+    let server = try buildServer(configuration: configuration, sink: sink, lifecycle: lifecycle, metrics: metrics,
                                  certificates: certificates, logger: logger) { _ in
         listening.store(true, ordering: .relaxed)
         logger.notice("receiver listening", metadata: [
@@ -124,8 +127,9 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
             services: sinkServices.map {
                 .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
             } + [
-                .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: DrainTrigger(state: state), successTerminationBehavior: .ignore),
+                .init(service: HTTPServerStage(server: server, lifecycle: lifecycle), successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: ShutdownSequence(lifecycle: lifecycle), successTerminationBehavior: .ignore),
                 .init(service: CertificateReloader(certificates: certificates, logger: logger), successTerminationBehavior: .ignore),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -138,5 +142,6 @@ public func runReceiver(configuration: ReceiverConfiguration, outputFD: Int32 = 
         // The server never came up: the address could not be bound (taken, not ours, no permission).
         throw ListenError(address: address, reason: "\(error)")
     }
+    lifecycle.advance(to: .stopped)
     logger.info("receiver stopped")
 }

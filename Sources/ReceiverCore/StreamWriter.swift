@@ -21,8 +21,9 @@ import Glibc
 /// once and `/healthz` says so, and no sender waits longer than
 /// `queueTimeout` for an answer.
 ///
-/// Run it as a `Service`: on graceful shutdown it drains the queue and
-/// returns; when stdout is closed it fails everything waiting and throws
+/// Run it as a `Service`: once the receiver's lifecycle closes (the HTTP
+/// server has answered everything) it drains the queue and returns; when
+/// stdout is closed it fails everything waiting and throws
 /// `StreamWriter.Failure.outputClosed`.
 public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     /// Who waits for a line: a callback to run on its event loop (no task per request).
@@ -42,6 +43,8 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     private let archive: ArchiveFile?
     private let metrics: ReceiverMetrics?
     private let logger: Logger
+    /// The receiver's lifecycle: the writer takes no new line once it closes.
+    private let lifecycle: ReceiverLifecycle
 
     /// Guards `state`; signalled when a line arrives or shutdown begins.
     private let condition = NSCondition()
@@ -61,7 +64,7 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
     public init(
         outputFD: Int32? = 1, archive: ArchiveFile?, capacity: Int, maxQueuedBytes: Int,
         stallTimeout: Duration = .seconds(1), queueTimeout: Duration = .seconds(4),
-        metrics: ReceiverMetrics? = nil, logger: Logger
+        metrics: ReceiverMetrics? = nil, lifecycle: ReceiverLifecycle, logger: Logger
     ) {
         func nanoseconds(_ d: Duration) -> UInt64 {
             UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000)
@@ -74,6 +77,7 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
         self.maxQueuedBytes = max(1, maxQueuedBytes)
         self.archive = archive
         self.metrics = metrics
+        self.lifecycle = lifecycle
         self.logger = logger
     }
 
@@ -212,17 +216,19 @@ public final class StreamWriter: LineSink, Service, @unchecked Sendable {
         if let failure { throw failure }
     }
 
+    /// Writes until the lifecycle closes (not at graceful shutdown itself:
+    /// connections still open may be answered 202 until the HTTP server ends).
+    /// Returns at its turn in the group's graceful shutdown, not before: to a
+    /// `ServiceGroup`, a service that ends before it is told to has failed.
     public func run() async throws {
         start()
-        try await withGracefulShutdownHandler {
-            try await withTaskCancellationHandler {
-                try await self.waitUntilStopped()
-            } onCancel: {
-                self.stop()
-            }
-        } onGracefulShutdown: {
+        lifecycle.when(.closing) { self.stop() }
+        try await withTaskCancellationHandler {
+            try await self.waitUntilStopped()
+        } onCancel: {
             self.stop()
         }
+        try? await gracefulShutdown()
     }
 
     // MARK: - The writer thread

@@ -13,6 +13,7 @@ struct WebhookChannel: ServerChildChannel {
     }
 
     let configuration: ReceiverConfiguration
+    let lifecycle: ReceiverLifecycle
     let intake: WebhookIntake
     let sink: any LineSink
     let handOffs: SinkHandOffs
@@ -21,8 +22,10 @@ struct WebhookChannel: ServerChildChannel {
     /// `/healthz`'s answer when all is well: the output never changes, so it is written once.
     let healthyBody: [UInt8]
 
-    init(configuration: ReceiverConfiguration, intake: WebhookIntake, sink: any LineSink, metrics: ReceiverMetrics, logger: Logger) {
+    init(configuration: ReceiverConfiguration, lifecycle: ReceiverLifecycle, intake: WebhookIntake, sink: any LineSink, metrics: ReceiverMetrics,
+         logger: Logger) {
         self.configuration = configuration
+        self.lifecycle = lifecycle
         self.intake = intake
         self.sink = sink
         self.handOffs = SinkHandOffs(sink: sink)
@@ -34,7 +37,7 @@ struct WebhookChannel: ServerChildChannel {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                WebhookHTTPHandler(configuration: configuration, intake: intake, sink: sink, healthyBody: healthyBody,
+                WebhookHTTPHandler(configuration: configuration, lifecycle: lifecycle, intake: intake, sink: sink, healthyBody: healthyBody,
                                    handOff: handOffs.handOff(for: channel.eventLoop), metrics: metrics, logger: self.logger,
                                    eventLoop: channel.eventLoop))
             return Value(channel: channel)

@@ -23,6 +23,7 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     private let configuration: ReceiverConfiguration
+    private let lifecycle: ReceiverLifecycle
     private let intake: WebhookIntake
     private let sink: any LineSink
     private let healthyBody: [UInt8]
@@ -36,13 +37,14 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The one pending check of the clock.
     private var check: Scheduled<Void>?
 
-    init(configuration: ReceiverConfiguration, intake: WebhookIntake, sink: any LineSink, healthyBody: [UInt8], handOff: SinkHandOff,
-         metrics: ReceiverMetrics, logger: Logger, eventLoop: any EventLoop) {
+    init(configuration: ReceiverConfiguration, lifecycle: ReceiverLifecycle, intake: WebhookIntake, sink: any LineSink, healthyBody: [UInt8],
+         handOff: SinkHandOff, metrics: ReceiverMetrics, logger: Logger, eventLoop: any EventLoop) {
         let limits = ConnectionStateMachine<EventLoopClock>.Limits(
             requestSeconds: configuration.requestTimeoutSeconds, idleSeconds: configuration.idleTimeoutSeconds,
             maxBodyBytes: configuration.maxBodyBytes)
         self.machine = ConnectionStateMachine(limits: limits, clock: EventLoopClock(loop: eventLoop))
         self.configuration = configuration
+        self.lifecycle = lifecycle
         self.intake = intake
         self.sink = sink
         self.healthyBody = healthyBody
@@ -144,7 +146,7 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .webhook:
             return receive(head, body: body, tooLarge: tooLarge, context: context)
         case .health:
-            if intake.state.isDraining {
+            if lifecycle.phase >= .draining {
                 return send(.serviceUnavailable, body: context.channel.allocator.buffer(staticString: HealthAnswer.draining), to: head, context: context)
             } else if let trouble = sink.trouble {
                 let body = HealthAnswer.trouble(status: trouble.status, detail: trouble.detail)

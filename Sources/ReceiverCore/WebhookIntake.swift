@@ -12,7 +12,6 @@ import WebhookModel
 /// server), answered, and its connection closed; `/healthz` says `draining`.
 struct WebhookIntake: Sendable {
     let configuration: ReceiverConfiguration
-    let state: ReceiverState
     let verifier: SignatureVerifier?
 
     /// The headers the checks read.

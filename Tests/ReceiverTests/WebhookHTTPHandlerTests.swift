@@ -27,7 +27,7 @@ import Testing
     struct Connection {
         let channel: EmbeddedChannel
         let sink: RecordingSink
-        let state: ReceiverState
+        let lifecycle: ReceiverLifecycle
 
         init(requestTimeout: Int = 30, idleTimeout: Int = 10, maxBody: Int = 1024, outcome: LineOutcome = .written) throws {
             var configuration = ReceiverConfiguration()
@@ -36,9 +36,9 @@ import Testing
             configuration.maxBodyBytes = maxBody
             channel = EmbeddedChannel()
             sink = RecordingSink(outcome: outcome)
-            state = ReceiverState()
+            lifecycle = ReceiverLifecycle()
             let handler = WebhookHTTPHandler(
-                configuration: configuration, intake: WebhookIntake(configuration: configuration, state: state, verifier: nil),
+                configuration: configuration, lifecycle: lifecycle, intake: WebhookIntake(configuration: configuration, verifier: nil),
                 sink: sink, healthyBody: HealthAnswer.healthy(output: sink.mode),
                 handOff: SinkHandOff(loop: channel.eventLoop, sink: sink), metrics: ReceiverMetrics(),
                 logger: Logger(label: "test"), eventLoop: channel.eventLoop)
@@ -191,7 +191,7 @@ import Testing
         let connection = try Connection()
         try connection.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(try connection.written().hasSuffix(#"{"status":"ok","output":"test"}"#))
-        connection.state.beginDraining()
+        connection.lifecycle.advance(to: .draining)
         try connection.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         let answer = try connection.written()
         #expect(answer.hasPrefix("HTTP/1.1 503 "))

@@ -107,25 +107,22 @@ CREATE INDEX IF NOT EXISTS task_event_xact_id ON meetperry.task_event USING brin
 -- 'conflicting_created': a created event that lost to an earlier one). A
 -- duplicate of a refused event is refused again, from here, without folding
 -- its task: a replay of an archive writes its rejects again.
--- Added to an older event log, it is filled in once from the events
--- themselves (the creation: the earliest created event, ties broken as the
--- rules break them).
+-- Added to an older event log, it is filled in once, by the applier (whose
+-- rules decide which creation wins): the need is recorded here, in
+-- meetperry.pending_fill, and the applier's first connection folds every
+-- task, stores the refusals and removes the need (README, The applier).
+CREATE TABLE IF NOT EXISTS meetperry.pending_fill (
+    what text PRIMARY KEY
+);
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
                    WHERE table_schema = 'meetperry' AND table_name = 'task_event' AND column_name = 'rejection') THEN
         ALTER TABLE meetperry.task_event ADD COLUMN rejection text
             CHECK (rejection IN ('owner_change', 'conflicting_created'));
-        WITH creation AS (
-            SELECT DISTINCT ON (external_id) external_id, identity, user_id
-            FROM meetperry.task_event WHERE event = 'created'
-            ORDER BY external_id, occurred_at, user_id COLLATE "C", content COLLATE "C", is_completed
-        )
-        UPDATE meetperry.task_event e
-        SET rejection = CASE WHEN e.user_id <> c.user_id THEN 'owner_change' ELSE 'conflicting_created' END
-        FROM creation c
-        WHERE c.external_id = e.external_id
-          AND (e.user_id <> c.user_id OR (e.event = 'created' AND e.identity <> c.identity));
+        IF EXISTS (SELECT 1 FROM meetperry.task_event) THEN
+            INSERT INTO meetperry.pending_fill VALUES ('task_event.rejection') ON CONFLICT DO NOTHING;
+        END IF;
     END IF;
 END
 $$;

@@ -49,7 +49,13 @@ final class BatchCommitter: @unchecked Sendable {
         self.logger = logger
         self.rejects = rejects
         self.stop = stop
-        self.connect = connect ?? { try TaskStore(connection: PGConnection(conninfo: configuration.conninfo)) }
+        self.connect = connect ?? {
+            let store = try TaskStore(connection: PGConnection(conninfo: configuration.conninfo))
+            if let folded = try store.fillPendingVerdicts() {
+                logger.notice("the event log's verdicts, which it was written without, are filled in", metadata: ["tasks": "\(folded)"])
+            }
+            return store
+        }
     }
 
     /// Connects (giving up after a minute at start-up, or at once when retrying

@@ -98,6 +98,48 @@ public final class TaskStore: BatchStore {
         }
     }
 
+    /// Fills in the verdicts (`task_event.rejection`) of an event log written
+    /// before they were stored. changeset.sql only records that need
+    /// (`meetperry.pending_fill`) when it adds the column: the rules, and so
+    /// which creation wins a tie, are the applier's, and this is where they
+    /// are applied. Under every partition lock, in one transaction: each task
+    /// with a row is folded from its events, its refusals stored, and the need
+    /// removed. Nil when nothing is pending (one look-up on each connection);
+    /// else how many tasks were folded. Cut short, it is done again, whole, by
+    /// the next connection.
+    public func fillPendingVerdicts() throws -> Int? {
+        let pending = "SELECT count(*) FROM meetperry.pending_fill WHERE what = 'task_event.rejection'"
+        guard try connection.execute("SELECT to_regclass('meetperry.pending_fill') IS NOT NULL").scalar == "t",
+              try connection.execute(pending).scalar != "0" else { return nil }
+        return try connection.transaction { () throws -> Int? in
+            try lockPartitions(Array(0..<TaskPartition.count))
+            // Another connection may have filled them while this one waited for the locks.
+            guard try connection.execute(pending).scalar != "0" else { return nil }
+            var folded = 0
+            var after = ""
+            while true {
+                let tasks = try connection.execute(
+                    "SELECT external_id FROM meetperry.task WHERE external_id > $1 ORDER BY external_id LIMIT 1000", [after]
+                ).rows.compactMap { $0[0] }
+                guard let last = tasks.last else { break }
+                after = last
+                var verdicts: [BatchPlan.VerdictChange] = []
+                for (taskId, events) in Dictionary(grouping: try storedEvents(of: tasks), by: \.webhook.taskId) {
+                    let creation = TaskRules.foldState(events.map(\.webhook)).creation
+                    for event in events {
+                        let verdict = TaskRules.disposition(of: event.webhook, creation: creation)
+                        let refusal = verdict.rejectionCode == nil ? nil : verdict
+                        if refusal != event.refusal { verdicts.append(.init(taskId: taskId, identity: event.identity, refusal: refusal)) }
+                    }
+                }
+                try store(verdicts)
+                folded += tasks.count
+            }
+            try connection.execute("DELETE FROM meetperry.pending_fill WHERE what = 'task_event.rejection'")
+            return folded
+        }
+    }
+
     /// The advisory locks of the batch's partitions, in ascending order.
     private func lockPartitions(_ partitions: [Int]) throws {
         let keys = partitions.map { String(TaskPartition.firstLockKey + Int64($0)) }

@@ -193,7 +193,8 @@ import WebhookModel
     /// `applier < archive > rejects.ndjson` into a database that already holds
     /// the archive: every line whose event the rules refuse (by the final
     /// verdict of its task) is rejected again, duplicates included, and
-    /// nothing else; an older event log gets its verdicts from changeset.sql.
+    /// nothing else; an older event log gets its verdicts from the applier's
+    /// first connection after changeset.sql (which only records the need).
     @Test func aReplayWritesItsRejectsAgain() throws {
         let db = try freshDatabase()
         var generator = SeededGenerator(seed: 12)
@@ -217,14 +218,22 @@ import WebhookModel
             #expect(replay.stderr.contains("applied=0 duplicates=\(events.count - expected.count) pending=0 rejected=\(expected.count)"), "\(replay.stderr)")
         }
 
-        // The same verdicts from changeset.sql for a log written before they were stored.
+        // The same verdicts for a log written before they were stored: changeset.sql
+        // adds the column and records the need; the applier's first connection fills them.
         let connection = try PGConnection(conninfo: db)
         let verdicts = "SELECT external_id, identity::text, rejection FROM meetperry.task_event ORDER BY 1, 2"
         let stored = try connection.execute(verdicts).rows
         #expect(stored.filter { $0[2] != nil }.count == refused.count)
         try connection.execute("ALTER TABLE meetperry.task_event DROP COLUMN rejection")
         try connection.executeScript(try String(contentsOfFile: packageRoot() + "/changeset.sql", encoding: .utf8))
+        #expect(try connection.execute(verdicts).rows.allSatisfy { $0[2] == nil }, "changeset.sql fills in nothing itself")
+        let filling = try runApplier([], conninfo: db)
+        #expect(filling.exitCode == 0)
+        #expect(filling.stderr.contains("verdicts, which it was written without, are filled in"), "\(filling.stderr)")
         #expect(try connection.execute(verdicts).rows == stored)
+        #expect(try connection.execute("SELECT count(*) FROM meetperry.pending_fill").scalar == "0")
+        let again = try runApplier([], conninfo: db)
+        #expect(!again.stderr.contains("filled in"), "once")
     }
 
     /// The final table is a function of the set of events: any order, any

@@ -75,6 +75,23 @@ import TestSupport
         }
     }
 
+    /// pipeline.sh exports some settings before it starts the programs
+    /// (`${HTTP_PORT:-8000}`); where it falls back to a plain value, that value
+    /// is the program's own default (its own paths, such as `ARCHIVE_PATH`, aside).
+    @Test func pipelineShFallsBackToTheProgramsOwnDefaults() throws {
+        let script = try String(contentsOfFile: packageRoot() + "/pipeline.sh", encoding: .utf8)
+        let declared = Dictionary(Self.programs.flatMap(\.1).map { ($0.variable, $0.defaultText) }, uniquingKeysWith: { first, _ in first })
+        let fallback = try Regex(#"\$\{([A-Z_]+):-([^}$]+)\}"#)
+        var checked: Set<String> = []
+        for match in script.matches(of: fallback) {
+            guard let variable = match.output[1].substring.map(String.init), let value = match.output[2].substring.map(String.init),
+                  let expected = declared[variable] else { continue }
+            #expect(value == expected, "pipeline.sh's fallback for \(variable)")
+            checked.insert(variable)
+        }
+        #expect(checked.isSuperset(of: ["HTTP_HOST", "HTTP_PORT", "REPORT_INTERVAL_SECONDS"]), "\(checked.sorted())")
+    }
+
     @Test func eachProgramsHelpNamesEachOfItsFlagsWithItsVariable() throws {
         for (program, settings) in Self.programs {
             let help = try runTool(executable(program), ["--help"]).output

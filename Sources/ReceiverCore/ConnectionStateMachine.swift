@@ -1,5 +1,10 @@
 import NIOCore
 
+/// A part (the end of a request without a body) may need no new bytes: this
+/// empty buffer, made once (a generic type cannot hold it, and `ByteBuffer()`
+/// allocates).
+private let noBytes = ByteBuffer()
+
 /// One HTTP/1.1 connection of the receiver as a value: which request is being
 /// read, which one waits for its answer, when the client was last waited on,
 /// and whether the connection is closing. Every event of the connection
@@ -45,18 +50,38 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
         var tooLarge: Bool
     }
 
+    /// The connection's phase, with what each phase needs to know; all plain
+    /// values, so matching and moving it costs no reference counting (the
+    /// request being read, which holds strings and bytes, is `request`).
     enum State: Equatable {
         /// Waiting for the client since `since` (the connection opened, or its
-        /// last answer went out); `request` is the one being read once its head
-        /// has come. `readHeld`: the channel asked to read while an answer was
-        /// awaited and was held back; it reads again once the bytes run out.
-        case reading(since: C.Instant, request: RequestInProgress?, readHeld: Bool)
+        /// last answer went out). `readHeld`: the channel asked to read while an
+        /// answer was awaited and was held back; it reads again once the bytes run out.
+        case reading(since: C.Instant, readHeld: Bool)
         /// A whole request (or a refusal) is being answered; nothing more is
-        /// decoded and the clock is stopped. `head` is nil when the request
-        /// could not be read; `closeAfter`: the connection closes after this answer.
-        case answering(head: HTTP1RequestHead?, closeAfter: Bool, readHeld: Bool)
+        /// decoded and the clock is stopped. `answer`: what the answer's framing
+        /// needs of the request (not the request itself, which the handler has).
+        case answering(Answer, readHeld: Bool)
         /// Closing or closed: nothing more is decoded or answered.
         case closed
+    }
+
+    /// What the answer to a request needs of it.
+    struct Answer: Equatable {
+        /// The request asked for the connection to stay open (HTTP/1.1 unless `Connection: close`).
+        var keepAlive: Bool
+        var http10: Bool
+        /// Not a `HEAD` request.
+        var includeBody: Bool
+        /// The connection closes after this answer whatever the request asked.
+        var closeAfter: Bool
+
+        init(_ head: HTTP1RequestHead?, closeAfter: Bool) {
+            keepAlive = head?.keepAlive ?? false
+            http10 = head?.version == .http10
+            includeBody = head?.method != .head
+            self.closeAfter = closeAfter
+        }
     }
 
     /// Why a request is refused before it is served.
@@ -79,7 +104,7 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
         /// nothing after it is decoded.
         case serve(HTTP1RequestHead, body: ByteBuffer?, tooLarge: Bool)
         /// Answer this refusal (`answer`, which closes the connection).
-        case refuse(Refusal, head: HTTP1RequestHead?)
+        case refuse(Refusal)
         /// Close the connection.
         case close
     }
@@ -118,14 +143,15 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
     private(set) var inputClosed = false
     /// Bytes received and not yet decoded (outside `state`, so appending never copies them).
     private var received: ByteBuffer?
+    /// The request being read, once its head has come (only while `.reading`;
+    /// outside `state`, so its body grows in place).
+    private(set) var request: RequestInProgress?
     private var decoder = HTTP1RequestDecoder()
-    /// A part (the end of a request without a body) may need no new bytes.
-    private static var noBytes: ByteBuffer { ByteBuffer() }
 
     init(limits: Limits, clock: C) {
         self.limits = limits
         self.clock = clock
-        self.state = .reading(since: clock.now, request: nil, readHeld: false)
+        self.state = .reading(since: clock.now, readHeld: false)
     }
 
     /// Bytes decoded or waiting: for tests and the read-ahead rule.
@@ -135,7 +161,7 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
 
     /// Bytes from the client; `next()` decodes them.
     mutating func received(_ bytes: ByteBuffer) {
-        guard state != .closed else { return }
+        if case .closed = state { return }
         if received == nil {
             received = bytes
         } else {
@@ -147,17 +173,17 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
     /// Decodes from the bytes received until there is something to do.
     mutating func next() -> Action {
         while true {
-            // The request in progress is not bound here: a second reference to its body would make it copy as it grows.
-            guard case .reading(let since, _, let readHeld) = state else { return .wait }
+            guard case .reading(let since, let readHeld) = state else { return .wait }
             // Taken out, so that slices of it kept as the body do not make it copy.
-            var bytes = received ?? Self.noBytes
+            var bytes = received ?? noBytes
             received = nil
             let part: HTTP1RequestPart?
             do {
                 part = try decoder.next(from: &bytes)
             } catch {
-                state = .answering(head: nil, closeAfter: true, readHeld: false)
-                return .refuse(.unreadable(error), head: nil)
+                request = nil
+                state = .answering(Answer(nil, closeAfter: true), readHeld: false)
+                return .refuse(.unreadable(error))
             }
             if bytes.readableBytes > 0 {
                 if part == nil && bytes.readerIndex > 16 * 1024 { bytes.discardReadBytes() }
@@ -165,8 +191,8 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
             }
             guard let part else {
                 if inputClosed { return close() }
-                if readHeld, case .reading(_, let request, _) = state {
-                    state = .reading(since: since, request: request, readHeld: false)
+                if readHeld {
+                    state = .reading(since: since, readHeld: false)
                     return .read
                 }
                 return .wait
@@ -178,50 +204,48 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
                 case .length(let length): (expectsBody, tooLarge) = (length > 0, length > limits.maxBodyBytes)
                 case .chunked: (expectsBody, tooLarge) = (true, false)
                 }
-                state = .reading(since: since, request: RequestInProgress(head: head, body: nil, tooLarge: tooLarge), readHeld: readHeld)
                 if head.expectsContinue && head.version == .http11 && expectsBody {
                     // Asked before sending a body that is too large: say so now, and
                     // close rather than read a body the sender may send anyway.
                     // Otherwise told at once, a sender that asks sends its body
                     // without waiting out its own timeout (curl's is a second).
-                    guard tooLarge else { return .sendContinue }
-                    state = .answering(head: head, closeAfter: true, readHeld: false)
-                    return .refuse(.bodyTooLarge(limit: limits.maxBodyBytes), head: head)
-                }
-            case .body(var chunk):
-                guard case .reading(_, var request?, _) = state else { continue }
-                state = .closed  // while the body grows, so that it is not copied
-                if !request.tooLarge {
-                    if (request.body?.readableBytes ?? 0) + chunk.readableBytes > limits.maxBodyBytes {
-                        request.tooLarge = true
-                        request.body = nil
-                    } else if request.body == nil {
-                        request.body = chunk
-                    } else {
-                        request.body!.writeBuffer(&chunk)
+                    guard tooLarge else {
+                        request = RequestInProgress(head: head, body: nil, tooLarge: false)
+                        return .sendContinue
                     }
+                    state = .answering(Answer(head, closeAfter: true), readHeld: false)
+                    return .refuse(.bodyTooLarge(limit: limits.maxBodyBytes))
                 }
-                state = .reading(since: since, request: request, readHeld: readHeld)
+                request = RequestInProgress(head: head, body: nil, tooLarge: tooLarge)
+            case .body(var chunk):
+                guard request != nil, !request!.tooLarge else { continue }
+                if (request!.body?.readableBytes ?? 0) + chunk.readableBytes > limits.maxBodyBytes {
+                    request!.tooLarge = true
+                    request!.body = nil
+                } else if request!.body == nil {
+                    request!.body = chunk
+                } else {
+                    request!.body!.writeBuffer(&chunk)
+                }
             case .end:
-                guard case .reading(_, let request?, _) = state else { continue }
-                state = .answering(head: request.head, closeAfter: false, readHeld: readHeld)
-                return .serve(request.head, body: request.body, tooLarge: request.tooLarge)
+                guard let whole = request else { continue }
+                request = nil
+                state = .answering(Answer(whole.head, closeAfter: false), readHeld: readHeld)
+                return .serve(whole.head, body: whole.body, tooLarge: whole.tooLarge)
             }
         }
     }
 
     /// The answer to the request waiting for one is ready.
     mutating func answer() -> AnswerAction {
-        guard case .answering(let head, let closeAfter, let readHeld) = state else { return .drop }
-        let includeBody = head?.method != .head
+        guard case .answering(let answer, let readHeld) = state else { return .drop }
         // A client that closed its side still gets answers to the requests it sent whole.
-        guard !closeAfter && !draining, let head, head.keepAlive else {
-            state = .closed
-            received = nil
-            return .writeAndClose(includeBody: includeBody)
+        guard !answer.closeAfter && !draining && answer.keepAlive else {
+            closed()
+            return .writeAndClose(includeBody: answer.includeBody)
         }
-        state = .reading(since: clock.now, request: nil, readHeld: readHeld)
-        return .write(connection: head.version == .http10 ? .keepAlive : .default, includeBody: includeBody)
+        state = .reading(since: clock.now, readHeld: readHeld)
+        return .write(connection: answer.http10 ? .keepAlive : .default, includeBody: answer.includeBody)
     }
 
     /// The channel asks to read from the socket.
@@ -229,8 +253,8 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
         // While a request waits for its answer, a client may send on (pipelining)
         // up to a limit; past it, the socket is not read until the answer is out.
         // (Holding every read would cost two epoll_ctl calls per request.)
-        guard case .answering(let head, let closeAfter, _) = state, bufferedBytes >= limits.readAhead else { return .read }
-        state = .answering(head: head, closeAfter: closeAfter, readHeld: true)
+        guard bufferedBytes >= limits.readAhead, case .answering(let answer, _) = state else { return .read }
+        state = .answering(answer, readHeld: true)
         return .hold
     }
 
@@ -253,9 +277,8 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
 
     /// The connection is to close (an error): `.close` if it was open, else `.wait`.
     mutating func close() -> Action {
-        guard state != .closed else { return .wait }
-        state = .closed
-        received = nil
+        if case .closed = state { return .wait }
+        closed()
         return .close
     }
 
@@ -263,6 +286,7 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
     mutating func closed() {
         state = .closed
         received = nil
+        request = nil
     }
 
     // MARK: - The clock
@@ -281,13 +305,12 @@ struct ConnectionStateMachine<C: Clock> where C.Duration == Duration {
         case .answering:
             // The clock is stopped; once answered, the client has at least this long.
             return .check(at: now.advanced(by: shortestLimit))
-        case .reading(let since, let request, _):
+        case .reading(let since, _):
             let started = request != nil || bufferedBytes > 0 || !decoder.isBetweenRequests
             let limit = started ? limits.request : shortestLimit
             let deadline = since.advanced(by: limit)
             guard now >= deadline else { return .check(at: deadline) }
-            state = .closed
-            received = nil
+            closed()
             return .close(limit: limit)
         }
     }

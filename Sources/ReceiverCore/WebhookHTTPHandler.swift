@@ -127,13 +127,13 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .sendContinue:
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(staticString: HTTP1ResponseEncoder.continueResponse)), promise: nil)
             return true
-        case .refuse(.unreadable(let error), _):
+        case .refuse(.unreadable(let error)):
             logger.info("refusing a request that cannot be read", metadata: ["status": "\(error.status.code)", "reason": "\(error.reason)"])
-            return send(APIError(error.status, error.status.reasonPhrase.lowercased(), detail: .text(error.reason)), to: nil, context: context)
-        case .refuse(.bodyTooLarge(let limit), let head):
+            return send(APIError(error.status, error.status.reasonPhrase.lowercased(), detail: .text(error.reason)), context: context)
+        case .refuse(.bodyTooLarge(let limit)):
             let error = APIError(.payloadTooLarge, "body too large", detail: .text("the limit is \(limit) bytes"))
             logger.info("webhook refused", metadata: ["status": "\(error.status.code)", "reason": "\(error.logText)"])
-            return send(error, to: head, context: context)
+            return send(error, context: context)
         case .serve(let head, let body, let tooLarge):
             return serve(head, body: body, tooLarge: tooLarge, context: context)
         }
@@ -147,17 +147,17 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return receive(head, body: body, tooLarge: tooLarge, context: context)
         case .health:
             if lifecycle.phase >= .draining {
-                return send(.serviceUnavailable, body: context.channel.allocator.buffer(staticString: HealthAnswer.draining), to: head, context: context)
+                return send(.serviceUnavailable, body: context.channel.allocator.buffer(staticString: HealthAnswer.draining), context: context)
             } else if let trouble = sink.trouble {
                 let body = HealthAnswer.trouble(status: trouble.status, detail: trouble.detail)
-                return send(.serviceUnavailable, body: context.channel.allocator.buffer(bytes: body), to: head, context: context)
+                return send(.serviceUnavailable, body: context.channel.allocator.buffer(bytes: body), context: context)
             }
-            return send(.ok, body: context.channel.allocator.buffer(bytes: healthyBody), to: head, context: context)
+            return send(.ok, body: context.channel.allocator.buffer(bytes: healthyBody), context: context)
         case .metrics:
             return send(.ok, body: context.channel.allocator.buffer(bytes: metrics.exposition()),
-                        contentType: "text/plain; version=0.0.4; charset=utf-8", to: head, context: context)
+                        contentType: "text/plain; version=0.0.4; charset=utf-8", context: context)
         case .methodNotAllowed, .notFound:
-            return send(route.error!, to: head, context: context)
+            return send(route.error!, context: context)
         }
     }
 
@@ -168,17 +168,16 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch intake.check(headers, body: body.map { Array($0.readableBytesView) } ?? [], tooLarge: tooLarge) {
         case .failure(let error):
             logger.info("webhook refused", metadata: ["status": "\(error.status.code)", "reason": "\(error.logText)"])
-            return send(error, to: head, context: context)
+            return send(error, context: context)
         case .success(let accepted):
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             handOff.submit(SubmittedLine(bytes: accepted.line, messageId: accepted.messageId) { outcome in
                 let (handler, context) = bound.value
                 let goOn: Bool
                 if let refusal = handler.intake.answer(outcome) {
-                    goOn = handler.send(refusal, to: head, context: context)
+                    goOn = handler.send(refusal, context: context)
                 } else {
-                    goOn = handler.send(.accepted, body: context.channel.allocator.buffer(staticString: #"{"status":"accepted"}"#),
-                                        to: head, context: context)
+                    goOn = handler.send(.accepted, body: context.channel.allocator.buffer(staticString: #"{"status":"accepted"}"#), context: context)
                 }
                 if goOn { handler.drive(context) }
             })
@@ -188,15 +187,15 @@ final class WebhookHTTPHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: - Answers
 
-    private func send(_ error: APIError, to head: HTTP1RequestHead?, context: ChannelHandlerContext) -> Bool {
-        send(error.status, body: context.channel.allocator.buffer(bytes: error.body), extra: error.headers, to: head, context: context)
+    private func send(_ error: APIError, context: ChannelHandlerContext) -> Bool {
+        send(error.status, body: context.channel.allocator.buffer(bytes: error.body), extra: error.headers, context: context)
     }
 
-    /// Writes the answer to the request waiting for one (`head`; nil when the
-    /// request could not be read) as the machine says: true when the
+    /// Writes the answer to the request waiting for one (or to a request that
+    /// could not be read) as the machine says: true when the
     /// connection goes on to its next request, false when it closes.
     private func send(_ status: HTTPResponseStatus, body: ByteBuffer, contentType: String = "application/json", extra: [(String, String)] = [],
-                      to head: HTTP1RequestHead?, context: ChannelHandlerContext) -> Bool {
+                      context: ChannelHandlerContext) -> Bool {
         metrics.countRequest(status: Int(status.code))
         switch machine.answer() {
         case .drop:

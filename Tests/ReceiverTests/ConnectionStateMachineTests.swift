@@ -71,11 +71,7 @@ import TestSupport
         var large = machine(maxBody: 10)
         let tooLarge = "POST /webhook HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n"
         let actions = drain(&large, tooLarge)
-        guard case .refuse(.bodyTooLarge(limit: 10), let refused?)? = actions.last else {
-            Issue.record("not refused: \(actions)")
-            return
-        }
-        #expect(refused.path == "/webhook")
+        #expect(actions == [.refuse(.bodyTooLarge(limit: 10))])
         #expect(large.answer() == .writeAndClose(includeBody: true), "closed rather than read a body that may come anyway")
         #expect(drain(&large, "0123456789a") == [.wait])
         #expect(large.state == .closed)
@@ -93,7 +89,7 @@ import TestSupport
 
     @Test func bytesThatCannotBeARequestAreRefusedAndTheConnectionCloses() {
         var m = machine()
-        #expect(drain(&m, "GET / HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n") == [.refuse(.unreadable(.badRequest("a header line without a colon")), head: nil)])
+        #expect(drain(&m, "GET / HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n") == [.refuse(.unreadable(.badRequest("a header line without a colon")))])
         #expect(m.next() == .wait)
         #expect(m.answer() == .writeAndClose(includeBody: true))
         m.received(ByteBuffer(string: post()))

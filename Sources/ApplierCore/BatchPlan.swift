@@ -171,8 +171,7 @@ struct BatchPlan {
             }
         }
         for event in storedEvents {
-            let verdict = TaskRules.disposition(of: event.webhook, creation: creations[event.webhook.taskId])
-            let refusal = verdict.rejectionCode == nil ? nil : verdict
+            let refusal = event.refusal(creation: creations[event.webhook.taskId])
             if refusal != event.refusal {
                 verdicts.append(VerdictChange(taskId: event.webhook.taskId, identity: event.identity, refusal: refusal))
                 let cause = eventsByTask[event.webhook.taskId]?.newIndices.first.map { batch.items[$0].line } ?? 0
@@ -191,6 +190,15 @@ struct BatchPlan {
             if let refusal { outcome.rejected.append((batch.items[index], refusal)) } else { outcome.duplicates += 1 }
         }
         return (rows, outcome, verdicts)
+    }
+}
+
+extension BatchPlan.StoredEvent {
+    /// What `task_event.rejection` is to hold for this event, given its
+    /// task's creation: the rules' refusal, or nil when they take it.
+    func refusal(creation: Webhook?) -> EventDisposition? {
+        let verdict = TaskRules.disposition(of: webhook, creation: creation)
+        return verdict.rejectionCode == nil ? nil : verdict
     }
 }
 

@@ -127,8 +127,7 @@ public final class TaskStore: BatchStore {
                 for (taskId, events) in Dictionary(grouping: try storedEvents(of: tasks), by: \.webhook.taskId) {
                     let creation = TaskRules.foldState(events.map(\.webhook)).creation
                     for event in events {
-                        let verdict = TaskRules.disposition(of: event.webhook, creation: creation)
-                        let refusal = verdict.rejectionCode == nil ? nil : verdict
+                        let refusal = event.refusal(creation: creation)
                         if refusal != event.refusal { verdicts.append(.init(taskId: taskId, identity: event.identity, refusal: refusal)) }
                     }
                 }

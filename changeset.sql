@@ -127,6 +127,20 @@ BEGIN
 END
 $$;
 
+-- One row per task partition (the applier's 16, TaskPartition in the code):
+-- its version, bumped by every transaction that writes events or rows of the
+-- partition's tasks, under the partition's advisory lock. An applier keeps
+-- what it has just written of its tasks in memory and trusts it only while
+-- the version is the one its own last write left. Anyone changing
+-- meetperry.task or meetperry.task_event by hand while appliers run bumps
+-- them too (README, The applier):
+--   UPDATE meetperry.partition_version SET version = version + 1;
+CREATE TABLE IF NOT EXISTS meetperry.partition_version (
+    partition integer PRIMARY KEY CHECK (partition >= 0 AND partition < 16),
+    version   bigint NOT NULL DEFAULT 0
+);
+INSERT INTO meetperry.partition_version (partition) SELECT generate_series(0, 15) ON CONFLICT DO NOTHING;
+
 -- The cron cursor: one row per finished reporter run, written only after
 -- every file of its window is on disk. The next run starts at the latest end.
 CREATE TABLE IF NOT EXISTS meetperry.report_run (

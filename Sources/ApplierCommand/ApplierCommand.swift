@@ -39,6 +39,7 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
     @Option(name: S.batchSize.name, help: S.batchSize.help) var batchSize: Int?
     @Option(name: S.batchMs.name, help: S.batchMs.help) var batchMs: Int?
     @Option(name: S.connections.name, help: S.connections.help) var connections: Int?
+    @Option(name: S.cacheMegabytes.name, help: S.cacheMegabytes.help) var cacheMb: Int?
     @Option(name: S.maxLineBytes.name, help: S.maxLineBytes.help) var maxLineBytes: Int?
     @Option(name: S.shutdownTimeout.name, help: S.shutdownTimeout.help) var shutdownTimeout: Int?
     @Option(name: S.metricsPort.name, help: S.metricsPort.help) var metricsPort: Int?
@@ -63,6 +64,7 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
             config.batchSize = try settings.value(S.batchSize, flag: batchSize)
             config.batchMilliseconds = try settings.value(S.batchMs, flag: batchMs)
             config.connections = try settings.value(S.connections, flag: connections)
+            config.cacheMegabytes = try settings.value(S.cacheMegabytes, flag: cacheMb)
             config.maxLineBytes = try settings.value(S.maxLineBytes, flag: maxLineBytes)
             config.shutdownTimeoutSeconds = try settings.value(S.shutdownTimeout, flag: shutdownTimeout)
             config.metricsPort = try settings.optional(S.metricsPort, flag: metricsPort)
@@ -91,6 +93,7 @@ struct ApplierCommand: ParsableCommand, MeetperryCommand {
         if replayArchive { return try Self.replay(config, seal: sealArchive, stop: stop, logger: logger) }
         logger.info("applier reading \(config.jetStream.map { "JetStream stream \($0.stream), consumer \($0.consumer)" } ?? "stdin")", metadata: [
             "database": "\(ConnectionString.redacted(config.conninfo))", "batch.size": "\(config.batchSize)", "batch.ms": "\(config.batchMilliseconds)",
+            "cache.mb": "\(config.cacheMegabytes)",
         ])
         let applier: Applier
         var server: MetricsServer?

@@ -15,6 +15,8 @@ enum ApplierSettings {
                                  "Commit a batch at the latest this many ms after its first event")
     static let connections = Setting("APPLIER_CONNECTIONS", flag: "connections", default: defaults.connections, range: 1...TaskPartition.count,
                                      valueName: "n", "Connections committing in parallel, each for its own share of the tasks")
+    static let cacheMegabytes = Setting("APPLIER_CACHE_MB", flag: "cache-mb", default: defaults.cacheMegabytes, range: 0...65_536, valueName: "MiB",
+                                        "Memory for the tasks just written, so later events of them read nothing back; 0: none")
     static let maxLineBytes = Setting("APPLIER_MAX_LINE_BYTES", flag: "max-line-bytes", default: defaults.maxLineBytes, range: 1024...(1 << 30),
                                       valueName: "bytes", "Longest accepted line in bytes")
     static let shutdownTimeout = Setting("APPLIER_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", default: defaults.shutdownTimeoutSeconds,
@@ -31,7 +33,7 @@ enum ApplierSettings {
 
     /// Every setting the applier reads, for the README check.
     static let all: [any SettingDeclaration] = [
-        batchSize, batchMs, connections, maxLineBytes, shutdownTimeout, metricsPort, metricsHost, archivePath, archiveRetentionDays,
+        batchSize, batchMs, connections, cacheMegabytes, maxLineBytes, shutdownTimeout, metricsPort, metricsHost, archivePath, archiveRetentionDays,
         JetStreamOptions.natsConsumerSetting, JetStreamOptions.natsAckWaitSecondsSetting,
     ] + CommonOptions.settings + DatabaseOptions.settings + JetStreamOptions.settings
 }

@@ -71,6 +71,7 @@ public final class Applier {
             (input as? JetStreamInput)?.close()
             progress?(summary, true)
             logger.notice("applier finished: \(summary.line)")
+            if let cacheLine = summary.cacheLine { logger.notice("\(cacheLine)") }
         }
         do {
             for committer in committers { try committer.start() }

@@ -14,6 +14,8 @@ public struct ApplierConfiguration: Sendable {
     public var shutdownTimeoutSeconds: Int = 30
     /// Connections committing in parallel, each for its own share of the task partitions.
     public var connections: Int = 2
+    /// The task cache's budget in MiB, shared by the connections (`TaskCache`); 0: none.
+    public var cacheMegabytes: Int = 32
     /// Longest wait between reconnection attempts.
     public var maxBackoffMilliseconds: Int = 5000
     /// `GET /metrics` on this port (0: any free one, logged); nil: no metrics endpoint.

@@ -20,6 +20,8 @@ public final class ApplierMetrics: Sendable {
     let commitDuration: DurationHistogram
     let retries: Prometheus.Counter
     let reconnects: Prometheus.Counter
+    /// Tasks of a batch the task cache answered, did not know, or had remembered in a partition changed since.
+    private let cacheLookups: (hit: Prometheus.Counter, miss: Prometheus.Counter, changed: Prometheus.Counter)
     /// Accepted webhooks (they carry the receiver's `receivedAt`: the sender had its 202) the rules or the database refused.
     private let rejectedAfterAcceptance: [String: Prometheus.Counter]
     /// Stored events whose verdict a later batch changed, by what it became.
@@ -71,6 +73,11 @@ public final class ApplierMetrics: Sendable {
         ])
         retries = registry.makeCounter(descriptor: name("retries", "total", "Batches tried again after PostgreSQL failed them (connection lost, write conflict)."))
         reconnects = registry.makeCounter(descriptor: name("reconnects", "total", "Connections to PostgreSQL made again after one was lost."))
+        let lookups = name("task_cache_lookups", "total",
+                           "Tasks of a batch the task cache answered (hit), could not (miss), or had remembered in a partition another writer changed since (changed).")
+        cacheLookups = (registry.makeCounter(descriptor: lookups, labels: [("result", "hit")]),
+                        registry.makeCounter(descriptor: lookups, labels: [("result", "miss")]),
+                        registry.makeCounter(descriptor: lookups, labels: [("result", "changed")]))
         let refusal = name("rejected_after_acceptance", "total",
                            "Webhooks the receiver had accepted (202) that the rules or the database then refused, by rule.")
         var refusals: [String: Prometheus.Counter] = [:]
@@ -104,6 +111,9 @@ public final class ApplierMetrics: Sendable {
         duplicates.increment(by: Int64(outcome.duplicates))
         pending.increment(by: Int64(outcome.pending))
         rejected.increment(by: Int64(outcome.rejected.count))
+        cacheLookups.hit.increment(by: Int64(outcome.cache.hits))
+        cacheLookups.miss.increment(by: Int64(outcome.cache.misses - outcome.cache.stale))
+        cacheLookups.changed.increment(by: Int64(outcome.cache.stale))
         var newest: Int64 = 0
         for item in batch.items { newest = max(newest, item.record.receivedAt?.microsecondsSinceEpoch ?? 0) }
         if newest > 0 { newestCommitted.max(newest, ordering: .relaxed) }

@@ -10,6 +10,8 @@ public struct ApplierSummary: Sendable, Equatable {
     public var rejected = 0
     public var batches = 0
     public var seconds: Double = 0
+    /// What the task cache answered, over all batches.
+    public var cache = TaskCacheLookups()
 
     public init() {}
 
@@ -22,6 +24,7 @@ public struct ApplierSummary: Sendable, Equatable {
         sum.pending += other.pending
         sum.rejected += other.rejected
         sum.batches += other.batches
+        sum.cache.add(other.cache)
         return sum
     }
 
@@ -35,6 +38,15 @@ public struct ApplierSummary: Sendable, Equatable {
         case 1..<100: return String(format: "%.1f", perSecond)
         default: return String(format: "%.2f", perSecond)
         }
+    }
+
+    /// The task cache's line, when it was asked at all: how many of the
+    /// batches' tasks it answered (the same task in two batches counts twice).
+    public var cacheLine: String? {
+        let asked = cache.hits + cache.misses
+        guard asked > 0 else { return nil }
+        return "task cache: answered \(cache.hits) of \(asked) task look-ups (\(String(format: "%.1f", 100 * Double(cache.hits) / Double(asked))) %); "
+            + "\(cache.stale) found changed by another writer"
     }
 
     public var line: String {

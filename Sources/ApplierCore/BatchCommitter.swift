@@ -50,7 +50,8 @@ final class BatchCommitter: @unchecked Sendable {
         self.rejects = rejects
         self.stop = stop
         self.connect = connect ?? {
-            let store = try TaskStore(connection: PGConnection(conninfo: configuration.conninfo))
+            let store = try TaskStore(connection: PGConnection(conninfo: configuration.conninfo),
+                                      cacheBytes: (configuration.cacheMegabytes << 20) / max(1, configuration.connections))
             if let folded = try store.fillPendingVerdicts() {
                 logger.notice("the event log's verdicts, which it was written without, are filled in", metadata: ["tasks": "\(folded)"])
             }

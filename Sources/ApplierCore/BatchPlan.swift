@@ -29,8 +29,22 @@ struct BatchPlan {
         /// The latest timestamp among each task's stored events (a task with none has no history).
         var latest: [String: Timestamp] = [:]
         /// The rows (with a creation date) of tasks that gained an event, as the
-        /// rules' state (`addRows`): read only when the batch has new events.
+        /// rules' state (`addRows`): read only when the batch has new events
+        /// (the cache's come with them).
         var rows: [String: TaskState] = [:]
+        /// A mark of each stored event of each task read whole (from the
+        /// database's stored state, or the cache): what the cache remembers of them.
+        var marks: [String: [TaskCache.Mark]] = [:]
+
+        /// Both: what the cache answered and what was read of the other tasks (no task in both).
+        mutating func merge(_ other: Stored) {
+            identities.formUnion(other.identities)
+            rowAddresses.merge(other.rowAddresses) { $1 }
+            refusals.merge(other.refusals) { $1 }
+            latest.merge(other.latest) { $1 }
+            rows.merge(other.rows) { $1 }
+            marks.merge(other.marks) { $1 }
+        }
     }
 
     /// A stored event of a task that gained one, with its stored verdict (and
@@ -103,15 +117,15 @@ struct BatchPlan {
         }
     }
 
-    /// The rows to read (`addRows`): those of the tasks that gained an event.
-    var rowsToRead: [RowAddress] { eventsByTask.keys.compactMap { stored.rowAddresses[$0] } }
+    /// The rows to read (`addRows`): those of the tasks that gained an event, but the cache's.
+    var rowsToRead: [RowAddress] { eventsByTask.keys.compactMap { stored.rows[$0] == nil ? stored.rowAddresses[$0] : nil } }
 
     /// Adds the rows of the tasks that gained an event, and picks the tasks
     /// that go on from theirs.
     mutating func addRows(_ rows: [String: TaskState]) {
-        stored.rows = rows
+        stored.rows.merge(rows) { $1 }
         for (taskId, events) in eventsByTask {
-            guard let latest = stored.latest[taskId], let row = rows[taskId], row.createdDate <= latest,
+            guard let latest = stored.latest[taskId], let row = stored.rows[taskId], row.createdDate <= latest,
                   events.webhooks.allSatisfy({ $0.timestamp > latest }) else { continue }
             extending.insert(taskId)
         }
@@ -132,7 +146,15 @@ struct BatchPlan {
     /// the verdicts to store (every new event the rules refuse, every stored
     /// one whose verdict changed).
     func fold() -> (rows: Rows, outcome: BatchOutcome, verdicts: [VerdictChange]) {
+        let folded = foldKeepingStates()
+        return (folded.rows, folded.outcome, folded.verdicts)
+    }
+
+    /// `fold`, with the state each task that gained an event is left in (a task still without a `created` has none).
+    func foldKeepingStates() -> (rows: Rows, outcome: BatchOutcome, verdicts: [VerdictChange], states: [String: TaskState]) {
         var rows = Rows()
+        var states: [String: TaskState] = [:]
+        states.reserveCapacity(eventsByTask.count)
         /// The verdict on each new event, by batch index.
         var dispositions = [EventDisposition](repeating: .applied, count: batch.count)
         /// The creation of each task folded again from stored events.
@@ -140,6 +162,7 @@ struct BatchPlan {
         for (taskId, events) in eventsByTask {
             if extending.contains(taskId), let row = stored.rows[taskId] {
                 let (state, verdicts) = TaskRules.extend(row, with: events.webhooks)
+                states[taskId] = state
                 for (index, verdict) in zip(events.newIndices, verdicts) { dispositions[index] = verdict }
                 if state != row, let address = stored.rowAddresses[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
                 continue
@@ -150,6 +173,7 @@ struct BatchPlan {
             }
             if events.webhooks.count > events.newIndices.count { creations[taskId] = creation }
             guard let state else { continue }
+            states[taskId] = state
             if let address = stored.rowAddresses[taskId] {
                 if state != stored.rows[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
             } else {
@@ -189,7 +213,40 @@ struct BatchPlan {
             let refusal = refusedNow[identity] ?? (foldedAgain ? nil : stored.refusals[identity])
             if let refusal { outcome.rejected.append((batch.items[index], refusal)) } else { outcome.duplicates += 1 }
         }
-        return (rows, outcome, verdicts)
+        return (rows, outcome, verdicts, states)
+    }
+
+    /// What the cache is to remember once the batch commits: each task that
+    /// gained an event as it is now (its state, where its row is now: `addresses`
+    /// for the rows written, else where it was; its latest time; a mark of each
+    /// stored event with its verdict as stored now), or forgotten when it has no
+    /// row; and the partitions' versions the write left.
+    func remembrance(states: [String: TaskState], verdicts: [VerdictChange], addresses: [String: RowAddress],
+                     versions: [Int: Int64]) -> TaskCache.Update {
+        var update = TaskCache.Update(versions: versions)
+        update.entries.reserveCapacity(eventsByTask.count)
+        let verdictsByTask = verdicts.isEmpty ? [:] : Dictionary(grouping: verdicts, by: \.taskId)
+        for (taskId, events) in eventsByTask {
+            guard let state = states[taskId], let address = addresses[taskId] ?? stored.rowAddresses[taskId] else {
+                update.forgotten.append(taskId)
+                continue
+            }
+            let changes = verdictsByTask[taskId] ?? []
+            var marks = stored.marks[taskId] ?? []
+            for change in changes {
+                if let i = marks.firstIndex(where: { $0.matches(change.identity) }) { marks[i].set(change.refusal) }
+            }
+            var latest = stored.latest[taskId]
+            for index in events.newIndices {
+                let identity = batch.identities[index]
+                marks.append(TaskCache.Mark(identity, refusal: changes.first { $0.identity == identity }?.refusal))
+                let timestamp = batch.items[index].record.webhook.timestamp
+                if latest.map({ timestamp > $0 }) ?? true { latest = timestamp }
+            }
+            guard let latest else { continue }
+            update.entries[taskId] = TaskCache.Entry(row: state, address: address, latest: latest, marks: marks)
+        }
+        return update
     }
 }
 

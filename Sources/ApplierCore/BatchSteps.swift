@@ -29,40 +29,52 @@ struct BatchSteps {
     enum Step {
         /// Take the advisory locks of these partitions, in this (ascending) order; then `locked()`.
         case lockPartitions([Int])
-        /// Read which of the batch's own events are stored, with their verdicts; then `read(ownEvents:)`.
-        case readOwnEvents
-        /// Read what is stored of the batch's tasks; then `read(stored:)`.
-        case readStored
+        /// Read the versions of these partitions and recall what the cache
+        /// knows of the batch's tasks under them (`TaskCache.recall`); then `recalled(_:)`.
+        case recall([Int])
+        /// Read which of these events of the batch (indices) are stored, with their verdicts; then `read(ownEvents:)`.
+        case readOwnEvents([Int])
+        /// Read what is stored of these tasks; then `read(stored:)`.
+        case readStored([String])
         /// Read these rows of `meetperry.task`; then `read(rows:)`.
         case readRows([RowAddress])
         /// Read every stored event of these tasks; then `read(histories:)`.
         case readHistories([String])
         /// Copy these new events (batch indices) into the event log, write
-        /// these rows and store these verdicts; then `written()`.
-        case write(newItems: [Int], rows: BatchPlan.Rows, verdicts: [BatchPlan.VerdictChange])
-        /// The batch is applied (to commit); the next batch looks for its duplicates as `next` says.
-        case done(BatchOutcome, next: Mode)
+        /// these rows, store these verdicts, and bump the versions of these
+        /// partitions (those of the tasks that gained an event); then
+        /// `written(addresses:versions:)`.
+        case write(newItems: [Int], rows: BatchPlan.Rows, verdicts: [BatchPlan.VerdictChange], partitions: [Int])
+        /// The batch is applied (to commit); the next batch looks for its
+        /// duplicates as `next` says; once committed, the cache remembers `remember`.
+        case done(BatchOutcome, next: Mode, remember: TaskCache.Update?)
     }
 
     private enum State {
         case start
         case awaitingLock
-        case awaitingOwnEvents
-        case awaitingStored
+        case awaitingRecall
+        case awaitingOwnEvents(TaskCache.Recall)
+        case awaitingStored(TaskCache.Recall)
         case awaitingRows(BatchPlan, next: Mode)
         case awaitingHistories(BatchPlan, next: Mode)
         case writing(BatchPlan, next: Mode)
-        case awaitingWrite(BatchOutcome, next: Mode)
-        case finished(BatchOutcome, next: Mode)
+        case awaitingWrite(BatchPlan, BatchOutcome, verdicts: [BatchPlan.VerdictChange], states: [String: TaskState], next: Mode)
+        case finished(BatchOutcome, next: Mode, remember: TaskCache.Update?)
     }
 
     let batch: PreparedBatch
     let mode: Mode
+    /// Whether a cache is asked first and told after (`TaskCache.isEnabled`).
+    let remembering: Bool
     private var state = State.start
+    /// What the cache answered, for the outcome.
+    private var lookups = TaskCacheLookups()
 
-    init(_ batch: PreparedBatch, mode: Mode) {
+    init(_ batch: PreparedBatch, mode: Mode, remembering: Bool = false) {
         self.batch = batch
         self.mode = mode
+        self.remembering = remembering
     }
 
     /// What to do now.
@@ -73,51 +85,60 @@ struct BatchSteps {
             return .lockPartitions(batch.partitions)
         case .awaitingLock:
             preconditionFailure("the partitions are to be locked first")
-        case .awaitingOwnEvents:
-            return .readOwnEvents
-        case .awaitingStored:
-            return .readStored
+        case .awaitingRecall:
+            return .recall(batch.partitions)
+        case .awaitingOwnEvents(let recall):
+            guard recall.unanswered.count < batch.tasks.count else { return .readOwnEvents(Array(batch.items.indices)) }
+            let unanswered = Set(recall.unanswered)
+            return .readOwnEvents(batch.items.indices.filter { unanswered.contains(batch.items[$0].record.webhook.taskId) })
+        case .awaitingStored(let recall):
+            return .readStored(recall.unanswered)
         case .awaitingRows(let plan, _):
             return .readRows(plan.rowsToRead)
         case .awaitingHistories(let plan, _):
             return .readHistories(plan.tasksToRefold)
         case .writing(let plan, let next):
-            let (rows, outcome, verdicts) = plan.fold()
-            state = .awaitingWrite(outcome, next: next)
-            return .write(newItems: plan.newItems, rows: rows, verdicts: verdicts)
+            let (rows, outcome, verdicts, states) = plan.foldKeepingStates()
+            state = .awaitingWrite(plan, outcome, verdicts: verdicts, states: states, next: next)
+            let partitions = Set(plan.eventsByTask.keys.map(TaskPartition.of(task:))).sorted()
+            return .write(newItems: plan.newItems, rows: rows, verdicts: verdicts, partitions: partitions)
         case .awaitingWrite:
             preconditionFailure("the batch is to be written first")
-        case .finished(let outcome, let next):
-            return .done(outcome, next: next)
+        case .finished(var outcome, let next, let remember):
+            outcome.cache = lookups
+            return .done(outcome, next: next, remember: remember)
         }
     }
 
     /// The partitions are locked.
     mutating func locked() {
         guard case .awaitingLock = state else { preconditionFailure("locked out of turn") }
-        state = mode == .replaying ? .awaitingOwnEvents : .awaitingStored
+        if remembering {
+            state = .awaitingRecall
+        } else {
+            afterRecall(TaskCache.Recall(unanswered: batch.tasks))
+        }
+    }
+
+    /// What the cache answered of the batch's tasks.
+    mutating func recalled(_ recall: TaskCache.Recall) {
+        guard case .awaitingRecall = state else { preconditionFailure("recalled out of turn") }
+        afterRecall(recall)
     }
 
     /// Which of the batch's own events are stored (replaying): done if none is new.
     mutating func read(ownEvents stored: BatchPlan.Stored) {
-        guard case .awaitingOwnEvents = state else { preconditionFailure("own events read out of turn") }
-        let duplicatesOnly = BatchPlan(batch, stored: stored)
-        state = duplicatesOnly.newItems.isEmpty ? .finished(duplicatesOnly.fold().outcome, next: .replaying) : .awaitingStored
+        guard case .awaitingOwnEvents(let recall) = state else { preconditionFailure("own events read out of turn") }
+        var known = recall.stored
+        known.merge(stored)
+        let duplicatesOnly = BatchPlan(batch, stored: known)
+        state = duplicatesOnly.newItems.isEmpty ? .finished(duplicatesOnly.fold().outcome, next: .replaying, remember: nil) : .awaitingStored(recall)
     }
 
-    /// What is stored of the batch's tasks.
+    /// What is stored of the tasks the cache did not answer.
     mutating func read(stored: BatchPlan.Stored) {
-        guard case .awaitingStored = state else { preconditionFailure("stored state read out of turn") }
-        var plan = BatchPlan(batch, stored: stored)
-        let next: Mode = plan.duplicates * 2 > batch.count ? .replaying : .live
-        if plan.newItems.isEmpty {
-            state = .finished(plan.fold().outcome, next: next)
-        } else if plan.rowsToRead.isEmpty {
-            plan.addRows([:])
-            state = afterRows(plan, next: next)
-        } else {
-            state = .awaitingRows(plan, next: next)
-        }
+        guard case .awaitingStored(let recall) = state else { preconditionFailure("stored state read out of turn") }
+        plan(recall, stored)
     }
 
     /// The rows of the tasks that gained an event.
@@ -134,10 +155,41 @@ struct BatchSteps {
         state = .writing(plan, next: next)
     }
 
-    /// The new events, rows and verdicts are written.
-    mutating func written() {
-        guard case .awaitingWrite(let outcome, let next) = state else { preconditionFailure("written out of turn") }
-        state = .finished(outcome, next: next)
+    /// The new events, rows and verdicts are written: the rows written are
+    /// now at `addresses`, and the partitions bumped are at `versions`.
+    mutating func written(addresses: [String: RowAddress] = [:], versions: [Int: Int64] = [:]) {
+        guard case .awaitingWrite(let plan, let outcome, let verdicts, let states, let next) = state else {
+            preconditionFailure("written out of turn")
+        }
+        let remember = remembering ? plan.remembrance(states: states, verdicts: verdicts, addresses: addresses, versions: versions) : nil
+        state = .finished(outcome, next: next, remember: remember)
+    }
+
+    /// Reads what the cache did not answer (the own events first when
+    /// replaying), or, when it answered every task, goes on to plan.
+    private mutating func afterRecall(_ recall: TaskCache.Recall) {
+        lookups = TaskCacheLookups(hits: recall.hits, misses: remembering ? recall.misses : 0, stale: recall.stale)
+        if recall.unanswered.isEmpty {
+            plan(recall, BatchPlan.Stored())
+        } else {
+            state = mode == .replaying ? .awaitingOwnEvents(recall) : .awaitingStored(recall)
+        }
+    }
+
+    /// The plan, from what the cache answered and what was read of the rest.
+    private mutating func plan(_ recall: TaskCache.Recall, _ stored: BatchPlan.Stored) {
+        var known = recall.stored
+        known.merge(stored)
+        var plan = BatchPlan(batch, stored: known)
+        let next: Mode = plan.duplicates * 2 > batch.count ? .replaying : .live
+        if plan.newItems.isEmpty {
+            state = .finished(plan.fold().outcome, next: next, remember: nil)
+        } else if plan.rowsToRead.isEmpty {
+            plan.addRows([:])
+            state = afterRows(plan, next: next)
+        } else {
+            state = .awaitingRows(plan, next: next)
+        }
     }
 
     private func afterRows(_ plan: BatchPlan, next: Mode) -> State {

@@ -68,6 +68,7 @@ struct CommitterState {
     /// The batch being committed is done: these counts are its own.
     mutating func committed(_ outcome: BatchOutcome) {
         counts.batches += 1
+        counts.cache.add(outcome.cache)
         counts.applied += outcome.applied
         counts.duplicates += outcome.duplicates
         counts.pending += outcome.pending

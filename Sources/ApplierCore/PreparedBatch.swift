@@ -80,8 +80,8 @@ public struct PreparedBatch: Sendable {
     let identities: [EventKey]
     /// One `COPY meetperry.task_event` row per item, in item order.
     let eventRows: BinaryCopyEncoder
-    /// The batch's distinct task ids, as a `text[]` parameter.
-    let taskIds: String
+    /// The batch's distinct task ids.
+    let tasks: [String]
     /// The partitions of the batch's tasks, ascending.
     let partitions: [Int]
 
@@ -125,13 +125,28 @@ public struct PreparedBatch: Sendable {
         self.items = items
         self.identities = identities
         self.eventRows = encoder
-        self.taskIds = PGArray.literal(taskIds)
+        self.tasks = Array(taskIds)
         self.partitions = (0..<TaskPartition.count).filter { partitionMask & (1 << UInt32($0)) != 0 }
     }
 
     /// The batch's items whose indices are in `range`, prepared on their own (a batch split in two).
     func part(_ range: Range<Int>) -> PreparedBatch {
         PreparedBatch(Array(items[range]))
+    }
+}
+
+/// How many of a batch's tasks the cache (`TaskCache`) answered, and how
+/// many it did not, of which how many it had remembered in a partition
+/// another writer had changed since.
+public struct TaskCacheLookups: Sendable, Equatable {
+    public var hits = 0
+    public var misses = 0
+    public var stale = 0
+
+    mutating func add(_ other: TaskCacheLookups) {
+        hits += other.hits
+        misses += other.misses
+        stale += other.stale
     }
 }
 
@@ -142,6 +157,8 @@ public struct BatchOutcome: Sendable {
     public var pending = 0
     /// Events the rules refused, with the rule's verdict (its `rejectionReason` says why).
     public var rejected: [(IncomingEvent, EventDisposition)] = []
+    /// What the task cache answered of the batch's tasks.
+    public var cache = TaskCacheLookups()
     /// Stored events whose verdict this batch changed (an earlier `created`
     /// arrived), to be said once the batch is committed (`BatchCommitter`).
     public var verdictChanges: [VerdictChange] = []

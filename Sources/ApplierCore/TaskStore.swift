@@ -33,9 +33,13 @@ public final class TaskStore: BatchStore {
     private var derivedRows = BinaryCopyEncoder(columns: 7)
     /// How the next batch looks for its duplicates (the last one says: `BatchSteps.Mode`).
     private var mode = BatchSteps.Mode.live
+    /// What this connection has just written, while no one else writes its partitions.
+    private var cache: TaskCache
 
-    public init(connection: PGConnection) throws(PGError) {
+    /// `cacheBytes`: the task cache's budget (`TaskCache`); 0 keeps none.
+    public init(connection: PGConnection, cacheBytes: Int = 0) throws(PGError) {
         self.connection = connection
+        cache = TaskCache(budget: cacheBytes)
         try SchemaRequirement.prepare(connection, for: SchemaRequirement.applier)
         // The batch statements are thousands of small index look-ups (a task's
         // few events) whose row counts the planner cannot know. Its guesses
@@ -55,47 +59,112 @@ public final class TaskStore: BatchStore {
                 created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
             ) ON COMMIT DELETE ROWS
             """)
+        if cache.isEnabled {
+            // New rows go in through here, so that their addresses come back (`RETURNING`).
+            try connection.execute("""
+                CREATE TEMP TABLE IF NOT EXISTS new_task (
+                    external_id text, user_id text, content text,
+                    created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
+                ) ON COMMIT DELETE ROWS
+                """)
+        }
     }
+
+    /// The cache's entries and bytes (for the summary and metrics).
+    public var cacheSize: (entries: Int, bytes: Int) { (cache.count, cache.bytes) }
 
     /// Applies a batch atomically. On any error the transaction is rolled
     /// back (or the connection is gone) and nothing of the batch is kept, so
     /// the caller can retry the same batch on a new connection.
+    /// The task cache remembers the batch only once it is committed, and
+    /// forgets everything when it is not.
     public func apply(_ batch: PreparedBatch) throws -> BatchOutcome {
         guard batch.count > 0 else { return BatchOutcome() }
-        return try connection.transaction { try applyInTransaction(batch) }
+        do {
+            var remember: TaskCache.Update?
+            let outcome = try connection.transaction { () throws -> BatchOutcome in
+                let (outcome, update) = try applyInTransaction(batch)
+                remember = update
+                return outcome
+            }
+            if let remember { cache.remember(remember) }
+            return outcome
+        } catch {
+            cache.forgetAll()
+            throw error
+        }
     }
 
     /// Carries out the batch's steps (`BatchSteps`) one by one.
-    private func applyInTransaction(_ batch: PreparedBatch) throws -> BatchOutcome {
-        var steps = BatchSteps(batch, mode: mode)
+    private func applyInTransaction(_ batch: PreparedBatch) throws -> (BatchOutcome, TaskCache.Update?) {
+        var steps = BatchSteps(batch, mode: mode, remembering: cache.isEnabled)
         while true {
             switch steps.next() {
             case .lockPartitions(let partitions):
                 try lockPartitions(partitions)
                 steps.locked()
-            case .readOwnEvents:
-                steps.read(ownEvents: try storedEvents(amongThoseOf: batch))
-            case .readStored:
-                steps.read(stored: try stored(batch))
+            case .recall(let partitions):
+                steps.recalled(cache.recall(batch, versions: try versions(of: partitions)))
+            case .readOwnEvents(let indices):
+                steps.read(ownEvents: try storedEvents(amongThoseOf: batch, indices))
+            case .readStored(let tasks):
+                steps.read(stored: try stored(tasks))
             case .readRows(let addresses):
                 steps.read(rows: try rows(addresses))
             case .readHistories(let tasks):
                 steps.read(histories: try storedEvents(of: tasks))
-            case .write(let newItems, let rows, let verdicts):
-                // The new events go into the event log as they were encoded, with this transaction's
-                // id (the column's default, given once rather than worked out per row).
-                guard let xactId = try connection.execute("SELECT pg_current_xact_id()::text").scalar.flatMap({ Int64($0) }) else {
-                    throw PGError.unreadableRow("pg_current_xact_id()")
-                }
+            case .write(let newItems, let rows, let verdicts, let partitions):
+                // The partitions' versions first: this transaction's id comes with them (the event
+                // log's column default, given once rather than worked out per row).
+                let (versions, xactId) = try bumpVersions(of: partitions)
+                // The new events go into the event log as they were encoded.
                 try connection.copyIn(PreparedBatch.eventLogCopy, data: batch.eventRows.data(rows: newItems, appendingToEach: xactId))
-                try write(rows)
+                let addresses = try write(rows)
                 try store(verdicts)
-                steps.written()
-            case .done(let outcome, let next):
+                steps.written(addresses: addresses, versions: versions)
+            case .done(let outcome, let next, let remember):
                 mode = next
-                return outcome
+                return (outcome, remember)
             }
         }
+    }
+
+    /// The versions of these partitions (`meetperry.partition_version`), read under their locks.
+    private func versions(of partitions: [Int]) throws -> [Int: Int64] {
+        var versions: [Int: Int64] = [:]
+        try connection.query(
+            "SELECT partition::int8, version FROM meetperry.partition_version WHERE partition = ANY($1::int4[])",
+            ["{" + partitions.map(String.init).joined(separator: ",") + "}"], binary: true
+        ) { row in
+            guard let partition = row.int64(binary: 0), let version = row.int64(binary: 1) else {
+                throw PGError.unreadableRow("meetperry.partition_version")
+            }
+            versions[Int(partition)] = version
+        }
+        return versions
+    }
+
+    /// Moves on the versions of the partitions this transaction writes (every
+    /// writer does, under the partitions' locks: a cache of them is then
+    /// known to be out of date); the versions they are at now, and this
+    /// transaction's id.
+    private func bumpVersions(of partitions: [Int]) throws -> (versions: [Int: Int64], xactId: Int64) {
+        var versions: [Int: Int64] = [:]
+        var xactId: Int64?
+        try connection.query("""
+            UPDATE meetperry.partition_version SET version = version + 1 WHERE partition = ANY($1::int4[])
+            RETURNING partition::int8, version, pg_current_xact_id()::text::int8
+            """, ["{" + partitions.map(String.init).joined(separator: ",") + "}"], binary: true) { row in
+            guard let partition = row.int64(binary: 0), let version = row.int64(binary: 1), let xact = row.int64(binary: 2) else {
+                throw PGError.unreadableRow("meetperry.partition_version")
+            }
+            versions[Int(partition)] = version
+            xactId = xact
+        }
+        guard versions.count == partitions.count, let xactId else {
+            throw PGError.unreadableRow("meetperry.partition_version (partitions \(partitions) missing: apply changeset.sql)")
+        }
+        return (versions, xactId)
     }
 
     /// Fills in the verdicts (`task_event.rejection`) of an event log written
@@ -113,6 +182,7 @@ public final class TaskStore: BatchStore {
               try connection.execute(pending).scalar != "0" else { return nil }
         return try connection.transaction { () throws -> Int? in
             try lockPartitions(Array(0..<TaskPartition.count))
+            _ = try bumpVersions(of: Array(0..<TaskPartition.count))
             // Another connection may have filled them while this one waited for the locks.
             guard try connection.execute(pending).scalar != "0" else { return nil }
             var folded = 0
@@ -153,15 +223,16 @@ public final class TaskStore: BatchStore {
     /// per task and table). No content: rows are read only when the batch has new
     /// events (`rows`), and events only for the tasks that must be folded
     /// again (`storedEvents`).
-    private func stored(_ batch: PreparedBatch) throws -> BatchPlan.Stored {
+    private func stored(_ tasks: [String]) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
-        stored.identities.reserveCapacity(batch.count * 3)
+        stored.identities.reserveCapacity(tasks.count * 3)
+        let remembering = cache.isEnabled
         var group = StoredGroup(taskId: "")
         try connection.query("""
             SELECT external_id, identity, rejection, occurred_at, NULL::tid FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
             SELECT external_id, NULL, NULL, NULL, ctid FROM meetperry.task WHERE external_id = ANY($1::text[])
-            """, [batch.taskIds], binary: true) { row in
+            """, [PGArray.literal(tasks)], binary: true) { row in
             // Each table's rows come grouped by task (index order): a task id is
             // decoded, hashed and stored once per group, not once per event.
             if row.withBytes(0, { !$0.elementsEqual(group.bytes) }) ?? true {
@@ -180,7 +251,9 @@ public final class TaskStore: BatchStore {
                 stored.identities.insert(identity)
                 let occurred = Timestamp(microsecondsSinceEpoch: micros)
                 if group.latest.map({ occurred > $0 }) ?? true { group.latest = occurred }
-                if let code = row.string(2) { stored.refusals[identity] = try Self.refusal(code) }
+                let refusal = try row.string(2).map(Self.refusal)
+                if let refusal { stored.refusals[identity] = refusal }
+                if remembering { group.marks.append(TaskCache.Mark(identity, refusal: refusal)) }
             }
         }
         group.flush(into: &stored)
@@ -192,6 +265,7 @@ public final class TaskStore: BatchStore {
         var taskId: String
         var bytes: [UInt8]
         var latest: Timestamp?
+        var marks: [TaskCache.Mark] = []
 
         init(taskId: String) {
             self.taskId = taskId
@@ -201,18 +275,19 @@ public final class TaskStore: BatchStore {
         func flush(into stored: inout BatchPlan.Stored) {
             guard let latest else { return }
             stored.latest[taskId] = max(latest, stored.latest[taskId] ?? latest)
+            if !marks.isEmpty { stored.marks[taskId, default: []] += marks }
         }
     }
 
     /// Which of the batch's events are stored, with their verdicts: a
     /// `Stored` with nothing else in it, enough for a batch of duplicates.
-    private func storedEvents(amongThoseOf batch: PreparedBatch) throws -> BatchPlan.Stored {
+    private func storedEvents(amongThoseOf batch: PreparedBatch, _ indices: [Int]) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
-        stored.identities.reserveCapacity(batch.count)
+        stored.identities.reserveCapacity(indices.count)
         try connection.query("""
             SELECT e.identity, e.rejection FROM unnest($1::text[], $2::uuid[]) AS k(external_id, identity)
             JOIN meetperry.task_event e ON e.external_id = k.external_id AND e.identity = k.identity
-            """, [PGArray.literal(batch.items.map { $0.record.webhook.taskId }), PGArray.literal(batch.identities.map { $0.uuidText })],
+            """, [PGArray.literal(indices.map { batch.items[$0].record.webhook.taskId }), PGArray.literal(indices.map { batch.identities[$0].uuidText })],
             binary: true) { row in
             guard let identity = row.withBytes(0, { EventKey($0) }) ?? nil else { throw PGError.unreadableRow("meetperry.task_event") }
             stored.identities.insert(identity)
@@ -281,8 +356,10 @@ public final class TaskStore: BatchStore {
                   PGArray.literal(verdicts.map { $0.refusal?.rejectionCode })])
     }
 
-    /// A task without a row is copied in; a row that changed is updated where it is.
-    private func write(_ rows: BatchPlan.Rows) throws {
+    /// A task without a row is copied in; a row that changed is updated where
+    /// it is. With a cache, where each row written is now (an update moves a
+    /// row), by task id; else nothing.
+    private func write(_ rows: BatchPlan.Rows) throws -> [String: RowAddress] {
         newTaskRows.removeAll()
         derivedRows.removeAll()
         for state in rows.new { Self.encode(state, into: &newTaskRows) }
@@ -290,23 +367,49 @@ public final class TaskStore: BatchStore {
             derivedRows.addTID(block: update.address.block, offset: update.address.offset)
             Self.encode(update.state, into: &derivedRows)
         }
+        var addresses: [String: RowAddress] = [:]
+        func returned(_ row: RowView) throws {
+            guard let taskId = row.string(0), let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
+                throw PGError.unreadableRow("meetperry.task")
+            }
+            addresses[taskId] = address
+        }
+        let remembering = cache.isEnabled
+        if remembering { addresses.reserveCapacity(rows.new.count + rows.existing.count) }
         if !newTaskRows.isEmpty {
-            try connection.copyIn("""
-                COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
-                FROM STDIN (FORMAT binary)
-                """, data: newTaskRows.data)
+            if remembering {
+                try connection.copyIn("COPY new_task FROM STDIN (FORMAT binary)", data: newTaskRows.data)
+                try connection.query("""
+                    INSERT INTO meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
+                    SELECT * FROM new_task RETURNING external_id, ctid
+                    """, binary: true, returned)
+            } else {
+                try connection.copyIn("""
+                    COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
+                    FROM STDIN (FORMAT binary)
+                    """, data: newTaskRows.data)
+            }
         }
         if !derivedRows.isEmpty {
             try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)
-            let updated = try connection.execute("""
+            let update = """
                 UPDATE meetperry.task AS t SET
                     user_id = d.user_id, content = d.content, created_date = d.created_date,
                     completed_date = d.completed_date, deleted_date = d.deleted_date
                 FROM derived_task d WHERE t.ctid = d.address AND t.external_id = d.external_id
-                """).affectedRows
+                """
+            let updated: Int
+            if remembering {
+                let before = addresses.count
+                try connection.query(update + " RETURNING t.external_id, t.ctid", binary: true, returned)
+                updated = addresses.count - before
+            } else {
+                updated = try connection.execute(update).affectedRows
+            }
             // The rows were read under the partition locks; only a writer that takes none can have moved them.
             guard updated == rows.existing.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
         }
+        return addresses
     }
 
     /// One `meetperry.task` row (its seed columns but the id) for COPY.

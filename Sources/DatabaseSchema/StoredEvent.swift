@@ -44,7 +44,7 @@ public enum StoredEvent {
 /// (`PGConnection.verifySchema`): an older or missing schema is a clear
 /// "apply changeset.sql" at start, not a failure halfway.
 public enum SchemaRequirement {
-    public static let applier = (relations: ["meetperry.task", "meetperry.task_event"], columns: ["meetperry.task_event.rejection"])
+    public static let applier = (relations: ["meetperry.task", "meetperry.task_event", "meetperry.partition_version"], columns: ["meetperry.task_event.rejection"])
     public static let reporter = (
         relations: ["meetperry.task", "meetperry.task_event", "meetperry.report_run"],
         columns: ["meetperry.task_event.xact_id", "meetperry.report_run.snapshot"]

@@ -1,0 +1,278 @@
+import TaskModel
+import WebhookModel
+
+/// What one connection's applier remembers of the tasks it has just written,
+/// so that a batch of webhooks in the order senders send them (a completion
+/// minutes after its creation, a retry seconds after its original) asks the
+/// database nothing about them: each entry is what `BatchPlan` would
+/// otherwise read back — the task's row as the rules see it, where the row
+/// is, its latest event time and a mark (identity hash and stored verdict) of
+/// each of its stored events. Pure and bounded: a byte budget, least recently
+/// used out first; tested on values (`TaskCacheTests`), carried out by `TaskStore`.
+///
+/// Trust comes from `meetperry.partition_version`: every transaction that
+/// writes a partition's tasks bumps that partition's version under the
+/// partition's lock. The cache remembers the version its own last commit
+/// left; a batch reads the versions after taking its locks (`recall`), and a
+/// partition whose version moved (another applier, another connection, a
+/// writer by hand that said so) is forgotten whole before anything of it is
+/// used. Entries change only after a commit (`remember`); a failed batch
+/// forgets everything (`forgetAll`). A row changed by a writer that bumps
+/// nothing still fails the batch where it is updated (by its address), as
+/// it always did.
+struct TaskCache {
+    /// A stored event: the low 62 bits of its identity, and its verdict in the
+    /// lowest two (0 taken, 1 `owner_change`, 2 `conflicting_created`). A
+    /// batch event matching a mark is a duplicate only if it is not later than
+    /// the task's latest event (a duplicate never is), so a hash collision can
+    /// at worst send a task to the database, never drop an event unseen —
+    /// except one with an older timestamp whose 62 bits collide (2⁻⁶² per pair).
+    struct Mark: Hashable {
+        var bits: UInt64
+
+        init(_ identity: EventKey, refusal: EventDisposition?) {
+            bits = identity.low & ~3 | Self.code(refusal)
+        }
+
+        func matches(_ identity: EventKey) -> Bool { bits & ~3 == identity.low & ~3 }
+
+        var refusal: EventDisposition? {
+            switch bits & 3 {
+            case 1: return .rejectedOwner
+            case 2: return .rejectedConflict
+            default: return nil
+            }
+        }
+
+        mutating func set(_ refusal: EventDisposition?) { bits = bits & ~3 | Self.code(refusal) }
+
+        private static func code(_ refusal: EventDisposition?) -> UInt64 {
+            switch refusal {
+            case .rejectedOwner: return 1
+            case .rejectedConflict: return 2
+            default: return 0
+            }
+        }
+    }
+
+    /// What is remembered of one task: all a batch needs to go on from its row.
+    struct Entry: Equatable {
+        var row: TaskState
+        var address: RowAddress
+        /// The latest timestamp among its stored events.
+        var latest: Timestamp
+        var marks: [Mark]
+    }
+
+    /// What the cache made of one batch's tasks.
+    struct Recall {
+        /// For the tasks it answers: their rows, addresses, latest times and marks, and
+        /// which of the batch's events are stored (with their verdicts).
+        var stored = BatchPlan.Stored()
+        /// Tasks it cannot answer (unknown, forgotten, or with an event not later
+        /// than their latest that is not a duplicate): read from the database.
+        var unanswered: [String] = []
+        /// Counts, for metrics: tasks answered; tasks not answered (`unanswered.count`),
+        /// of which `stale` were remembered in a partition found changed (so forgotten).
+        var hits = 0
+        var misses = 0
+        var stale = 0
+    }
+
+    /// After a commit: every task that gained an event, remembered again or forgotten.
+    struct Update {
+        /// The versions of the partitions the batch read (`recall`) or bumped (its writes): the latest known.
+        var versions: [Int: Int64] = [:]
+        var entries: [String: Entry] = [:]
+        var forgotten: [String] = []
+    }
+
+    /// Entries with more marks than this are not kept: such a task is read.
+    static let maxMarks = 32
+
+    /// The budget, in bytes as `size(of:)` counts them; 0 keeps nothing.
+    let budget: Int
+    private(set) var bytes = 0
+    var count: Int { index.count }
+    var isEnabled: Bool { budget > 0 }
+
+    private struct Slot {
+        var entry: Entry?
+        var partition: Int
+        var generation: UInt32
+        var bytes: Int
+        /// Neighbours in recency order (-1: none).
+        var older: Int32
+        var newer: Int32
+    }
+
+    private var slots: [Slot] = []
+    private var freeSlots: [Int32] = []
+    private var index: [String: Int32] = [:]
+    private var newest: Int32 = -1
+    private var oldest: Int32 = -1
+    /// Per partition: entries made under an older generation are forgotten.
+    private var generations = [UInt32](repeating: 0, count: TaskPartition.count)
+    /// Per partition: the version this cache's contents are true at (nil: not known yet).
+    private var versions = [Int64?](repeating: nil, count: TaskPartition.count)
+
+    init(budget: Int) {
+        self.budget = max(0, budget)
+    }
+
+    /// What an entry costs, roughly as malloc sees it: its slot, its place in
+    /// the index, its strings' storage when they do not fit inline (15 UTF-8
+    /// bytes), its marks' array.
+    static func size(of entry: Entry) -> Int {
+        func heap(_ string: String) -> Int {
+            let count = string.utf8.count
+            return count <= 15 ? 0 : 32 + (count + 1 + 15) / 16 * 16
+        }
+        return MemoryLayout<Slot>.stride + 48 + heap(entry.row.taskId) + heap(entry.row.userId) + heap(entry.row.content)
+            + 32 + entry.marks.count * MemoryLayout<Mark>.stride
+    }
+
+    /// Takes the partitions' versions as read under the batch's locks
+    /// (forgetting each partition whose version is not the one this cache is
+    /// true at), then answers what it can of the batch's tasks.
+    mutating func recall(_ batch: PreparedBatch, versions read: [Int: Int64]) -> Recall {
+        var recall = Recall()
+        for (partition, version) in read where versions[partition] != version {
+            generations[partition] &+= 1
+            versions[partition] = version
+        }
+        // Whether each task can be answered: every event of it in the batch either
+        // later than its latest, or a duplicate of a mark.
+        var answerable: [String: Int32] = [:]  // task → slot, or -1 when it cannot be answered
+        answerable.reserveCapacity(batch.count)
+        for (position, item) in batch.items.enumerated() {
+            let taskId = item.record.webhook.taskId
+            let known = answerable[taskId]
+            if known == -1 { continue }
+            let slot: Int32
+            if let known {
+                slot = known
+            } else if let found = index[taskId] {
+                guard slots[Int(found)].generation == generations[slots[Int(found)].partition] else {
+                    recall.stale += 1
+                    remove(found)
+                    answerable[taskId] = -1
+                    continue
+                }
+                slot = found
+            } else {
+                answerable[taskId] = -1
+                continue
+            }
+            let entry = slots[Int(slot)].entry!
+            let timestamp = item.record.webhook.timestamp
+            let fits = timestamp > entry.latest || entry.marks.contains { $0.matches(batch.identities[position]) }
+            answerable[taskId] = fits ? slot : -1
+        }
+        for (taskId, slot) in answerable {
+            guard slot >= 0 else {
+                recall.unanswered.append(taskId)
+                continue
+            }
+            recall.hits += 1
+            touch(slot)
+            let entry = slots[Int(slot)].entry!
+            recall.stored.rowAddresses[taskId] = entry.address
+            recall.stored.latest[taskId] = entry.latest
+            recall.stored.rows[taskId] = entry.row
+            recall.stored.marks[taskId] = entry.marks
+        }
+        // The batch's events a mark says are stored (not later than the latest: a duplicate).
+        for (position, item) in batch.items.enumerated() {
+            let taskId = item.record.webhook.taskId
+            guard let latest = recall.stored.latest[taskId], item.record.webhook.timestamp <= latest,
+                  let mark = recall.stored.marks[taskId]?.first(where: { $0.matches(batch.identities[position]) }) else { continue }
+            recall.stored.identities.insert(batch.identities[position])
+            if let refusal = mark.refusal { recall.stored.refusals[batch.identities[position]] = refusal }
+        }
+        recall.misses = recall.unanswered.count
+        return recall
+    }
+
+    /// After the batch committed: the versions it leaves, and its tasks as they are now.
+    mutating func remember(_ update: Update) {
+        for (partition, version) in update.versions { versions[partition] = version }
+        for taskId in update.forgotten {
+            if let slot = index[taskId] { remove(slot) }
+        }
+        for (taskId, entry) in update.entries {
+            if let slot = index[taskId] { remove(slot) }
+            guard entry.marks.count <= Self.maxMarks else { continue }
+            insert(taskId, entry)
+        }
+    }
+
+    /// After a batch failed (a conflict, a lost connection): whatever its
+    /// cause, nothing remembered is trusted again until read.
+    mutating func forgetAll() {
+        slots.removeAll()
+        freeSlots.removeAll()
+        index.removeAll()
+        newest = -1
+        oldest = -1
+        bytes = 0
+        versions = [Int64?](repeating: nil, count: TaskPartition.count)
+    }
+
+    /// The remembered entry of a task, if it is still trusted (for tests).
+    func entry(of taskId: String) -> Entry? {
+        guard let slot = index[taskId], slots[Int(slot)].generation == generations[slots[Int(slot)].partition] else { return nil }
+        return slots[Int(slot)].entry
+    }
+
+    // MARK: - The slots, in recency order
+
+    private mutating func insert(_ taskId: String, _ entry: Entry) {
+        let size = Self.size(of: entry)
+        guard size <= budget else { return }
+        while bytes + size > budget, oldest >= 0 { remove(oldest) }
+        let partition = TaskPartition.of(task: taskId)
+        let slot = Slot(entry: entry, partition: partition, generation: generations[partition], bytes: size, older: newest, newer: -1)
+        let position: Int32
+        if let free = freeSlots.popLast() {
+            position = free
+            slots[Int(free)] = slot
+        } else {
+            position = Int32(slots.count)
+            slots.append(slot)
+        }
+        if newest >= 0 { slots[Int(newest)].newer = position }
+        newest = position
+        if oldest < 0 { oldest = position }
+        index[taskId] = position
+        bytes += size
+    }
+
+    private mutating func remove(_ position: Int32) {
+        unlink(position)
+        let slot = slots[Int(position)]
+        if let taskId = slot.entry?.row.taskId { index[taskId] = nil }
+        bytes -= slot.bytes
+        slots[Int(position)].entry = nil
+        freeSlots.append(position)
+    }
+
+    /// Makes a slot the most recently used.
+    private mutating func touch(_ position: Int32) {
+        guard position != newest else { return }
+        unlink(position)
+        slots[Int(position)].older = newest
+        slots[Int(position)].newer = -1
+        if newest >= 0 { slots[Int(newest)].newer = position }
+        newest = position
+        if oldest < 0 { oldest = position }
+    }
+
+    private mutating func unlink(_ position: Int32) {
+        let older = slots[Int(position)].older, newer = slots[Int(position)].newer
+        if older >= 0 { slots[Int(older)].newer = newer } else { oldest = newer }
+        if newer >= 0 { slots[Int(newer)].older = older } else { newest = older }
+        slots[Int(position)].older = -1
+        slots[Int(position)].newer = -1
+    }
+}

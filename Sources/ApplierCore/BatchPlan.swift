@@ -36,8 +36,15 @@ struct BatchPlan {
         /// database's stored state, or the cache): what the cache remembers of them.
         var marks: [String: [TaskCache.Mark]] = [:]
 
-        /// Both: what the cache answered and what was read of the other tasks (no task in both).
+        /// Both: what the cache answered and what was read of the other tasks
+        /// (no task in both). The larger one is kept and the smaller added to it.
         mutating func merge(_ other: Stored) {
+            guard identities.count + latest.count >= other.identities.count + other.latest.count else {
+                var larger = other
+                larger.merge(self)
+                self = larger
+                return
+            }
             identities.formUnion(other.identities)
             rowAddresses.merge(other.rowAddresses) { $1 }
             refusals.merge(other.refusals) { $1 }
@@ -150,10 +157,11 @@ struct BatchPlan {
         return (folded.rows, folded.outcome, folded.verdicts)
     }
 
-    /// `fold`, with the state each task that gained an event is left in (a task still without a `created` has none).
-    func foldKeepingStates() -> (rows: Rows, outcome: BatchOutcome, verdicts: [VerdictChange], states: [String: TaskState]) {
+    /// `fold`, with the state each task that gained an event is left in (a
+    /// task still without a `created` has none), in `eventsByTask`'s order.
+    func foldKeepingStates() -> (rows: Rows, outcome: BatchOutcome, verdicts: [VerdictChange], states: [TaskState?]) {
         var rows = Rows()
-        var states: [String: TaskState] = [:]
+        var states: [TaskState?] = []
         states.reserveCapacity(eventsByTask.count)
         /// The verdict on each new event, by batch index.
         var dispositions = [EventDisposition](repeating: .applied, count: batch.count)
@@ -162,7 +170,7 @@ struct BatchPlan {
         for (taskId, events) in eventsByTask {
             if extending.contains(taskId), let row = stored.rows[taskId] {
                 let (state, verdicts) = TaskRules.extend(row, with: events.webhooks)
-                states[taskId] = state
+                states.append(state)
                 for (index, verdict) in zip(events.newIndices, verdicts) { dispositions[index] = verdict }
                 if state != row, let address = stored.rowAddresses[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
                 continue
@@ -172,8 +180,8 @@ struct BatchPlan {
                 dispositions[index] = TaskRules.disposition(of: batch.items[index].record.webhook, creation: creation)
             }
             if events.webhooks.count > events.newIndices.count { creations[taskId] = creation }
+            states.append(state)
             guard let state else { continue }
-            states[taskId] = state
             if let address = stored.rowAddresses[taskId] {
                 if state != stored.rows[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
             } else {
@@ -221,13 +229,14 @@ struct BatchPlan {
     /// for the rows written, else where it was; its latest time; a mark of each
     /// stored event with its verdict as stored now), or forgotten when it has no
     /// row; and the partitions' versions the write left.
-    func remembrance(states: [String: TaskState], verdicts: [VerdictChange], addresses: [String: RowAddress],
+    /// `states` as `foldKeepingStates` made them: in `eventsByTask`'s order.
+    func remembrance(states: [TaskState?], verdicts: [VerdictChange], addresses: [String: RowAddress],
                      versions: [Int: Int64]) -> TaskCache.Update {
         var update = TaskCache.Update(versions: versions)
         update.entries.reserveCapacity(eventsByTask.count)
         let verdictsByTask = verdicts.isEmpty ? [:] : Dictionary(grouping: verdicts, by: \.taskId)
-        for (taskId, events) in eventsByTask {
-            guard let state = states[taskId], let address = addresses[taskId] ?? stored.rowAddresses[taskId] else {
+        for ((taskId, events), state) in zip(eventsByTask, states) {
+            guard let state, let address = addresses[taskId] ?? stored.rowAddresses[taskId] else {
                 update.forgotten.append(taskId)
                 continue
             }
@@ -244,7 +253,7 @@ struct BatchPlan {
                 if latest.map({ timestamp > $0 }) ?? true { latest = timestamp }
             }
             guard let latest else { continue }
-            update.entries[taskId] = TaskCache.Entry(row: state, address: address, latest: latest, marks: marks)
+            update.entries.append(TaskCache.Entry(row: state, address: address, latest: latest, marks: marks))
         }
         return update
     }

@@ -59,8 +59,11 @@ struct BatchSteps {
         case awaitingRows(BatchPlan, next: Mode)
         case awaitingHistories(BatchPlan, next: Mode)
         case writing(BatchPlan, next: Mode)
-        case awaitingWrite(BatchPlan, BatchOutcome, verdicts: [BatchPlan.VerdictChange], states: [String: TaskState], next: Mode)
+        case awaitingWrite(BatchPlan, BatchOutcome, verdicts: [BatchPlan.VerdictChange], states: [TaskState?], next: Mode)
         case finished(BatchOutcome, next: Mode, remember: TaskCache.Update?)
+        /// While a case's data is taken out to be changed: the state then holds
+        /// no second reference to it, so it is changed in place, not copied.
+        case modifying
     }
 
     let batch: PreparedBatch
@@ -104,6 +107,8 @@ struct BatchSteps {
             return .write(newItems: plan.newItems, rows: rows, verdicts: verdicts, partitions: partitions)
         case .awaitingWrite:
             preconditionFailure("the batch is to be written first")
+        case .modifying:
+            preconditionFailure("the steps are in the middle of a change")
         case .finished(var outcome, let next, let remember):
             outcome.cache = lookups
             return .done(outcome, next: next, remember: remember)
@@ -129,6 +134,7 @@ struct BatchSteps {
     /// Which of the batch's own events are stored (replaying): done if none is new.
     mutating func read(ownEvents stored: BatchPlan.Stored) {
         guard case .awaitingOwnEvents(let recall) = state else { preconditionFailure("own events read out of turn") }
+        state = .modifying
         var known = recall.stored
         known.merge(stored)
         let duplicatesOnly = BatchPlan(batch, stored: known)
@@ -138,12 +144,14 @@ struct BatchSteps {
     /// What is stored of the tasks the cache did not answer.
     mutating func read(stored: BatchPlan.Stored) {
         guard case .awaitingStored(let recall) = state else { preconditionFailure("stored state read out of turn") }
+        state = .modifying
         plan(recall, stored)
     }
 
     /// The rows of the tasks that gained an event.
     mutating func read(rows: [String: TaskState]) {
         guard case .awaitingRows(var plan, let next) = state else { preconditionFailure("rows read out of turn") }
+        state = .modifying
         plan.addRows(rows)
         state = afterRows(plan, next: next)
     }
@@ -151,6 +159,7 @@ struct BatchSteps {
     /// The stored events of the tasks to fold again.
     mutating func read(histories events: [BatchPlan.StoredEvent]) {
         guard case .awaitingHistories(var plan, let next) = state else { preconditionFailure("histories read out of turn") }
+        state = .modifying
         for event in events { plan.addStored(event) }
         state = .writing(plan, next: next)
     }
@@ -177,8 +186,9 @@ struct BatchSteps {
     }
 
     /// The plan, from what the cache answered and what was read of the rest.
-    private mutating func plan(_ recall: TaskCache.Recall, _ stored: BatchPlan.Stored) {
+    private mutating func plan(_ recall: consuming TaskCache.Recall, _ stored: consuming BatchPlan.Stored) {
         var known = recall.stored
+        recall.stored = BatchPlan.Stored()
         known.merge(stored)
         var plan = BatchPlan(batch, stored: known)
         let next: Mode = plan.duplicates * 2 > batch.count ? .replaying : .live

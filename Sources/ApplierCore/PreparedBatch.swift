@@ -80,8 +80,10 @@ public struct PreparedBatch: Sendable {
     let identities: [EventKey]
     /// One `COPY meetperry.task_event` row per item, in item order.
     let eventRows: BinaryCopyEncoder
-    /// The batch's distinct task ids.
+    /// The batch's distinct task ids, in order of first appearance.
     let tasks: [String]
+    /// The task of each item, as its index in `tasks`.
+    let taskOfItem: [Int32]
     /// The partitions of the batch's tasks, ascending.
     let partitions: [Int]
 
@@ -102,13 +104,21 @@ public struct PreparedBatch: Sendable {
         var encoder = BinaryCopyEncoder(columns: 9)
         var identities: [EventKey] = []
         identities.reserveCapacity(items.count)
-        var taskIds = Set<String>()
+        var taskNumbers: [String: Int32] = [:]
+        taskNumbers.reserveCapacity(items.count)
+        var tasks: [String] = []
+        var taskOfItem: [Int32] = []
+        taskOfItem.reserveCapacity(items.count)
         var partitionMask: UInt32 = 0
         for index in items.indices {  // by index: the item itself (its input, its delivery) is not copied
             let w = items[index].record.webhook
-            if taskIds.insert(w.taskId).inserted {
+            let number = taskNumbers[w.taskId, default: Int32(tasks.count)]
+            if number == tasks.count {
+                taskNumbers[w.taskId] = number
+                tasks.append(w.taskId)
                 partitionMask |= 1 << UInt32(TaskPartition.of(task: w.taskId))
             }
+            taskOfItem.append(number)
             let identity = EventIdentity.bytes(of: w)
             identities.append(EventKey(identity)!)
             encoder.addUUID(identity)
@@ -125,7 +135,8 @@ public struct PreparedBatch: Sendable {
         self.items = items
         self.identities = identities
         self.eventRows = encoder
-        self.tasks = Array(taskIds)
+        self.tasks = tasks
+        self.taskOfItem = taskOfItem
         self.partitions = (0..<TaskPartition.count).filter { partitionMask & (1 << UInt32($0)) != 0 }
     }
 

@@ -81,9 +81,9 @@ struct TaskCache {
 
     /// After a commit: every task that gained an event, remembered again or forgotten.
     struct Update {
-        /// The versions of the partitions the batch read (`recall`) or bumped (its writes): the latest known.
+        /// The versions of the partitions the batch bumped (its writes): the latest known.
         var versions: [Int: Int64] = [:]
-        var entries: [String: Entry] = [:]
+        var entries: [Entry] = []
         var forgotten: [String] = []
     }
 
@@ -96,8 +96,9 @@ struct TaskCache {
     var count: Int { index.count }
     var isEnabled: Bool { budget > 0 }
 
+    /// An entry where it is kept, with its neighbours in recency order.
     private struct Slot {
-        var entry: Entry?
+        var entry: Entry
         var partition: Int
         var generation: UInt32
         var bytes: Int
@@ -115,6 +116,11 @@ struct TaskCache {
     private var generations = [UInt32](repeating: 0, count: TaskPartition.count)
     /// Per partition: the version this cache's contents are true at (nil: not known yet).
     private var versions = [Int64?](repeating: nil, count: TaskPartition.count)
+
+    /// What a free slot holds: nothing on the heap.
+    private static let vacant = Entry(row: TaskState(taskId: "", userId: "", content: "", createdDate: Timestamp(microsecondsSinceEpoch: 0),
+                                                     completedDate: nil, deletedDate: nil),
+                                      address: RowAddress(block: 0, offset: 0), latest: Timestamp(microsecondsSinceEpoch: 0), marks: [])
 
     init(budget: Int) {
         self.budget = max(0, budget)
@@ -141,54 +147,51 @@ struct TaskCache {
             generations[partition] &+= 1
             versions[partition] = version
         }
-        // Whether each task can be answered: every event of it in the batch either
-        // later than its latest, or a duplicate of a mark.
-        var answerable: [String: Int32] = [:]  // task → slot, or -1 when it cannot be answered
-        answerable.reserveCapacity(batch.count)
-        for (position, item) in batch.items.enumerated() {
-            let taskId = item.record.webhook.taskId
-            let known = answerable[taskId]
-            if known == -1 { continue }
-            let slot: Int32
-            if let known {
-                slot = known
-            } else if let found = index[taskId] {
-                guard slots[Int(found)].generation == generations[slots[Int(found)].partition] else {
-                    recall.stale += 1
-                    remove(found)
-                    answerable[taskId] = -1
-                    continue
-                }
-                slot = found
-            } else {
-                answerable[taskId] = -1
+        // Each task's slot (-1: not remembered, or not answerable).
+        var slotOfTask = [Int32](repeating: -1, count: batch.tasks.count)
+        for (task, taskId) in batch.tasks.enumerated() {
+            guard let slot = index[taskId] else { continue }
+            guard slots[Int(slot)].generation == generations[slots[Int(slot)].partition] else {
+                recall.stale += 1
+                remove(slot)
                 continue
             }
-            let entry = slots[Int(slot)].entry!
-            let timestamp = item.record.webhook.timestamp
-            let fits = timestamp > entry.latest || entry.marks.contains { $0.matches(batch.identities[position]) }
-            answerable[taskId] = fits ? slot : -1
+            slotOfTask[task] = slot
         }
-        for (taskId, slot) in answerable {
+        // Every event of an answered task is later than its latest, or a duplicate of a mark.
+        var duplicates: [(item: Int, refusal: EventDisposition?)] = []
+        for item in batch.items.indices {
+            let task = Int(batch.taskOfItem[item])
+            let slot = slotOfTask[task]
+            guard slot >= 0 else { continue }
+            guard batch.items[item].record.webhook.timestamp <= slots[Int(slot)].entry.latest else { continue }
+            let identity = batch.identities[item]
+            if let mark = slots[Int(slot)].entry.marks.first(where: { $0.matches(identity) }) {
+                duplicates.append((item, mark.refusal))
+            } else {
+                slotOfTask[task] = -1
+            }
+        }
+        recall.stored.rowAddresses.reserveCapacity(batch.tasks.count)
+        recall.stored.latest.reserveCapacity(batch.tasks.count)
+        recall.stored.rows.reserveCapacity(batch.tasks.count)
+        recall.stored.marks.reserveCapacity(batch.tasks.count)
+        for (task, slot) in slotOfTask.enumerated() {
+            let taskId = batch.tasks[task]
             guard slot >= 0 else {
                 recall.unanswered.append(taskId)
                 continue
             }
             recall.hits += 1
             touch(slot)
-            let entry = slots[Int(slot)].entry!
-            recall.stored.rowAddresses[taskId] = entry.address
-            recall.stored.latest[taskId] = entry.latest
-            recall.stored.rows[taskId] = entry.row
-            recall.stored.marks[taskId] = entry.marks
+            recall.stored.rowAddresses[taskId] = slots[Int(slot)].entry.address
+            recall.stored.latest[taskId] = slots[Int(slot)].entry.latest
+            recall.stored.rows[taskId] = slots[Int(slot)].entry.row
+            recall.stored.marks[taskId] = slots[Int(slot)].entry.marks
         }
-        // The batch's events a mark says are stored (not later than the latest: a duplicate).
-        for (position, item) in batch.items.enumerated() {
-            let taskId = item.record.webhook.taskId
-            guard let latest = recall.stored.latest[taskId], item.record.webhook.timestamp <= latest,
-                  let mark = recall.stored.marks[taskId]?.first(where: { $0.matches(batch.identities[position]) }) else { continue }
-            recall.stored.identities.insert(batch.identities[position])
-            if let refusal = mark.refusal { recall.stored.refusals[batch.identities[position]] = refusal }
+        for (item, refusal) in duplicates where slotOfTask[Int(batch.taskOfItem[item])] >= 0 {
+            recall.stored.identities.insert(batch.identities[item])
+            if let refusal { recall.stored.refusals[batch.identities[item]] = refusal }
         }
         recall.misses = recall.unanswered.count
         return recall
@@ -200,11 +203,25 @@ struct TaskCache {
         for taskId in update.forgotten {
             if let slot = index[taskId] { remove(slot) }
         }
-        for (taskId, entry) in update.entries {
-            if let slot = index[taskId] { remove(slot) }
-            guard entry.marks.count <= Self.maxMarks else { continue }
-            insert(taskId, entry)
+        for entry in update.entries {
+            let size = Self.size(of: entry)
+            if let slot = index[entry.row.taskId] {
+                guard entry.marks.count <= Self.maxMarks, size <= budget else {
+                    remove(slot)
+                    continue
+                }
+                // In place: the same task, so the same partition; made under this generation now.
+                let partition = slots[Int(slot)].partition
+                slots[Int(slot)].entry = entry
+                slots[Int(slot)].generation = generations[partition]
+                bytes += size - slots[Int(slot)].bytes
+                slots[Int(slot)].bytes = size
+                touch(slot)
+            } else if entry.marks.count <= Self.maxMarks, size <= budget {
+                insert(entry, size: size)
+            }
         }
+        while bytes > budget, oldest >= 0 { remove(oldest) }
     }
 
     /// After a batch failed (a conflict, a lost connection): whatever its
@@ -227,11 +244,8 @@ struct TaskCache {
 
     // MARK: - The slots, in recency order
 
-    private mutating func insert(_ taskId: String, _ entry: Entry) {
-        let size = Self.size(of: entry)
-        guard size <= budget else { return }
-        while bytes + size > budget, oldest >= 0 { remove(oldest) }
-        let partition = TaskPartition.of(task: taskId)
+    private mutating func insert(_ entry: Entry, size: Int) {
+        let partition = TaskPartition.of(task: entry.row.taskId)
         let slot = Slot(entry: entry, partition: partition, generation: generations[partition], bytes: size, older: newest, newer: -1)
         let position: Int32
         if let free = freeSlots.popLast() {
@@ -244,16 +258,16 @@ struct TaskCache {
         if newest >= 0 { slots[Int(newest)].newer = position }
         newest = position
         if oldest < 0 { oldest = position }
-        index[taskId] = position
+        index[entry.row.taskId] = position
         bytes += size
     }
 
     private mutating func remove(_ position: Int32) {
         unlink(position)
-        let slot = slots[Int(position)]
-        if let taskId = slot.entry?.row.taskId { index[taskId] = nil }
-        bytes -= slot.bytes
-        slots[Int(position)].entry = nil
+        index[slots[Int(position)].entry.row.taskId] = nil
+        bytes -= slots[Int(position)].bytes
+        slots[Int(position)].entry = Self.vacant
+        slots[Int(position)].bytes = 0
         freeSlots.append(position)
     }
 

@@ -21,7 +21,7 @@ import WebhookModel
     func remembering(_ entries: [TaskCache.Entry], budget: Int = 1 << 20) -> TaskCache {
         var cache = TaskCache(budget: budget)
         _ = cache.recall(PreparedBatch([]), versions: unchanged)
-        cache.remember(TaskCache.Update(entries: Dictionary(uniqueKeysWithValues: entries.map { ($0.row.taskId, $0) })))
+        cache.remember(TaskCache.Update(entries: entries))
         return cache
     }
 
@@ -76,7 +76,7 @@ import WebhookModel
         // At that version it is trusted again (with nothing in it).
         #expect(cache.recall(batch, versions: versions).stale == 0)
         // The next commit's versions are taken as the cache's own.
-        cache.remember(TaskCache.Update(versions: [moved: 4], entries: ["task0": entry("task0")]))
+        cache.remember(TaskCache.Update(versions: [moved: 4], entries: [entry("task0")]))
         versions[moved] = 4
         #expect(cache.recall(PreparedBatch([incoming(event(.deleted, 9, id: "task0"), line: 1)]), versions: versions).hits == 1)
     }
@@ -86,12 +86,12 @@ import WebhookModel
         #expect(one < 256, "a task with short ids and one event: \(one) bytes")
         #expect(TaskCache.size(of: entry("task-0000001", content: String(repeating: "x", count: 1000))) > one + 1000)
         var cache = remembering([], budget: one * 5)
-        for i in 0..<10 { cache.remember(TaskCache.Update(entries: ["task\(i)": entry("task\(i)")])) }
+        for i in 0..<10 { cache.remember(TaskCache.Update(entries: [entry("task\(i)")])) }
         #expect(cache.count == 5 && cache.bytes <= one * 5)
         #expect((5..<10).allSatisfy { cache.entry(of: "task\($0)") != nil }, "the last five remembered")
         // task5 is used, then one more is remembered: task6, the least recently used, goes.
         _ = cache.recall(PreparedBatch([incoming(event(.deleted, 9, id: "task5"), line: 1)]), versions: unchanged)
-        cache.remember(TaskCache.Update(entries: ["new": entry("new")]))
+        cache.remember(TaskCache.Update(entries: [entry("new")]))
         #expect(cache.entry(of: "task5") != nil && cache.entry(of: "task6") == nil && cache.entry(of: "new") != nil)
         #expect(cache.count == 5)
         // Nothing is kept with no budget.

@@ -34,7 +34,7 @@ struct BatchPlan {
         var rows: [String: TaskState] = [:]
         /// A mark of each stored event of each task read whole (from the
         /// database's stored state, or the cache): what the cache remembers of them.
-        var marks: [String: [TaskCache.Mark]] = [:]
+        var marks: [String: TaskCache.Marks] = [:]
 
         /// Both: what the cache answered and what was read of the other tasks
         /// (no task in both). The larger one is kept and the smaller added to it.
@@ -241,7 +241,7 @@ struct BatchPlan {
                 continue
             }
             let changes = verdictsByTask[taskId] ?? []
-            var marks = stored.marks[taskId] ?? []
+            var marks = stored.marks[taskId] ?? TaskCache.Marks()
             for change in changes {
                 if let i = marks.firstIndex(where: { $0.matches(change.identity) }) { marks[i].set(change.refusal) }
             }
@@ -252,7 +252,10 @@ struct BatchPlan {
                 let timestamp = batch.items[index].record.webhook.timestamp
                 if latest.map({ timestamp > $0 }) ?? true { latest = timestamp }
             }
-            guard let latest else { continue }
+            guard let latest, !marks.overflowed else {
+                update.forgotten.append(taskId)
+                continue
+            }
             update.entries.append(TaskCache.Entry(row: state, address: address, latest: latest, marks: marks))
         }
         return update

@@ -34,6 +34,10 @@ struct TaskCache {
             bits = identity.low & ~3 | Self.code(refusal)
         }
 
+        init(bits: UInt64) {
+            self.bits = bits
+        }
+
         func matches(_ identity: EventKey) -> Bool { bits & ~3 == identity.low & ~3 }
 
         var refusal: EventDisposition? {
@@ -55,13 +59,52 @@ struct TaskCache {
         }
     }
 
+    /// The marks of one task's stored events, kept inline (no allocation of
+    /// their own): up to `capacity`; a task with more is not remembered
+    /// (`overflowed`), and is read like any other.
+    struct Marks: RandomAccessCollection, MutableCollection, ExpressibleByArrayLiteral, Equatable {
+        static let capacity = 8
+        private var bits = SIMD8<UInt64>()
+        private(set) var count = 0
+        /// More marks were appended than fit.
+        private(set) var overflowed = false
+
+        init() {}
+
+        init(arrayLiteral marks: Mark...) {
+            for mark in marks { append(mark) }
+        }
+
+        var startIndex: Int { 0 }
+        var endIndex: Int { count }
+
+        subscript(position: Int) -> Mark {
+            get { Mark(bits: bits[position]) }
+            set { bits[position] = newValue.bits }
+        }
+
+        mutating func append(_ mark: Mark) {
+            guard count < Self.capacity else {
+                overflowed = true
+                return
+            }
+            bits[count] = mark.bits
+            count += 1
+        }
+
+        static func += (marks: inout Marks, more: Marks) {
+            for mark in more { marks.append(mark) }
+            if more.overflowed { marks.overflowed = true }
+        }
+    }
+
     /// What is remembered of one task: all a batch needs to go on from its row.
     struct Entry: Equatable {
         var row: TaskState
         var address: RowAddress
         /// The latest timestamp among its stored events.
         var latest: Timestamp
-        var marks: [Mark]
+        var marks: Marks
     }
 
     /// What the cache made of one batch's tasks.
@@ -86,9 +129,6 @@ struct TaskCache {
         var entries: [Entry] = []
         var forgotten: [String] = []
     }
-
-    /// Entries with more marks than this are not kept: such a task is read.
-    static let maxMarks = 32
 
     /// The budget, in bytes as `size(of:)` counts them; 0 keeps nothing.
     let budget: Int
@@ -126,16 +166,15 @@ struct TaskCache {
         self.budget = max(0, budget)
     }
 
-    /// What an entry costs, roughly as malloc sees it: its slot, its place in
-    /// the index, its strings' storage when they do not fit inline (15 UTF-8
-    /// bytes), its marks' array.
+    /// What an entry costs, roughly as malloc sees it: its slot (with its
+    /// marks), its place in the index, its strings' storage when they do not
+    /// fit inline (15 UTF-8 bytes).
     static func size(of entry: Entry) -> Int {
         func heap(_ string: String) -> Int {
             let count = string.utf8.count
             return count <= 15 ? 0 : 32 + (count + 1 + 15) / 16 * 16
         }
         return MemoryLayout<Slot>.stride + 48 + heap(entry.row.taskId) + heap(entry.row.userId) + heap(entry.row.content)
-            + 32 + entry.marks.count * MemoryLayout<Mark>.stride
     }
 
     /// Takes the partitions' versions as read under the batch's locks
@@ -206,7 +245,7 @@ struct TaskCache {
         for entry in update.entries {
             let size = Self.size(of: entry)
             if let slot = index[entry.row.taskId] {
-                guard entry.marks.count <= Self.maxMarks, size <= budget else {
+                guard !entry.marks.overflowed, size <= budget else {
                     remove(slot)
                     continue
                 }
@@ -217,7 +256,7 @@ struct TaskCache {
                 bytes += size - slots[Int(slot)].bytes
                 slots[Int(slot)].bytes = size
                 touch(slot)
-            } else if entry.marks.count <= Self.maxMarks, size <= budget {
+            } else if !entry.marks.overflowed, size <= budget {
                 insert(entry, size: size)
             }
         }

@@ -265,7 +265,7 @@ public final class TaskStore: BatchStore {
         var taskId: String
         var bytes: [UInt8]
         var latest: Timestamp?
-        var marks: [TaskCache.Mark] = []
+        var marks = TaskCache.Marks()
 
         init(taskId: String) {
             self.taskId = taskId
@@ -275,7 +275,7 @@ public final class TaskStore: BatchStore {
         func flush(into stored: inout BatchPlan.Stored) {
             guard let latest else { return }
             stored.latest[taskId] = max(latest, stored.latest[taskId] ?? latest)
-            if !marks.isEmpty { stored.marks[taskId, default: []] += marks }
+            if !marks.isEmpty { stored.marks[taskId, default: TaskCache.Marks()] += marks }
         }
     }
 
@@ -395,7 +395,7 @@ public final class TaskStore: BatchStore {
             let update = """
                 UPDATE meetperry.task AS t SET
                     user_id = d.user_id, content = d.content, created_date = d.created_date,
-                    completed_date = d.completed_date, deleted_date = d.deleted_date
+                    completed_date = d.completed_date, deleted_date = d.deleted_date, updated_date = now()
                 FROM derived_task d WHERE t.ctid = d.address AND t.external_id = d.external_id
                 """
             let updated: Int

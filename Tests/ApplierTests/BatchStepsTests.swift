@@ -119,7 +119,7 @@ import WebhookModel
                     stored.identities.insert(event.identity)
                     if let refusal = event.refusal { stored.refusals[event.identity] = refusal }
                     stored.latest[taskId] = max(stored.latest[taskId] ?? event.webhook.timestamp, event.webhook.timestamp)
-                    stored.marks[taskId, default: []].append(TaskCache.Mark(event.identity, refusal: event.refusal))
+                    stored.marks[taskId, default: TaskCache.Marks()].append(TaskCache.Mark(event.identity, refusal: event.refusal))
                 }
                 if let (address, _) = rows[taskId] { stored.rowAddresses[taskId] = address }
             }

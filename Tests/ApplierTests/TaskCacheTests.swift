@@ -83,7 +83,7 @@ import WebhookModel
 
     @Test func theBudgetHoldsTheMostRecentlyUsedAndEntriesAreSmall() {
         let one = TaskCache.size(of: entry("task-0000001"))
-        #expect(one < 256, "a task with short ids and one event: \(one) bytes")
+        #expect(one < 320, "a task with short ids and one event: \(one) bytes")
         #expect(TaskCache.size(of: entry("task-0000001", content: String(repeating: "x", count: 1000))) > one + 1000)
         var cache = remembering([], budget: one * 5)
         for i in 0..<10 { cache.remember(TaskCache.Update(entries: [entry("task\(i)")])) }
@@ -96,6 +96,15 @@ import WebhookModel
         #expect(cache.count == 5)
         // Nothing is kept with no budget.
         #expect(remembering([entry("a")], budget: 0).count == 0)
+    }
+
+    @Test func aTaskWithMoreEventsThanMarksFitIsNotKept() {
+        var many = entry("a")
+        for minute in 1...TaskCache.Marks.capacity { many.marks.append(TaskCache.Mark(key(event(.updated, minute, id: "a")), refusal: nil)) }
+        #expect(many.marks.overflowed && many.marks.count == TaskCache.Marks.capacity)
+        var cache = remembering([entry("a")])
+        cache.remember(TaskCache.Update(entries: [many]))
+        #expect(cache.entry(of: "a") == nil && cache.count == 0, "the old entry is gone too")
     }
 
     @Test func aTaskThatGainedEventsButHasNoEntryNowIsForgotten() {

@@ -18,7 +18,7 @@ import WebhookModel
 /// others (an event older than one stored, pending events, a row without
 /// events) are folded again from all of their events.
 struct BatchPlan {
-    /// What the database holds of the batch's tasks.
+    /// What the database holds of the batch's tasks (those the cache did not answer).
     struct Stored {
         /// Every stored event identity of those tasks.
         var identities: Set<EventKey> = []
@@ -29,29 +29,10 @@ struct BatchPlan {
         /// The latest timestamp among each task's stored events (a task with none has no history).
         var latest: [String: Timestamp] = [:]
         /// The rows (with a creation date) of tasks that gained an event, as the
-        /// rules' state (`addRows`): read only when the batch has new events
-        /// (the cache's come with them).
+        /// rules' state (`addRows`): read only when the batch has new events.
         var rows: [String: TaskState] = [:]
-        /// A mark of each stored event of each task read whole (from the
-        /// database's stored state, or the cache): what the cache remembers of them.
+        /// A mark of each stored event of each task read whole: what the cache is to remember of them.
         var marks: [String: TaskCache.Marks] = [:]
-
-        /// Both: what the cache answered and what was read of the other tasks
-        /// (no task in both). The larger one is kept and the smaller added to it.
-        mutating func merge(_ other: Stored) {
-            guard identities.count + latest.count >= other.identities.count + other.latest.count else {
-                var larger = other
-                larger.merge(self)
-                self = larger
-                return
-            }
-            identities.formUnion(other.identities)
-            rowAddresses.merge(other.rowAddresses) { $1 }
-            refusals.merge(other.refusals) { $1 }
-            latest.merge(other.latest) { $1 }
-            rows.merge(other.rows) { $1 }
-            marks.merge(other.marks) { $1 }
-        }
     }
 
     /// A stored event of a task that gained one, with its stored verdict (and
@@ -75,6 +56,8 @@ struct BatchPlan {
     struct RowUpdate: Equatable {
         var address: RowAddress
         var state: TaskState
+        /// The task's number in the batch (`PreparedBatch.tasks`).
+        var task: Int32 = -1
     }
 
     /// The folded rows to write.
@@ -88,6 +71,8 @@ struct BatchPlan {
 
     let batch: PreparedBatch
     private(set) var stored: Stored
+    /// What the cache answered, by task number (`PreparedBatch.tasks`; empty: no cache).
+    let cached: [TaskCache.Entry?]
     /// The indices of the batch's new events, in batch order.
     private(set) var newItems: [Int] = []
     /// The indices of the rest: duplicates of stored events or of earlier ones in the batch.
@@ -101,50 +86,69 @@ struct BatchPlan {
         var webhooks: [Webhook] = []
         /// The batch indices of the new ones: `webhooks`' first elements.
         var newIndices: [Int] = []
+        /// Whether it goes on from its row (its new events all come after its stored ones).
+        var extending = false
     }
-    /// Every event of each task that gained one.
-    private(set) var eventsByTask: [String: TaskEvents] = [:]
-    /// Tasks that gained only events later than all of theirs stored: they go on from their rows.
-    private(set) var extending: Set<String> = []
+    /// Every event of each task, by task number (none for a task that gained nothing).
+    private var events: [TaskEvents]
+    /// The numbers of the tasks that gained an event, in order of their first new one.
+    private(set) var gained: [Int32] = []
 
-    init(_ batch: PreparedBatch, stored: Stored) {
+    /// `stored`: what was read of the tasks the cache did not answer, and
+    /// which of the batch's events the cache knows are stored; `cached`: the
+    /// cache's answers, by task number.
+    init(_ batch: PreparedBatch, stored: Stored, cached: [TaskCache.Entry?] = []) {
         self.batch = batch
         self.stored = stored
+        self.cached = cached
+        events = Array(repeating: TaskEvents(), count: batch.tasks.count)
         var known = stored.identities
         known.reserveCapacity(known.count + batch.count)
-        eventsByTask.reserveCapacity(batch.count)
         for (index, identity) in batch.identities.enumerated() {
             if known.insert(identity).inserted {
                 newItems.append(index)
-                let webhook = batch.items[index].record.webhook
-                eventsByTask[webhook.taskId, default: TaskEvents()].add(webhook, at: index)
+                let task = Int(batch.taskOfItem[index])
+                if events[task].newIndices.isEmpty { gained.append(Int32(task)) }
+                events[task].add(batch.items[index].record.webhook, at: index)
             } else {
                 duplicateItems.append(index)
             }
         }
     }
 
+    /// Task `task`'s latest stored event time, its row's address, its row: from the cache, else as read.
+    private func latest(_ task: Int) -> Timestamp? { cached.isEmpty ? stored.latest[batch.tasks[task]] : cached[task]?.latest ?? stored.latest[batch.tasks[task]] }
+    private func address(_ task: Int) -> RowAddress? {
+        cached.isEmpty ? stored.rowAddresses[batch.tasks[task]] : cached[task]?.address ?? stored.rowAddresses[batch.tasks[task]]
+    }
+    private func row(_ task: Int) -> TaskState? { cached.isEmpty ? stored.rows[batch.tasks[task]] : cached[task]?.row ?? stored.rows[batch.tasks[task]] }
+
     /// The rows to read (`addRows`): those of the tasks that gained an event, but the cache's.
-    var rowsToRead: [RowAddress] { eventsByTask.keys.compactMap { stored.rows[$0] == nil ? stored.rowAddresses[$0] : nil } }
+    var rowsToRead: [RowAddress] {
+        gained.compactMap { task in cached.isEmpty || cached[Int(task)] == nil ? stored.rowAddresses[batch.tasks[Int(task)]] : nil }
+    }
 
     /// Adds the rows of the tasks that gained an event, and picks the tasks
     /// that go on from theirs.
     mutating func addRows(_ rows: [String: TaskState]) {
-        stored.rows.merge(rows) { $1 }
-        for (taskId, events) in eventsByTask {
-            guard let latest = stored.latest[taskId], let row = stored.rows[taskId], row.createdDate <= latest,
-                  events.webhooks.allSatisfy({ $0.timestamp > latest }) else { continue }
-            extending.insert(taskId)
+        stored.rows = rows
+        for task in gained.lazy.map(Int.init) {
+            guard let latest = latest(task), let row = row(task), row.createdDate <= latest,
+                  events[task].webhooks.allSatisfy({ $0.timestamp > latest }) else { continue }
+            events[task].extending = true
         }
     }
 
     /// Tasks that gained an event and have stored ones, but cannot go on from their rows:
     /// their history must be read to fold them.
-    var tasksToRefold: [String] { eventsByTask.keys.filter { stored.latest[$0] != nil && !extending.contains($0) } }
+    var tasksToRefold: [String] {
+        gained.lazy.map(Int.init).filter { latest($0) != nil && !events[$0].extending }.map { batch.tasks[$0] }
+    }
 
     /// Adds a stored event of a task that gained one.
     mutating func addStored(_ event: StoredEvent) {
-        eventsByTask[event.webhook.taskId, default: TaskEvents()].webhooks.append(event.webhook)
+        guard let task = batch.taskNumbers[event.webhook.taskId] else { return }
+        events[Int(task)].webhooks.append(event.webhook)
         storedEvents.append(event)
     }
 
@@ -158,32 +162,33 @@ struct BatchPlan {
     }
 
     /// `fold`, with the state each task that gained an event is left in (a
-    /// task still without a `created` has none), in `eventsByTask`'s order.
+    /// task still without a `created` has none), in `gained`'s order.
     func foldKeepingStates() -> (rows: Rows, outcome: BatchOutcome, verdicts: [VerdictChange], states: [TaskState?]) {
         var rows = Rows()
         var states: [TaskState?] = []
-        states.reserveCapacity(eventsByTask.count)
+        states.reserveCapacity(gained.count)
         /// The verdict on each new event, by batch index.
         var dispositions = [EventDisposition](repeating: .applied, count: batch.count)
         /// The creation of each task folded again from stored events.
         var creations: [String: Webhook] = [:]
-        for (taskId, events) in eventsByTask {
-            if extending.contains(taskId), let row = stored.rows[taskId] {
+        for task in gained.lazy.map(Int.init) {
+            let events = events[task]
+            if events.extending, let row = row(task) {
                 let (state, verdicts) = TaskRules.extend(row, with: events.webhooks)
                 states.append(state)
                 for (index, verdict) in zip(events.newIndices, verdicts) { dispositions[index] = verdict }
-                if state != row, let address = stored.rowAddresses[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
+                if state != row, let address = address(task) { rows.existing.append(RowUpdate(address: address, state: state, task: Int32(task))) }
                 continue
             }
             let (state, creation) = TaskRules.foldState(events.webhooks)
             for index in events.newIndices {
                 dispositions[index] = TaskRules.disposition(of: batch.items[index].record.webhook, creation: creation)
             }
-            if events.webhooks.count > events.newIndices.count { creations[taskId] = creation }
+            if events.webhooks.count > events.newIndices.count { creations[batch.tasks[task]] = creation }
             states.append(state)
             guard let state else { continue }
-            if let address = stored.rowAddresses[taskId] {
-                if state != stored.rows[taskId] { rows.existing.append(RowUpdate(address: address, state: state)) }
+            if let address = address(task) {
+                if state != row(task) { rows.existing.append(RowUpdate(address: address, state: state, task: Int32(task))) }
             } else {
                 rows.new.append(state)
             }
@@ -206,7 +211,7 @@ struct BatchPlan {
             let refusal = event.refusal(creation: creations[event.webhook.taskId])
             if refusal != event.refusal {
                 verdicts.append(VerdictChange(taskId: event.webhook.taskId, identity: event.identity, refusal: refusal))
-                let cause = eventsByTask[event.webhook.taskId]?.newIndices.first.map { batch.items[$0].line } ?? 0
+                let cause = batch.taskNumbers[event.webhook.taskId].flatMap { events[Int($0)].newIndices.first }.map { batch.items[$0].line } ?? 0
                 outcome.verdictChanges.append(.init(record: StreamRecord(webhook: event.webhook, receivedAt: event.receivedAt, deliveryId: event.deliveryId),
                                                     before: event.refusal, after: refusal, causedBy: cause))
             }
@@ -216,8 +221,8 @@ struct BatchPlan {
         // made it when its task was folded again; else (its task gained nothing,
         // or went on from its row, which leaves stored verdicts as they are) as stored.
         for index in duplicateItems {
-            let identity = batch.identities[index], taskId = batch.items[index].record.webhook.taskId
-            let foldedAgain = eventsByTask[taskId] != nil && !extending.contains(taskId)
+            let identity = batch.identities[index], task = Int(batch.taskOfItem[index])
+            let foldedAgain = !events[task].newIndices.isEmpty && !events[task].extending
             let refusal = refusedNow[identity] ?? (foldedAgain ? nil : stored.refusals[identity])
             if let refusal { outcome.rejected.append((batch.items[index], refusal)) } else { outcome.duplicates += 1 }
         }
@@ -226,27 +231,28 @@ struct BatchPlan {
 
     /// What the cache is to remember once the batch commits: each task that
     /// gained an event as it is now (its state, where its row is now: `addresses`
-    /// for the rows written, else where it was; its latest time; a mark of each
-    /// stored event with its verdict as stored now), or forgotten when it has no
-    /// row; and the partitions' versions the write left.
-    /// `states` as `foldKeepingStates` made them: in `eventsByTask`'s order.
-    func remembrance(states: [TaskState?], verdicts: [VerdictChange], addresses: [String: RowAddress],
+    /// for the rows written, by task number, else where it was; its latest
+    /// time; a mark of each stored event with its verdict as stored now), or
+    /// forgotten when it has no row; and the partitions' versions the write
+    /// left. `states` as `foldKeepingStates` made them: in `gained`'s order.
+    func remembrance(states: [TaskState?], verdicts: [VerdictChange], addresses: [RowAddress?],
                      versions: [Int: Int64]) -> TaskCache.Update {
         var update = TaskCache.Update(versions: versions)
-        update.entries.reserveCapacity(eventsByTask.count)
+        update.entries.reserveCapacity(gained.count)
         let verdictsByTask = verdicts.isEmpty ? [:] : Dictionary(grouping: verdicts, by: \.taskId)
-        for ((taskId, events), state) in zip(eventsByTask, states) {
-            guard let state, let address = addresses[taskId] ?? stored.rowAddresses[taskId] else {
+        for (task, state) in zip(gained.lazy.map(Int.init), states) {
+            let taskId = batch.tasks[task]
+            guard let state, let address = (addresses.isEmpty ? nil : addresses[task]) ?? address(task) else {
                 update.forgotten.append(taskId)
                 continue
             }
-            let changes = verdictsByTask[taskId] ?? []
-            var marks = stored.marks[taskId] ?? TaskCache.Marks()
+            let changes = verdictsByTask.isEmpty ? [] : verdictsByTask[taskId] ?? []
+            var marks = (cached.isEmpty ? nil : cached[task]?.marks) ?? stored.marks[taskId] ?? TaskCache.Marks()
             for change in changes {
                 if let i = marks.firstIndex(where: { $0.matches(change.identity) }) { marks[i].set(change.refusal) }
             }
-            var latest = stored.latest[taskId]
-            for index in events.newIndices {
+            var latest = latest(task)
+            for index in events[task].newIndices {
                 let identity = batch.identities[index]
                 marks.append(TaskCache.Mark(identity, refusal: changes.first { $0.identity == identity }?.refusal))
                 let timestamp = batch.items[index].record.webhook.timestamp

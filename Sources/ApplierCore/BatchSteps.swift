@@ -103,7 +103,7 @@ struct BatchSteps {
         case .writing(let plan, let next):
             let (rows, outcome, verdicts, states) = plan.foldKeepingStates()
             state = .awaitingWrite(plan, outcome, verdicts: verdicts, states: states, next: next)
-            let partitions = Set(plan.eventsByTask.keys.map(TaskPartition.of(task:))).sorted()
+            let partitions = Set(plan.gained.map { batch.partitionOfTask[Int($0)] }).sorted().map(Int.init)
             return .write(newItems: plan.newItems, rows: rows, verdicts: verdicts, partitions: partitions)
         case .awaitingWrite:
             preconditionFailure("the batch is to be written first")
@@ -135,9 +135,10 @@ struct BatchSteps {
     mutating func read(ownEvents stored: BatchPlan.Stored) {
         guard case .awaitingOwnEvents(let recall) = state else { preconditionFailure("own events read out of turn") }
         state = .modifying
-        var known = recall.stored
-        known.merge(stored)
-        let duplicatesOnly = BatchPlan(batch, stored: known)
+        var known = stored
+        known.identities.formUnion(recall.stored.identities)
+        known.refusals.merge(recall.stored.refusals) { $1 }
+        let duplicatesOnly = BatchPlan(batch, stored: known, cached: recall.cached)
         state = duplicatesOnly.newItems.isEmpty ? .finished(duplicatesOnly.fold().outcome, next: .replaying, remember: nil) : .awaitingStored(recall)
     }
 
@@ -165,8 +166,9 @@ struct BatchSteps {
     }
 
     /// The new events, rows and verdicts are written: the rows written are
-    /// now at `addresses`, and the partitions bumped are at `versions`.
-    mutating func written(addresses: [String: RowAddress] = [:], versions: [Int: Int64] = [:]) {
+    /// now at `addresses` (by task number; empty without a cache), and the
+    /// partitions bumped are at `versions`.
+    mutating func written(addresses: [RowAddress?] = [], versions: [Int: Int64] = [:]) {
         guard case .awaitingWrite(let plan, let outcome, let verdicts, let states, let next) = state else {
             preconditionFailure("written out of turn")
         }
@@ -187,10 +189,10 @@ struct BatchSteps {
 
     /// The plan, from what the cache answered and what was read of the rest.
     private mutating func plan(_ recall: consuming TaskCache.Recall, _ stored: consuming BatchPlan.Stored) {
-        var known = recall.stored
-        recall.stored = BatchPlan.Stored()
-        known.merge(stored)
-        var plan = BatchPlan(batch, stored: known)
+        var known = stored
+        known.identities.formUnion(recall.stored.identities)
+        known.refusals.merge(recall.stored.refusals) { $1 }
+        var plan = BatchPlan(batch, stored: known, cached: recall.cached)
         let next: Mode = plan.duplicates * 2 > batch.count ? .replaying : .live
         if plan.newItems.isEmpty {
             state = .finished(plan.fold().outcome, next: next, remember: nil)

@@ -84,6 +84,10 @@ public struct PreparedBatch: Sendable {
     let tasks: [String]
     /// The task of each item, as its index in `tasks`.
     let taskOfItem: [Int32]
+    /// Each task's index in `tasks`.
+    let taskNumbers: [String: Int32]
+    /// The partition of each task (`TaskPartition`), by its index in `tasks`.
+    let partitionOfTask: [UInt8]
     /// The partitions of the batch's tasks, ascending.
     let partitions: [Int]
 
@@ -108,6 +112,7 @@ public struct PreparedBatch: Sendable {
         taskNumbers.reserveCapacity(items.count)
         var tasks: [String] = []
         var taskOfItem: [Int32] = []
+        var partitionOfTask: [UInt8] = []
         taskOfItem.reserveCapacity(items.count)
         var partitionMask: UInt32 = 0
         for index in items.indices {  // by index: the item itself (its input, its delivery) is not copied
@@ -116,7 +121,9 @@ public struct PreparedBatch: Sendable {
             if number == tasks.count {
                 taskNumbers[w.taskId] = number
                 tasks.append(w.taskId)
-                partitionMask |= 1 << UInt32(TaskPartition.of(task: w.taskId))
+                let partition = TaskPartition.of(task: w.taskId)
+                partitionOfTask.append(UInt8(partition))
+                partitionMask |= 1 << UInt32(partition)
             }
             taskOfItem.append(number)
             let identity = EventIdentity.bytes(of: w)
@@ -137,6 +144,8 @@ public struct PreparedBatch: Sendable {
         self.eventRows = encoder
         self.tasks = tasks
         self.taskOfItem = taskOfItem
+        self.taskNumbers = taskNumbers
+        self.partitionOfTask = partitionOfTask
         self.partitions = (0..<TaskPartition.count).filter { partitionMask & (1 << UInt32($0)) != 0 }
     }
 

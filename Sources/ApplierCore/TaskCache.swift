@@ -109,8 +109,9 @@ struct TaskCache {
 
     /// What the cache made of one batch's tasks.
     struct Recall {
-        /// For the tasks it answers: their rows, addresses, latest times and marks, and
-        /// which of the batch's events are stored (with their verdicts).
+        /// What it knows of each task it answers, by task number (`PreparedBatch.tasks`).
+        var cached: [Entry?] = []
+        /// Which of the batch's events it knows are stored (with their verdicts).
         var stored = BatchPlan.Stored()
         /// Tasks it cannot answer (unknown, forgotten, or with an event not later
         /// than their latest that is not a duplicate): read from the database.
@@ -211,22 +212,15 @@ struct TaskCache {
                 slotOfTask[task] = -1
             }
         }
-        recall.stored.rowAddresses.reserveCapacity(batch.tasks.count)
-        recall.stored.latest.reserveCapacity(batch.tasks.count)
-        recall.stored.rows.reserveCapacity(batch.tasks.count)
-        recall.stored.marks.reserveCapacity(batch.tasks.count)
+        recall.cached = Array(repeating: nil, count: batch.tasks.count)
         for (task, slot) in slotOfTask.enumerated() {
-            let taskId = batch.tasks[task]
             guard slot >= 0 else {
-                recall.unanswered.append(taskId)
+                recall.unanswered.append(batch.tasks[task])
                 continue
             }
             recall.hits += 1
             touch(slot)
-            recall.stored.rowAddresses[taskId] = slots[Int(slot)].entry.address
-            recall.stored.latest[taskId] = slots[Int(slot)].entry.latest
-            recall.stored.rows[taskId] = slots[Int(slot)].entry.row
-            recall.stored.marks[taskId] = slots[Int(slot)].entry.marks
+            recall.cached[task] = slots[Int(slot)].entry
         }
         for (item, refusal) in duplicates where slotOfTask[Int(batch.taskOfItem[item])] >= 0 {
             recall.stored.identities.insert(batch.identities[item])

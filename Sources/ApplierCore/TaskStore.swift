@@ -30,7 +30,7 @@ public final class TaskStore: BatchStore {
     private let connection: PGConnection
     /// Folded tasks that have no row yet, and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
-    private var derivedRows = BinaryCopyEncoder(columns: 7)
+    private var derivedRows = BinaryCopyEncoder(columns: 8)
     /// How the next batch looks for its duplicates (the last one says: `BatchSteps.Mode`).
     private var mode = BatchSteps.Mode.live
     /// What this connection has just written, while no one else writes its partitions.
@@ -55,7 +55,7 @@ public final class TaskStore: BatchStore {
         ])
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS derived_task (
-                address tid, external_id text, user_id text, content text,
+                address tid, task int4, external_id text, user_id text, content text,
                 created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
             ) ON COMMIT DELETE ROWS
             """)
@@ -119,7 +119,7 @@ public final class TaskStore: BatchStore {
                 let (versions, xactId) = try bumpVersions(of: partitions)
                 // The new events go into the event log as they were encoded.
                 try connection.copyIn(PreparedBatch.eventLogCopy, data: batch.eventRows.data(rows: newItems, appendingToEach: xactId))
-                let addresses = try write(rows)
+                let addresses = try write(rows, of: batch)
                 try store(verdicts)
                 steps.written(addresses: addresses, versions: versions)
             case .done(let outcome, let next, let remember):
@@ -358,31 +358,34 @@ public final class TaskStore: BatchStore {
 
     /// A task without a row is copied in; a row that changed is updated where
     /// it is. With a cache, where each row written is now (an update moves a
-    /// row), by task id; else nothing.
-    private func write(_ rows: BatchPlan.Rows) throws -> [String: RowAddress] {
+    /// row), by the task's number in the batch; else nothing.
+    private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch) throws -> [RowAddress?] {
         newTaskRows.removeAll()
         derivedRows.removeAll()
         for state in rows.new { Self.encode(state, into: &newTaskRows) }
         for update in rows.existing {
             derivedRows.addTID(block: update.address.block, offset: update.address.offset)
+            derivedRows.add(update.task)
             Self.encode(update.state, into: &derivedRows)
         }
-        var addresses: [String: RowAddress] = [:]
-        func returned(_ row: RowView) throws {
-            guard let taskId = row.string(0), let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
+        let remembering = cache.isEnabled
+        var addresses: [RowAddress?] = remembering ? Array(repeating: nil, count: batch.tasks.count) : []
+        var returnedRows = 0
+        /// A row written: its task (`task`: the column's value is its number, else its id) and where it is now.
+        func returned(_ row: RowView, task: Int32?) throws {
+            guard let task, task >= 0, Int(task) < addresses.count, let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
                 throw PGError.unreadableRow("meetperry.task")
             }
-            addresses[taskId] = address
+            addresses[Int(task)] = address
+            returnedRows += 1
         }
-        let remembering = cache.isEnabled
-        if remembering { addresses.reserveCapacity(rows.new.count + rows.existing.count) }
         if !newTaskRows.isEmpty {
             if remembering {
                 try connection.copyIn("COPY new_task FROM STDIN (FORMAT binary)", data: newTaskRows.data)
                 try connection.query("""
                     INSERT INTO meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
                     SELECT * FROM new_task RETURNING external_id, ctid
-                    """, binary: true, returned)
+                    """, binary: true) { try returned($0, task: $0.string(0).flatMap { batch.taskNumbers[$0] }) }
             } else {
                 try connection.copyIn("""
                     COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
@@ -400,9 +403,9 @@ public final class TaskStore: BatchStore {
                 """
             let updated: Int
             if remembering {
-                let before = addresses.count
-                try connection.query(update + " RETURNING t.external_id, t.ctid", binary: true, returned)
-                updated = addresses.count - before
+                let before = returnedRows
+                try connection.query(update + " RETURNING d.task, t.ctid", binary: true) { try returned($0, task: $0.int32(binary: 0)) }
+                updated = returnedRows - before
             } else {
                 updated = try connection.execute(update).affectedRows
             }

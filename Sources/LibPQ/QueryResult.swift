@@ -49,6 +49,13 @@ public struct RowView {
         return Int64(bitPattern: value)
     }
 
+    /// A binary-format `int4` column; nil for NULL.
+    public func int32(binary column: Int) -> Int32? {
+        withBytes(column) { bytes in
+            bytes.count == 4 ? Int32(bitPattern: bytes.reduce(0) { $0 << 8 | UInt32($1) }) : nil
+        } ?? nil
+    }
+
     /// A binary-format `timestamptz` column as microseconds since 1970-01-01
     /// UTC (the wire value counts from 2000-01-01); nil for NULL.
     public func timestampMicroseconds(binary column: Int) -> Int64? {

@@ -148,7 +148,7 @@ import WebhookModel
                 steps.read(rows: Dictionary(uniqueKeysWithValues: database.rows.values.filter { addresses.contains($0.0) }.map { ($0.1.taskId, $0.1) }))
             case .readHistories(let tasks): steps.read(histories: tasks.flatMap { database.events[$0] ?? [] })
             case .write(let newItems, let rows, let verdicts, let partitions):
-                var addresses: [String: RowAddress] = [:]
+                var addresses = [RowAddress?](repeating: nil, count: batch.tasks.count)
                 for index in newItems {
                     let w = batch.items[index].record.webhook
                     let refusal = verdicts.first { $0.identity == batch.identities[index] }?.refusal
@@ -158,7 +158,7 @@ import WebhookModel
                     let address = RowAddress(block: 0, offset: written.nextOffset)
                     written.nextOffset += 1
                     written.rows[state.taskId] = (address, state)
-                    addresses[state.taskId] = address
+                    addresses[Int(batch.taskNumbers[state.taskId]!)] = address
                 }
                 for partition in partitions { written.versions[partition] += 1 }
                 steps.written(addresses: addresses, versions: Dictionary(uniqueKeysWithValues: partitions.map { ($0, written.versions[$0]) }))

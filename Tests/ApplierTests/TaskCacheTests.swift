@@ -37,7 +37,7 @@ import WebhookModel
         #expect(recall.hits == 2 && recall.misses == 2 && recall.stale == 0)
         #expect(Set(recall.unanswered) == ["c", "d"])
         #expect(recall.stored.identities == [batch.identities[1]], "the retry is known stored; the later event is not")
-        #expect(recall.stored.rows.keys.sorted() == ["a", "b"] && recall.stored.rowAddresses["a"] == RowAddress(block: 0, offset: 1))
+        #expect(recall.cached.compactMap { $0?.row.taskId } == ["a", "b"] && recall.cached[0]?.address == RowAddress(block: 0, offset: 1))
     }
 
     /// A mark matches only an event not later than the latest: a later event

@@ -63,9 +63,10 @@ struct TaskCache {
     /// their own): up to `capacity`; a task with more is not remembered
     /// (`overflowed`), and is read like any other.
     struct Marks: RandomAccessCollection, MutableCollection, ExpressibleByArrayLiteral, Equatable {
-        static let capacity = 8
-        private var bits = SIMD8<UInt64>()
-        private(set) var count = 0
+        static let capacity = 4
+        private var bits = SIMD4<UInt64>()
+        private var stored: UInt8 = 0
+        var count: Int { Int(stored) }
         /// More marks were appended than fit.
         private(set) var overflowed = false
 
@@ -89,7 +90,7 @@ struct TaskCache {
                 return
             }
             bits[count] = mark.bits
-            count += 1
+            stored += 1
         }
 
         static func += (marks: inout Marks, more: Marks) {
@@ -140,9 +141,9 @@ struct TaskCache {
     /// An entry where it is kept, with its neighbours in recency order.
     private struct Slot {
         var entry: Entry
-        var partition: Int
         var generation: UInt32
-        var bytes: Int
+        var bytes: Int32
+        var partition: UInt8
         /// Neighbours in recency order (-1: none).
         var older: Int32
         var newer: Int32
@@ -191,7 +192,7 @@ struct TaskCache {
         var slotOfTask = [Int32](repeating: -1, count: batch.tasks.count)
         for (task, taskId) in batch.tasks.enumerated() {
             guard let slot = index[taskId] else { continue }
-            guard slots[Int(slot)].generation == generations[slots[Int(slot)].partition] else {
+            guard slots[Int(slot)].generation == generations[Int(slots[Int(slot)].partition)] else {
                 recall.stale += 1
                 remove(slot)
                 continue
@@ -244,11 +245,11 @@ struct TaskCache {
                     continue
                 }
                 // In place: the same task, so the same partition; made under this generation now.
-                let partition = slots[Int(slot)].partition
+                let partition = Int(slots[Int(slot)].partition)
                 slots[Int(slot)].entry = entry
                 slots[Int(slot)].generation = generations[partition]
-                bytes += size - slots[Int(slot)].bytes
-                slots[Int(slot)].bytes = size
+                bytes += size - Int(slots[Int(slot)].bytes)
+                slots[Int(slot)].bytes = Int32(size)
                 touch(slot)
             } else if !entry.marks.overflowed, size <= budget {
                 insert(entry, size: size)
@@ -271,7 +272,7 @@ struct TaskCache {
 
     /// The remembered entry of a task, if it is still trusted (for tests).
     func entry(of taskId: String) -> Entry? {
-        guard let slot = index[taskId], slots[Int(slot)].generation == generations[slots[Int(slot)].partition] else { return nil }
+        guard let slot = index[taskId], slots[Int(slot)].generation == generations[Int(slots[Int(slot)].partition)] else { return nil }
         return slots[Int(slot)].entry
     }
 
@@ -279,7 +280,7 @@ struct TaskCache {
 
     private mutating func insert(_ entry: Entry, size: Int) {
         let partition = TaskPartition.of(task: entry.row.taskId)
-        let slot = Slot(entry: entry, partition: partition, generation: generations[partition], bytes: size, older: newest, newer: -1)
+        let slot = Slot(entry: entry, generation: generations[partition], bytes: Int32(size), partition: UInt8(partition), older: newest, newer: -1)
         let position: Int32
         if let free = freeSlots.popLast() {
             position = free
@@ -298,7 +299,7 @@ struct TaskCache {
     private mutating func remove(_ position: Int32) {
         unlink(position)
         index[slots[Int(position)].entry.row.taskId] = nil
-        bytes -= slots[Int(position)].bytes
+        bytes -= Int(slots[Int(position)].bytes)
         slots[Int(position)].entry = Self.vacant
         slots[Int(position)].bytes = 0
         freeSlots.append(position)

@@ -242,7 +242,7 @@ struct BatchPlan {
         let verdictsByTask = verdicts.isEmpty ? [:] : Dictionary(grouping: verdicts, by: \.taskId)
         for (task, state) in zip(gained.lazy.map(Int.init), states) {
             let taskId = batch.tasks[task]
-            guard let state, let address = (addresses.isEmpty ? nil : addresses[task]) ?? address(task) else {
+            guard let state, TaskCache.keeps(state), let address = (addresses.isEmpty ? nil : addresses[task]) ?? address(task) else {
                 update.forgotten.append(taskId)
                 continue
             }

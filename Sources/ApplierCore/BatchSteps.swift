@@ -1,11 +1,14 @@
 import TaskModel
 
 /// One batch's transaction as the steps its plan asks for, in order: lock
-/// the batch's partitions; read what it needs (the batch's own events when
-/// replaying, what is stored of its tasks, the rows of the tasks that gained
-/// an event, the histories of those that must be folded again); write (the
-/// new events, the rows, the verdicts); done, with what became of each event.
-/// A read that would find nothing is not asked for. Pure: `TaskStore` is a
+/// the batch's partitions; with a task cache, read the partitions' versions
+/// and recall what the cache knows of the batch's tasks; read what it still
+/// needs of the others (the batch's own events when replaying, what is
+/// stored of its tasks, the rows of the tasks that gained an event, the
+/// histories of those that must be folded again); write (the new events,
+/// the rows, the verdicts, the versions of the partitions written); done,
+/// with what became of each event and what the cache is to remember once
+/// the batch commits. A read that would find nothing is not asked for. Pure: `TaskStore` is a
 /// loop that carries out each step and hands back what it read, and tests
 /// walk the steps on values.
 ///

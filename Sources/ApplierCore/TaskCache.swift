@@ -132,6 +132,11 @@ struct TaskCache {
         var forgotten: [String] = []
     }
 
+    /// Whether a task in this state is worth remembering: a deleted task's
+    /// history is over (what comes after its deletion changes nothing), so
+    /// its memory is better spent on a live one; its retries are read.
+    static func keeps(_ state: TaskState) -> Bool { state.deletedDate == nil }
+
     /// The budget, in bytes as `size(of:)` counts them; 0 keeps nothing.
     let budget: Int
     private(set) var bytes = 0
@@ -213,12 +218,12 @@ struct TaskCache {
                 slotOfTask[task] = -1
             }
         }
-        recall.cached = Array(repeating: nil, count: batch.tasks.count)
         for (task, slot) in slotOfTask.enumerated() {
             guard slot >= 0 else {
                 recall.unanswered.append(batch.tasks[task])
                 continue
             }
+            if recall.cached.isEmpty { recall.cached = Array(repeating: nil, count: batch.tasks.count) }
             recall.hits += 1
             touch(slot)
             recall.cached[task] = slots[Int(slot)].entry

@@ -26,10 +26,19 @@ public protocol BatchStore: AnyObject {
 /// lock table small whatever the batch size. (The event log's primary key
 /// still guards against a writer that takes no locks: such a conflict fails
 /// the batch, which is then retried.)
+///
+/// Each store (one per connection) keeps a `TaskCache` of the tasks it has
+/// just written: it bumps the versions of the partitions it writes
+/// (`meetperry.partition_version`) under their locks, reads them after
+/// taking the locks, and hands them to the cache, which forgets a partition
+/// someone else wrote; it tells the cache what a batch did only once the
+/// batch is committed, and to forget everything when a batch fails.
 public final class TaskStore: BatchStore {
     private let connection: PGConnection
-    /// Folded tasks that have no row yet, and those that have one.
+    /// Folded tasks that have no row yet (those the cache is to remember, whose
+    /// addresses are asked for, and the others), and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
+    private var newTaskRowsToRemember = BinaryCopyEncoder(columns: 6)
     private var derivedRows = BinaryCopyEncoder(columns: 8)
     /// How the next batch looks for its duplicates (the last one says: `BatchSteps.Mode`).
     private var mode = BatchSteps.Mode.live
@@ -360,15 +369,22 @@ public final class TaskStore: BatchStore {
     /// it is. With a cache, where each row written is now (an update moves a
     /// row), by the task's number in the batch; else nothing.
     private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch) throws -> [RowAddress?] {
+        let remembering = cache.isEnabled
         newTaskRows.removeAll()
+        newTaskRowsToRemember.removeAll()
         derivedRows.removeAll()
-        for state in rows.new { Self.encode(state, into: &newTaskRows) }
+        for state in rows.new {
+            if remembering && TaskCache.keeps(state) {
+                Self.encode(state, into: &newTaskRowsToRemember)
+            } else {
+                Self.encode(state, into: &newTaskRows)
+            }
+        }
         for update in rows.existing {
             derivedRows.addTID(block: update.address.block, offset: update.address.offset)
             derivedRows.add(update.task)
             Self.encode(update.state, into: &derivedRows)
         }
-        let remembering = cache.isEnabled
         var addresses: [RowAddress?] = remembering ? Array(repeating: nil, count: batch.tasks.count) : []
         var returnedRows = 0
         /// A row written: its task (`task`: the column's value is its number, else its id) and where it is now.
@@ -379,19 +395,18 @@ public final class TaskStore: BatchStore {
             addresses[Int(task)] = address
             returnedRows += 1
         }
+        if !newTaskRowsToRemember.isEmpty {
+            try connection.copyIn("COPY new_task FROM STDIN (FORMAT binary)", data: newTaskRowsToRemember.data)
+            try connection.query("""
+                INSERT INTO meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
+                SELECT * FROM new_task RETURNING external_id, ctid
+                """, binary: true) { try returned($0, task: $0.string(0).flatMap { batch.taskNumbers[$0] }) }
+        }
         if !newTaskRows.isEmpty {
-            if remembering {
-                try connection.copyIn("COPY new_task FROM STDIN (FORMAT binary)", data: newTaskRows.data)
-                try connection.query("""
-                    INSERT INTO meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
-                    SELECT * FROM new_task RETURNING external_id, ctid
-                    """, binary: true) { try returned($0, task: $0.string(0).flatMap { batch.taskNumbers[$0] }) }
-            } else {
-                try connection.copyIn("""
-                    COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
-                    FROM STDIN (FORMAT binary)
-                    """, data: newTaskRows.data)
-            }
+            try connection.copyIn("""
+                COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
+                FROM STDIN (FORMAT binary)
+                """, data: newTaskRows.data)
         }
         if !derivedRows.isEmpty {
             try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)

@@ -201,7 +201,8 @@ import WebhookModel
 
         // Another writer (an applier elsewhere) bumps a's partition: a is read again, b is still answered.
         database.versions[TaskPartition.of(task: "a")] += 1
-        let both = PreparedBatch([incoming(event(.deleted, 9, id: "a"), line: 5), incoming(event(.deleted, 9, id: "b"), line: 6)])
+        let both = PreparedBatch([incoming(event(.updated, 9, id: "a", content: "edited"), line: 5),
+                                  incoming(event(.updated, 9, id: "b", content: "edited"), line: 6)])
         let sameBoth = TaskPartition.of(task: "a") == TaskPartition.of(task: "b")
         #expect(walk(both, cache: &cache, database: &database) == [
             "lock \(both.partitions.count)", "recall \(both.partitions.count): \(sameBoth ? 0 : 1) answered",
@@ -214,6 +215,10 @@ import WebhookModel
         #expect(walk(late, cache: &cache, database: &database, commit: false).contains("recall 1: 1 answered"))
         #expect(cache.count == 0)
         #expect(walk(late, cache: &cache, database: &database)[1...2] == ["recall 1: 0 answered", "read stored [\"b\"]"])
+
+        // A deleted task is not kept: its history is over.
+        _ = walk(PreparedBatch([incoming(event(.deleted, 30, id: "b"), line: 8)]), cache: &cache, database: &database)
+        #expect(cache.entry(of: "b") == nil && database.rows["b"]?.1.deletedDate != nil)
     }
 
     /// An event older than the task's latest cannot go on from the row: the

@@ -61,6 +61,7 @@ run() { # label
     after=$(backend_cpu)
     echo "== $1: $ARCHIVE, $(wc -l < "$BENCH_WORK/archive.ndjson") lines"
     grep -o 'read=.*' "$BENCH_WORK/applier.err" | tail -n 1
+    grep -o 'task cache: .*' "$BENCH_WORK/applier.err" | tail -n 1 || echo "task cache: not asked (off, or an applier without one)"
     read -r wall user sys rss < "$BENCH_WORK/time.out"
     awk -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v pg="$(awk -v a="$before" -v b="$after" 'BEGIN { print b - a }')" \
         'BEGIN { printf "wall %.2f s; applier CPU %.2f s (user %.2f, sys %.2f), peak RSS %.1f MB; PostgreSQL CPU %.2f s\n", w, u + s, u, s, r / 1024, pg }'

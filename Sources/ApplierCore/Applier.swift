@@ -70,8 +70,9 @@ public final class Applier {
             rejects.flush()
             (input as? JetStreamInput)?.close()
             progress?(summary, true)
-            logger.notice("applier finished: \(summary.line)")
+            // The summary stays the last line (README): the cache's comes before it.
             if let cacheLine = summary.cacheLine { logger.notice("\(cacheLine)") }
+            logger.notice("applier finished: \(summary.line)")
         }
         do {
             for committer in committers { try committer.start() }

@@ -333,6 +333,7 @@ import WebhookModel
         #expect(try first.waitForExit() == 0)
         let log = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
         #expect(log.contains("task cache: answered 0 of 2 task look-ups (0.0 %); 1 found changed by another writer"), "\(log)")
+        #expect(log.split(separator: "\n").last?.contains("applier finished: read=2") == true, "the summary is still the last line")
         #expect(try taskRows(db) == [row(TaskRules.fold([event(.created, 0, id: "t", content: "c"), event(.updated, 100, id: "t", content: "c"),
                                                          event(.updated, 50, id: "t", content: "c", done: true)]).state!)])
         #expect(try connection.execute("SELECT completed_date IS NULL FROM meetperry.task WHERE external_id = 't'").scalar == "t")

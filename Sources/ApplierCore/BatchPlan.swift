@@ -123,6 +123,18 @@ struct BatchPlan {
     }
     private func row(_ task: Int) -> TaskState? { cached.isEmpty ? stored.rows[batch.tasks[task]] : cached[task]?.row ?? stored.rows[batch.tasks[task]] }
 
+    /// The tasks the cache answered, that gained an event, whose row's address
+    /// it does not know (the row was copied in): read first (`addAddresses`).
+    var addressesToRead: [String] {
+        guard !cached.isEmpty else { return [] }
+        return gained.lazy.map(Int.init).filter { self.cached[$0] != nil && self.cached[$0]?.address == nil }.map { batch.tasks[$0] }
+    }
+
+    /// Where the rows of `addressesToRead` are.
+    mutating func addAddresses(_ addresses: [String: RowAddress]) {
+        stored.rowAddresses.merge(addresses) { $1 }
+    }
+
     /// The rows to read (`addRows`): those of the tasks that gained an event, but the cache's.
     var rowsToRead: [RowAddress] {
         gained.compactMap { task in cached.isEmpty || cached[Int(task)] == nil ? stored.rowAddresses[batch.tasks[Int(task)]] : nil }
@@ -231,10 +243,11 @@ struct BatchPlan {
 
     /// What the cache is to remember once the batch commits: each task that
     /// gained an event as it is now (its state, where its row is now: `addresses`
-    /// for the rows written, by task number, else where it was; its latest
-    /// time; a mark of each stored event with its verdict as stored now), or
-    /// forgotten when it has no row; and the partitions' versions the write
-    /// left. `states` as `foldKeepingStates` made them: in `gained`'s order.
+    /// for the rows updated, by task number, else where it was, unknown for
+    /// a row copied in; its latest time; a mark of each stored event with its
+    /// verdict as stored now), or forgotten when it has no row, or is deleted;
+    /// and the partitions' versions the write left. `states` as
+    /// `foldKeepingStates` made them: in `gained`'s order.
     func remembrance(states: [TaskState?], verdicts: [VerdictChange], addresses: [RowAddress?],
                      versions: [Int: Int64]) -> TaskCache.Update {
         var update = TaskCache.Update(versions: versions)
@@ -242,7 +255,9 @@ struct BatchPlan {
         let verdictsByTask = verdicts.isEmpty ? [:] : Dictionary(grouping: verdicts, by: \.taskId)
         for (task, state) in zip(gained.lazy.map(Int.init), states) {
             let taskId = batch.tasks[task]
-            guard let state, TaskCache.keeps(state), let address = (addresses.isEmpty ? nil : addresses[task]) ?? address(task) else {
+            // A task with a state has a row now: updated (its address returned), left as it was, or copied in.
+            let address = (addresses.isEmpty ? nil : addresses[task]) ?? address(task)
+            guard let state, TaskCache.keeps(state) else {
                 update.forgotten.append(taskId)
                 continue
             }

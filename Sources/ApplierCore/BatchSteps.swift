@@ -39,6 +39,8 @@ struct BatchSteps {
         case readOwnEvents([Int])
         /// Read what is stored of these tasks; then `read(stored:)`.
         case readStored([String])
+        /// Read where the rows of these tasks are; then `read(addresses:)`.
+        case readAddresses([String])
         /// Read these rows of `meetperry.task`; then `read(rows:)`.
         case readRows([RowAddress])
         /// Read every stored event of these tasks; then `read(histories:)`.
@@ -59,6 +61,7 @@ struct BatchSteps {
         case awaitingRecall
         case awaitingOwnEvents(TaskCache.Recall)
         case awaitingStored(TaskCache.Recall)
+        case awaitingAddresses(BatchPlan, next: Mode)
         case awaitingRows(BatchPlan, next: Mode)
         case awaitingHistories(BatchPlan, next: Mode)
         case writing(BatchPlan, next: Mode)
@@ -99,6 +102,8 @@ struct BatchSteps {
             return .readOwnEvents(batch.items.indices.filter { unanswered.contains(batch.items[$0].record.webhook.taskId) })
         case .awaitingStored(let recall):
             return .readStored(recall.unanswered)
+        case .awaitingAddresses(let plan, _):
+            return .readAddresses(plan.addressesToRead)
         case .awaitingRows(let plan, _):
             return .readRows(plan.rowsToRead)
         case .awaitingHistories(let plan, _):
@@ -152,6 +157,14 @@ struct BatchSteps {
         plan(recall, stored)
     }
 
+    /// Where the rows of the cache's tasks that gained an event are.
+    mutating func read(addresses: [String: RowAddress]) {
+        guard case .awaitingAddresses(var plan, let next) = state else { preconditionFailure("addresses read out of turn") }
+        state = .modifying
+        plan.addAddresses(addresses)
+        state = afterAddresses(plan, next: next)
+    }
+
     /// The rows of the tasks that gained an event.
     mutating func read(rows: [String: TaskState]) {
         guard case .awaitingRows(var plan, let next) = state else { preconditionFailure("rows read out of turn") }
@@ -195,16 +208,21 @@ struct BatchSteps {
         var known = stored
         known.identities.formUnion(recall.stored.identities)
         known.refusals.merge(recall.stored.refusals) { $1 }
-        var plan = BatchPlan(batch, stored: known, cached: recall.cached)
+        let plan = BatchPlan(batch, stored: known, cached: recall.cached)
         let next: Mode = plan.duplicates * 2 > batch.count ? .replaying : .live
         if plan.newItems.isEmpty {
             state = .finished(plan.fold().outcome, next: next, remember: nil)
-        } else if plan.rowsToRead.isEmpty {
-            plan.addRows([:])
-            state = afterRows(plan, next: next)
+        } else if !plan.addressesToRead.isEmpty {
+            state = .awaitingAddresses(plan, next: next)
         } else {
-            state = .awaitingRows(plan, next: next)
+            state = afterAddresses(plan, next: next)
         }
+    }
+
+    private func afterAddresses(_ plan: consuming BatchPlan, next: Mode) -> State {
+        guard plan.rowsToRead.isEmpty else { return .awaitingRows(plan, next: next) }
+        plan.addRows([:])
+        return afterRows(plan, next: next)
     }
 
     private func afterRows(_ plan: BatchPlan, next: Mode) -> State {

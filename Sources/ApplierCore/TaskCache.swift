@@ -102,7 +102,9 @@ struct TaskCache {
     /// What is remembered of one task: all a batch needs to go on from its row.
     struct Entry: Equatable {
         var row: TaskState
-        var address: RowAddress
+        /// Where its row is; nil when the row was copied in (COPY says not
+        /// where): read, one index look-up, when the task gains an event.
+        var address: RowAddress?
         /// The latest timestamp among its stored events.
         var latest: Timestamp
         var marks: Marks

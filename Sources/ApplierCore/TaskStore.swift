@@ -35,10 +35,8 @@ public protocol BatchStore: AnyObject {
 /// batch is committed, and to forget everything when a batch fails.
 public final class TaskStore: BatchStore {
     private let connection: PGConnection
-    /// Folded tasks that have no row yet (those the cache is to remember, whose
-    /// addresses are asked for, and the others), and those that have one.
+    /// Folded tasks that have no row yet, and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
-    private var newTaskRowsToRemember = BinaryCopyEncoder(columns: 6)
     private var derivedRows = BinaryCopyEncoder(columns: 8)
     /// How the next batch looks for its duplicates (the last one says: `BatchSteps.Mode`).
     private var mode = BatchSteps.Mode.live
@@ -68,15 +66,6 @@ public final class TaskStore: BatchStore {
                 created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
             ) ON COMMIT DELETE ROWS
             """)
-        if cache.isEnabled {
-            // New rows go in through here, so that their addresses come back (`RETURNING`).
-            try connection.execute("""
-                CREATE TEMP TABLE IF NOT EXISTS new_task (
-                    external_id text, user_id text, content text,
-                    created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
-                ) ON COMMIT DELETE ROWS
-                """)
-        }
     }
 
     /// The cache's entries and bytes (for the summary and metrics).
@@ -118,6 +107,8 @@ public final class TaskStore: BatchStore {
                 steps.read(ownEvents: try storedEvents(amongThoseOf: batch, indices))
             case .readStored(let tasks):
                 steps.read(stored: try stored(tasks))
+            case .readAddresses(let tasks):
+                steps.read(addresses: try addresses(of: tasks))
             case .readRows(let addresses):
                 steps.read(rows: try rows(addresses))
             case .readHistories(let tasks):
@@ -305,6 +296,23 @@ public final class TaskStore: BatchStore {
         return stored
     }
 
+    /// Where the rows of these tasks are (tasks the cache knows have a row).
+    /// A row missing is one a writer that takes no locks deleted: the batch
+    /// fails, to be read again from scratch.
+    private func addresses(of tasks: [String]) throws -> [String: RowAddress] {
+        var addresses: [String: RowAddress] = [:]
+        addresses.reserveCapacity(tasks.count)
+        try connection.query("SELECT external_id, ctid FROM meetperry.task WHERE external_id = ANY($1::text[])",
+                             [PGArray.literal(tasks)], binary: true) { row in
+            guard let taskId = row.string(0), let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
+                throw PGError.unreadableRow("meetperry.task")
+            }
+            addresses[taskId] = address
+        }
+        guard addresses.count == tasks.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
+        return addresses
+    }
+
     /// The rows at these addresses that have a creation date, as the rules' state, by task id.
     private func rows(_ addresses: [RowAddress]) throws -> [String: TaskState] {
         guard !addresses.isEmpty else { return [:] }
@@ -371,15 +379,8 @@ public final class TaskStore: BatchStore {
     private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch) throws -> [RowAddress?] {
         let remembering = cache.isEnabled
         newTaskRows.removeAll()
-        newTaskRowsToRemember.removeAll()
         derivedRows.removeAll()
-        for state in rows.new {
-            if remembering && TaskCache.keeps(state) {
-                Self.encode(state, into: &newTaskRowsToRemember)
-            } else {
-                Self.encode(state, into: &newTaskRows)
-            }
-        }
+        for state in rows.new { Self.encode(state, into: &newTaskRows) }
         for update in rows.existing {
             derivedRows.addTID(block: update.address.block, offset: update.address.offset)
             derivedRows.add(update.task)
@@ -394,13 +395,6 @@ public final class TaskStore: BatchStore {
             }
             addresses[Int(task)] = address
             returnedRows += 1
-        }
-        if !newTaskRowsToRemember.isEmpty {
-            try connection.copyIn("COPY new_task FROM STDIN (FORMAT binary)", data: newTaskRowsToRemember.data)
-            try connection.query("""
-                INSERT INTO meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
-                SELECT * FROM new_task RETURNING external_id, ctid
-                """, binary: true) { try returned($0, task: $0.string(0).flatMap { batch.taskNumbers[$0] }) }
         }
         if !newTaskRows.isEmpty {
             try connection.copyIn("""

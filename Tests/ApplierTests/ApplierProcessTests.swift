@@ -339,6 +339,29 @@ import WebhookModel
         #expect(try connection.execute("SELECT completed_date IS NULL FROM meetperry.task WHERE external_id = 't'").scalar == "t")
     }
 
+    /// A writer that bumps no version deletes a row the first applier
+    /// remembers: the row is not where the cache says there is one, so the
+    /// batch fails, is read again from scratch and retried, and the task's
+    /// row is made again from its events.
+    @Test func aRememberedRowDeletedByHandMakesTheBatchReadAgain() throws {
+        let db = try freshDatabase()
+        let dir = try makeTemporaryDirectory("deleted-by-hand")
+        let first = try ChildProcess(executable("applier"), arguments: ["--batch-size", "1", "--batch-ms", "1"], environment: ["DATABASE_URL": db],
+                                     stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/stderr"))
+        let connection = try PGConnection(conninfo: db)
+        defer { connection.close() }
+        first.writeStdin(stream([event(.created, 0, id: "t", content: "c")]))
+        try waitUntil("the applier wrote the task") { (try? connection.execute("SELECT count(*) FROM meetperry.task").scalar) == "1" }
+        try connection.execute("DELETE FROM meetperry.task WHERE external_id = 't'")
+        first.writeStdin(stream([event(.updated, 5, id: "t", content: "done", done: true)]))
+        first.closeStdin()
+        #expect(try first.waitForExit() == 0)
+        let log = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
+        #expect(log.contains("batch not committed, retrying") && log.contains("changed between reading and writing them"), "\(log)")
+        #expect(try taskRows(db) == [row(TaskRules.fold([event(.created, 0, id: "t", content: "c"),
+                                                         event(.updated, 5, id: "t", content: "done", done: true)]).state!)])
+    }
+
     @Test func sigtermCommitsWhatWasReadAndExitsZero() throws {
         let db = try freshDatabase()
         let dir = try makeTemporaryDirectory("applier")

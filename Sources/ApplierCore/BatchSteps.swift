@@ -143,10 +143,7 @@ struct BatchSteps {
     mutating func read(ownEvents stored: BatchPlan.Stored) {
         guard case .awaitingOwnEvents(let recall) = state else { preconditionFailure("own events read out of turn") }
         state = .modifying
-        var known = stored
-        known.identities.formUnion(recall.stored.identities)
-        known.refusals.merge(recall.stored.refusals) { $1 }
-        let duplicatesOnly = BatchPlan(batch, stored: known, cached: recall.cached)
+        let duplicatesOnly = BatchPlan(batch, stored: Self.known(stored, recall), cached: recall.cached)
         state = duplicatesOnly.newItems.isEmpty ? .finished(duplicatesOnly.fold().outcome, next: .replaying, remember: nil) : .awaitingStored(recall)
     }
 
@@ -205,10 +202,7 @@ struct BatchSteps {
 
     /// The plan, from what the cache answered and what was read of the rest.
     private mutating func plan(_ recall: consuming TaskCache.Recall, _ stored: consuming BatchPlan.Stored) {
-        var known = stored
-        known.identities.formUnion(recall.stored.identities)
-        known.refusals.merge(recall.stored.refusals) { $1 }
-        let plan = BatchPlan(batch, stored: known, cached: recall.cached)
+        let plan = BatchPlan(batch, stored: Self.known(stored, recall), cached: recall.cached)
         let next: Mode = plan.duplicates * 2 > batch.count ? .replaying : .live
         if plan.newItems.isEmpty {
             state = .finished(plan.fold().outcome, next: next, remember: nil)
@@ -217,6 +211,13 @@ struct BatchSteps {
         } else {
             state = afterAddresses(plan, next: next)
         }
+    }
+
+    /// What was read, with the batch's events the cache knows are stored (and their verdicts) added.
+    private static func known(_ stored: consuming BatchPlan.Stored, _ recall: TaskCache.Recall) -> BatchPlan.Stored {
+        stored.identities.formUnion(recall.stored.identities)
+        stored.refusals.merge(recall.stored.refusals) { $1 }
+        return stored
     }
 
     private func afterAddresses(_ plan: consuming BatchPlan, next: Mode) -> State {

@@ -122,7 +122,7 @@ struct TaskCache {
         /// Counts, for metrics: tasks answered; tasks not answered (`unanswered.count`),
         /// of which `stale` were remembered in a partition found changed (so forgotten).
         var hits = 0
-        var misses = 0
+        var misses: Int { unanswered.count }
         var stale = 0
     }
 
@@ -234,7 +234,6 @@ struct TaskCache {
             recall.stored.identities.insert(batch.identities[item])
             if let refusal { recall.stored.refusals[batch.identities[item]] = refusal }
         }
-        recall.misses = recall.unanswered.count
         return recall
     }
 

@@ -68,9 +68,6 @@ public final class TaskStore: BatchStore {
             """)
     }
 
-    /// The cache's entries and bytes (for the summary and metrics).
-    public var cacheSize: (entries: Int, bytes: Int) { (cache.count, cache.bytes) }
-
     /// Applies a batch atomically. On any error the transaction is rolled
     /// back (or the connection is gone) and nothing of the batch is kept, so
     /// the caller can retry the same batch on a new connection.

@@ -306,6 +306,13 @@ import WebhookModel
         }
     }
 
+    /// The applier on a pipe this test writes to line by line, one event a
+    /// batch; its rejects and log are files in `dir`.
+    func applierFedByHand(_ db: String, _ dir: String) throws -> ChildProcess {
+        try ChildProcess(executable("applier"), arguments: ["--batch-size", "1", "--batch-ms", "1"], environment: ["DATABASE_URL": db],
+                         stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/stderr"))
+    }
+
     /// Another applier writes a task's partition between two batches of the
     /// first, leaving the row as it was (an update that changes nothing, at
     /// minute 100): the first applier's cache of that task is out of date
@@ -316,8 +323,7 @@ import WebhookModel
     @Test func aPartitionAnotherApplierWroteIsReadAgain() throws {
         let db = try freshDatabase()
         let dir = try makeTemporaryDirectory("second-writer")
-        let first = try ChildProcess(executable("applier"), arguments: ["--batch-size", "1", "--batch-ms", "1"], environment: ["DATABASE_URL": db],
-                                     stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/stderr"))
+        let first = try applierFedByHand(db, dir)
         let connection = try PGConnection(conninfo: db)
         defer { connection.close() }
         func events(_ task: String) throws -> Int { Int(try connection.execute("SELECT count(*) FROM meetperry.task_event WHERE external_id = $1", [task]).scalar ?? "") ?? -1 }
@@ -346,8 +352,7 @@ import WebhookModel
     @Test func aRememberedRowDeletedByHandMakesTheBatchReadAgain() throws {
         let db = try freshDatabase()
         let dir = try makeTemporaryDirectory("deleted-by-hand")
-        let first = try ChildProcess(executable("applier"), arguments: ["--batch-size", "1", "--batch-ms", "1"], environment: ["DATABASE_URL": db],
-                                     stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/stderr"))
+        let first = try applierFedByHand(db, dir)
         let connection = try PGConnection(conninfo: db)
         defer { connection.close() }
         first.writeStdin(stream([event(.created, 0, id: "t", content: "c")]))

@@ -52,9 +52,9 @@ struct BatchPlan {
         var refusal: EventDisposition?
     }
 
-    /// A task's row that the fold changed, by where the row is.
+    /// A task's row that the fold changed, by how the row is found.
     struct RowUpdate: Equatable {
-        var address: RowAddress
+        var locator: RowLocator
         var state: TaskState
         /// The task's number in the batch (`PreparedBatch.tasks`).
         var task: Int32 = -1
@@ -116,24 +116,13 @@ struct BatchPlan {
         }
     }
 
-    /// Task `task`'s latest stored event time, its row's address, its row: from the cache, else as read.
+    /// Task `task`'s latest stored event time, how its row is found, its row: from the cache, else as read.
     private func latest(_ task: Int) -> Timestamp? { cached.isEmpty ? stored.latest[batch.tasks[task]] : cached[task]?.latest ?? stored.latest[batch.tasks[task]] }
-    private func address(_ task: Int) -> RowAddress? {
-        cached.isEmpty ? stored.rowAddresses[batch.tasks[task]] : cached[task]?.address ?? stored.rowAddresses[batch.tasks[task]]
+    private func locator(_ task: Int) -> RowLocator? {
+        if !cached.isEmpty, let entry = cached[task] { return entry.locator }
+        return stored.rowAddresses[batch.tasks[task]].map(RowLocator.address)
     }
     private func row(_ task: Int) -> TaskState? { cached.isEmpty ? stored.rows[batch.tasks[task]] : cached[task]?.row ?? stored.rows[batch.tasks[task]] }
-
-    /// The tasks the cache answered, that gained an event, whose row's address
-    /// it does not know (the row was copied in): read first (`addAddresses`).
-    var addressesToRead: [String] {
-        guard !cached.isEmpty else { return [] }
-        return gained.lazy.map(Int.init).filter { self.cached[$0] != nil && self.cached[$0]?.address == nil }.map { batch.tasks[$0] }
-    }
-
-    /// Where the rows of `addressesToRead` are.
-    mutating func addAddresses(_ addresses: [String: RowAddress]) {
-        stored.rowAddresses.merge(addresses) { $1 }
-    }
 
     /// The rows to read (`addRows`): those of the tasks that gained an event, but the cache's.
     var rowsToRead: [RowAddress] {
@@ -189,7 +178,7 @@ struct BatchPlan {
                 let (state, verdicts) = TaskRules.extend(row, with: events.webhooks)
                 states.append(state)
                 for (index, verdict) in zip(events.newIndices, verdicts) { dispositions[index] = verdict }
-                if state != row, let address = address(task) { rows.existing.append(RowUpdate(address: address, state: state, task: Int32(task))) }
+                if state != row, let locator = locator(task) { rows.existing.append(RowUpdate(locator: locator, state: state, task: Int32(task))) }
                 continue
             }
             let (state, creation) = TaskRules.foldState(events.webhooks)
@@ -199,8 +188,8 @@ struct BatchPlan {
             if events.webhooks.count > events.newIndices.count { creations[batch.tasks[task]] = creation }
             states.append(state)
             guard let state else { continue }
-            if let address = address(task) {
-                if state != row(task) { rows.existing.append(RowUpdate(address: address, state: state, task: Int32(task))) }
+            if let locator = locator(task) {
+                if state != row(task) { rows.existing.append(RowUpdate(locator: locator, state: state, task: Int32(task))) }
             } else {
                 rows.new.append(state)
             }
@@ -242,21 +231,21 @@ struct BatchPlan {
     }
 
     /// What the cache is to remember once the batch commits: each task that
-    /// gained an event as it is now (its state, where its row is now: `addresses`
-    /// for the rows updated, by task number, else where it was, unknown for
-    /// a row copied in; its latest time; a mark of each stored event with its
-    /// verdict as stored now), or forgotten when it has no row, or is deleted;
-    /// and the partitions' versions the write left. `states` as
-    /// `foldKeepingStates` made them: in `gained`'s order.
+    /// gained an event as it is now (its state; how its row is found now:
+    /// `addresses` for the rows updated, by task number, else as before,
+    /// or copied in by `transaction` for a new row; its latest time; a mark
+    /// of each stored event with its verdict as stored now), or forgotten
+    /// when it has no row, or is deleted; and the partitions' versions the
+    /// write left. `states` as `foldKeepingStates` made them: in `gained`'s order.
     func remembrance(states: [TaskState?], verdicts: [VerdictChange], addresses: [RowAddress?],
-                     versions: [Int: Int64]) -> TaskCache.Update {
+                     versions: [Int: Int64], transaction: TransactionID) -> TaskCache.Update {
         var update = TaskCache.Update(versions: versions)
         update.entries.reserveCapacity(gained.count)
         let verdictsByTask = verdicts.isEmpty ? [:] : Dictionary(grouping: verdicts, by: \.taskId)
         for (task, state) in zip(gained.lazy.map(Int.init), states) {
             let taskId = batch.tasks[task]
             // A task with a state has a row now: updated (its address returned), left as it was, or copied in.
-            let address = (addresses.isEmpty ? nil : addresses[task]) ?? address(task)
+            let locator = (addresses.isEmpty ? nil : addresses[task]).map(RowLocator.address) ?? locator(task) ?? .copiedIn(by: transaction)
             guard let state, TaskCache.keeps(state) else {
                 update.forgotten.append(taskId)
                 continue
@@ -277,7 +266,7 @@ struct BatchPlan {
                 update.forgotten.append(taskId)
                 continue
             }
-            update.entries.append(TaskCache.Entry(row: state, address: address, latest: latest, marks: marks))
+            update.entries.append(TaskCache.Entry(row: state, locator: locator, latest: latest, marks: marks))
         }
         return update
     }
@@ -298,6 +287,22 @@ extension BatchPlan.TaskEvents {
         newIndices.append(index)
     }
 }
+
+/// How a batch finds a task's row to update it.
+enum RowLocator: Equatable, Sendable {
+    /// Where it is (`RowAddress`): read, or returned by an update, under the partition locks.
+    case address(RowAddress)
+    /// Copied in by this connection's transaction `by` (COPY says not where):
+    /// found by its task id (an index look-up, which the update would
+    /// otherwise make in a read of its own), and only while it is still the
+    /// version that transaction made (`xmin`): a row someone else changed or
+    /// deleted since fails the batch, as a moved row does.
+    case copiedIn(by: TransactionID)
+}
+
+/// A PostgreSQL transaction id as a row's `xmin` holds it: the low 32 bits
+/// of `pg_current_xact_id()`.
+typealias TransactionID = UInt32
 
 /// Where a row of `meetperry.task` is: its `ctid` (block, line). Read under
 /// the partition locks, a row stays where it is until the transaction ends

@@ -39,8 +39,6 @@ struct BatchSteps {
         case readOwnEvents([Int])
         /// Read what is stored of these tasks; then `read(stored:)`.
         case readStored([String])
-        /// Read where the rows of these tasks are; then `read(addresses:)`.
-        case readAddresses([String])
         /// Read these rows of `meetperry.task`; then `read(rows:)`.
         case readRows([RowAddress])
         /// Read every stored event of these tasks; then `read(histories:)`.
@@ -48,7 +46,7 @@ struct BatchSteps {
         /// Copy these new events (batch indices) into the event log, write
         /// these rows, store these verdicts, and bump the versions of these
         /// partitions (those of the tasks that gained an event); then
-        /// `written(addresses:versions:)`.
+        /// `written(addresses:versions:transaction:)`.
         case write(newItems: [Int], rows: BatchPlan.Rows, verdicts: [BatchPlan.VerdictChange], partitions: [Int])
         /// The batch is applied (to commit); the next batch looks for its
         /// duplicates as `next` says; once committed, the cache remembers `remember`.
@@ -61,7 +59,6 @@ struct BatchSteps {
         case awaitingRecall
         case awaitingOwnEvents(TaskCache.Recall)
         case awaitingStored(TaskCache.Recall)
-        case awaitingAddresses(BatchPlan, next: Mode)
         case awaitingRows(BatchPlan, next: Mode)
         case awaitingHistories(BatchPlan, next: Mode)
         case writing(BatchPlan, next: Mode)
@@ -102,8 +99,6 @@ struct BatchSteps {
             return .readOwnEvents(batch.items.indices.filter { unanswered.contains(batch.items[$0].record.webhook.taskId) })
         case .awaitingStored(let recall):
             return .readStored(recall.unanswered)
-        case .awaitingAddresses(let plan, _):
-            return .readAddresses(plan.addressesToRead)
         case .awaitingRows(let plan, _):
             return .readRows(plan.rowsToRead)
         case .awaitingHistories(let plan, _):
@@ -154,14 +149,6 @@ struct BatchSteps {
         plan(recall, stored)
     }
 
-    /// Where the rows of the cache's tasks that gained an event are.
-    mutating func read(addresses: [String: RowAddress]) {
-        guard case .awaitingAddresses(var plan, let next) = state else { preconditionFailure("addresses read out of turn") }
-        state = .modifying
-        plan.addAddresses(addresses)
-        state = afterAddresses(plan, next: next)
-    }
-
     /// The rows of the tasks that gained an event.
     mutating func read(rows: [String: TaskState]) {
         guard case .awaitingRows(var plan, let next) = state else { preconditionFailure("rows read out of turn") }
@@ -178,14 +165,14 @@ struct BatchSteps {
         state = .writing(plan, next: next)
     }
 
-    /// The new events, rows and verdicts are written: the rows written are
-    /// now at `addresses` (by task number; empty without a cache), and the
-    /// partitions bumped are at `versions`.
-    mutating func written(addresses: [RowAddress?] = [], versions: [Int: Int64] = [:]) {
+    /// The new events, rows and verdicts are written: the rows updated are
+    /// now at `addresses` (by task number; empty without a cache), the rows
+    /// copied in were by `transaction`, and the partitions bumped are at `versions`.
+    mutating func written(addresses: [RowAddress?] = [], versions: [Int: Int64] = [:], transaction: TransactionID = 0) {
         guard case .awaitingWrite(let plan, let outcome, let verdicts, let states, let next) = state else {
             preconditionFailure("written out of turn")
         }
-        let remember = remembering ? plan.remembrance(states: states, verdicts: verdicts, addresses: addresses, versions: versions) : nil
+        let remember = remembering ? plan.remembrance(states: states, verdicts: verdicts, addresses: addresses, versions: versions, transaction: transaction) : nil
         state = .finished(outcome, next: next, remember: remember)
     }
 
@@ -206,10 +193,8 @@ struct BatchSteps {
         let next: Mode = plan.duplicates * 2 > batch.count ? .replaying : .live
         if plan.newItems.isEmpty {
             state = .finished(plan.fold().outcome, next: next, remember: nil)
-        } else if !plan.addressesToRead.isEmpty {
-            state = .awaitingAddresses(plan, next: next)
         } else {
-            state = afterAddresses(plan, next: next)
+            state = afterStored(plan, next: next)
         }
     }
 
@@ -220,7 +205,7 @@ struct BatchSteps {
         return stored
     }
 
-    private func afterAddresses(_ plan: consuming BatchPlan, next: Mode) -> State {
+    private func afterStored(_ plan: consuming BatchPlan, next: Mode) -> State {
         guard plan.rowsToRead.isEmpty else { return .awaitingRows(plan, next: next) }
         plan.addRows([:])
         return afterRows(plan, next: next)

@@ -102,9 +102,9 @@ struct TaskCache {
     /// What is remembered of one task: all a batch needs to go on from its row.
     struct Entry: Equatable {
         var row: TaskState
-        /// Where its row is; nil when the row was copied in (COPY says not
-        /// where): read, one index look-up, when the task gains an event.
-        var address: RowAddress?
+        /// How its row is found: where it is, or (copied in: COPY says not
+        /// where) by its task id, as the version this connection copied in.
+        var locator: RowLocator
         /// The latest timestamp among its stored events.
         var latest: Timestamp
         var marks: Marks
@@ -169,7 +169,7 @@ struct TaskCache {
     /// What a free slot holds: nothing on the heap.
     private static let vacant = Entry(row: TaskState(taskId: "", userId: "", content: "", createdDate: Timestamp(microsecondsSinceEpoch: 0),
                                                      completedDate: nil, deletedDate: nil),
-                                      address: RowAddress(block: 0, offset: 0), latest: Timestamp(microsecondsSinceEpoch: 0), marks: [])
+                                      locator: .copiedIn(by: 0), latest: Timestamp(microsecondsSinceEpoch: 0), marks: [])
 
     init(budget: Int) {
         self.budget = max(0, budget)

@@ -37,7 +37,7 @@ public final class TaskStore: BatchStore {
     private let connection: PGConnection
     /// Folded tasks that have no row yet, and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
-    private var derivedRows = BinaryCopyEncoder(columns: 8)
+    private var derivedRows = BinaryCopyEncoder(columns: 9)
     /// How the next batch looks for its duplicates (the last one says: `BatchSteps.Mode`).
     private var mode = BatchSteps.Mode.live
     /// What this connection has just written, while no one else writes its partitions.
@@ -62,7 +62,7 @@ public final class TaskStore: BatchStore {
         ])
         try connection.execute("""
             CREATE TEMP TABLE IF NOT EXISTS derived_task (
-                address tid, task int4, external_id text, user_id text, content text,
+                address tid, copied_by xid, task int4, external_id text, user_id text, content text,
                 created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
             ) ON COMMIT DELETE ROWS
             """)
@@ -104,8 +104,6 @@ public final class TaskStore: BatchStore {
                 steps.read(ownEvents: try storedEvents(amongThoseOf: batch, indices))
             case .readStored(let tasks):
                 steps.read(stored: try stored(tasks))
-            case .readAddresses(let tasks):
-                steps.read(addresses: try addresses(of: tasks))
             case .readRows(let addresses):
                 steps.read(rows: try rows(addresses))
             case .readHistories(let tasks):
@@ -116,9 +114,9 @@ public final class TaskStore: BatchStore {
                 let (versions, xactId) = try bumpVersions(of: partitions)
                 // The new events go into the event log as they were encoded.
                 try connection.copyIn(PreparedBatch.eventLogCopy, data: batch.eventRows.data(rows: newItems, appendingToEach: xactId))
-                let addresses = try write(rows, of: batch)
+                let addresses = try write(rows, of: batch, transaction: TransactionID(truncatingIfNeeded: xactId))
                 try store(verdicts)
-                steps.written(addresses: addresses, versions: versions)
+                steps.written(addresses: addresses, versions: versions, transaction: TransactionID(truncatingIfNeeded: xactId))
             case .done(let outcome, let next, let remember):
                 mode = next
                 return (outcome, remember)
@@ -293,23 +291,6 @@ public final class TaskStore: BatchStore {
         return stored
     }
 
-    /// Where the rows of these tasks are (tasks the cache knows have a row).
-    /// A row missing is one a writer that takes no locks deleted: the batch
-    /// fails, to be read again from scratch.
-    private func addresses(of tasks: [String]) throws -> [String: RowAddress] {
-        var addresses: [String: RowAddress] = [:]
-        addresses.reserveCapacity(tasks.count)
-        try connection.query("SELECT external_id, ctid FROM meetperry.task WHERE external_id = ANY($1::text[])",
-                             [PGArray.literal(tasks)], binary: true) { row in
-            guard let taskId = row.string(0), let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
-                throw PGError.unreadableRow("meetperry.task")
-            }
-            addresses[taskId] = address
-        }
-        guard addresses.count == tasks.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
-        return addresses
-    }
-
     /// The rows at these addresses that have a creation date, as the rules' state, by task id.
     private func rows(_ addresses: [RowAddress]) throws -> [String: TaskState] {
         guard !addresses.isEmpty else { return [:] }
@@ -371,53 +352,65 @@ public final class TaskStore: BatchStore {
     }
 
     /// A task without a row is copied in; a row that changed is updated where
-    /// it is. With a cache, where each row written is now (an update moves a
-    /// row), by the task's number in the batch; else nothing.
-    private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch) throws -> [RowAddress?] {
+    /// it is, or (copied in by an earlier transaction of this connection, so
+    /// where is not known) found by its task id while it is still the version
+    /// that transaction made. A row not found is one a writer that takes no
+    /// locks moved, changed or deleted: the batch fails, to be read again from
+    /// scratch. With a cache, where each row updated is now (an update moves
+    /// a row), by the task's number in the batch; else nothing.
+    private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch, transaction: TransactionID) throws -> [RowAddress?] {
         let remembering = cache.isEnabled
         newTaskRows.removeAll()
         derivedRows.removeAll()
+        var copiedIn = 0
         for state in rows.new { Self.encode(state, into: &newTaskRows) }
         for update in rows.existing {
-            derivedRows.addTID(block: update.address.block, offset: update.address.offset)
+            switch update.locator {
+            case .address(let address):
+                derivedRows.addTID(block: address.block, offset: address.offset)
+                derivedRows.addNull()
+            case .copiedIn(let transaction):
+                derivedRows.addNull()
+                derivedRows.addXID(transaction)
+                copiedIn += 1
+            }
             derivedRows.add(update.task)
             Self.encode(update.state, into: &derivedRows)
         }
         var addresses: [RowAddress?] = remembering ? Array(repeating: nil, count: batch.tasks.count) : []
-        var returnedRows = 0
-        /// A row written: its task (`task`: the column's value is its number, else its id) and where it is now.
-        func returned(_ row: RowView, task: Int32?) throws {
-            guard let task, task >= 0, Int(task) < addresses.count, let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
-                throw PGError.unreadableRow("meetperry.task")
-            }
-            addresses[Int(task)] = address
-            returnedRows += 1
-        }
         if !newTaskRows.isEmpty {
             try connection.copyIn("""
                 COPY meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date)
                 FROM STDIN (FORMAT binary)
                 """, data: newTaskRows.data)
         }
-        if !derivedRows.isEmpty {
-            try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)
-            let update = """
-                UPDATE meetperry.task AS t SET
-                    user_id = d.user_id, content = d.content, created_date = d.created_date,
-                    completed_date = d.completed_date, deleted_date = d.deleted_date, updated_date = now()
-                FROM derived_task d WHERE t.ctid = d.address AND t.external_id = d.external_id
-                """
-            let updated: Int
+        guard !derivedRows.isEmpty else { return addresses }
+        try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)
+        let update = """
+            UPDATE meetperry.task AS t SET
+                user_id = d.user_id, content = d.content, created_date = d.created_date,
+                completed_date = d.completed_date, deleted_date = d.deleted_date, updated_date = now()
+            FROM derived_task d
+            """
+        var updated = 0
+        for (found, count) in [("t.ctid = d.address AND t.external_id = d.external_id", rows.existing.count - copiedIn),
+                               ("d.address IS NULL AND t.external_id = d.external_id AND t.xmin = d.copied_by", copiedIn)] where count > 0 {
             if remembering {
-                let before = returnedRows
-                try connection.query(update + " RETURNING d.task, t.ctid", binary: true) { try returned($0, task: $0.int32(binary: 0)) }
-                updated = returnedRows - before
+                try connection.query(update + " WHERE \(found) RETURNING d.task, t.ctid", binary: true) { row in
+                    // A row written: its task (its number in the batch) and where it is now.
+                    guard let task = row.int32(binary: 0), task >= 0, Int(task) < addresses.count,
+                          let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
+                        throw PGError.unreadableRow("meetperry.task")
+                    }
+                    addresses[Int(task)] = address
+                    updated += 1
+                }
             } else {
-                updated = try connection.execute(update).affectedRows
+                updated += try connection.execute(update + " WHERE \(found)").affectedRows
             }
-            // The rows were read under the partition locks; only a writer that takes none can have moved them.
-            guard updated == rows.existing.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
         }
+        // The rows were read (or written) under the partition locks; only a writer that takes none can have changed them.
+        guard updated == rows.existing.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
         return addresses
     }
 

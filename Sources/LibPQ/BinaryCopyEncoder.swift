@@ -137,6 +137,13 @@ public struct BinaryCopyEncoder: Sendable {
         appendInt16(offset)
     }
 
+    /// An `xid` (a 32-bit transaction id, such as a row's `xmin`).
+    public mutating func addXID(_ xid: UInt32) {
+        beginValue()
+        appendInt32(4)
+        appendInt32(xid)
+    }
+
     /// A `timestamptz` value from microseconds since the Unix epoch, or NULL.
     public mutating func addTimestamp(microsecondsSinceUnixEpoch micros: Int64?) {
         guard let micros else { return addNull() }

@@ -157,7 +157,7 @@ func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
         plan.addRows(["a": row, "b": TaskState(taskId: "b", userId: "u1", content: "c", createdDate: at(0), completedDate: nil, deletedDate: nil)])
         #expect(plan.tasksToRefold == ["b"], "only b's history is read")
         let (rows, outcome, verdicts) = plan.fold()
-        #expect(rows.existing.first { $0.state.taskId == "a" } == .init(address: RowAddress(block: 0, offset: 1), state: TaskState(taskId: "a", userId: "u1", content: "done", createdDate: at(0),
+        #expect(rows.existing.first { $0.state.taskId == "a" } == .init(locator: .address(RowAddress(block: 0, offset: 1)), state: TaskState(taskId: "a", userId: "u1", content: "done", createdDate: at(0),
                                                                     completedDate: at(5), deletedDate: nil), task: 0))
         #expect(outcome.applied == 1 && outcome.duplicates == 1 && outcome.pending == 1, "(b is folded without its history here: pending)")
         #expect(outcome.rejected.map(\.0.line) == [2, 3] && outcome.rejected.map(\.1) == [.rejectedOwner, .rejectedConflict])

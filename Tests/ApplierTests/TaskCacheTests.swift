@@ -11,7 +11,7 @@ import WebhookModel
     /// A cached task `id`: created at minute 0 (and stored so), its row at `offset`.
     func entry(_ id: String, offset: UInt16 = 1, content: String = "c") -> TaskCache.Entry {
         let created = event(.created, 0, id: id, content: content)
-        return TaskCache.Entry(row: TaskRules.foldState([created]).state!, address: RowAddress(block: 0, offset: offset), latest: at(0),
+        return TaskCache.Entry(row: TaskRules.foldState([created]).state!, locator: .address(RowAddress(block: 0, offset: offset)), latest: at(0),
                                marks: [TaskCache.Mark(key(created), refusal: nil)])
     }
 
@@ -37,7 +37,7 @@ import WebhookModel
         #expect(recall.hits == 2 && recall.misses == 2 && recall.stale == 0)
         #expect(Set(recall.unanswered) == ["c", "d"])
         #expect(recall.stored.identities == [batch.identities[1]], "the retry is known stored; the later event is not")
-        #expect(recall.cached.compactMap { $0?.row.taskId } == ["a", "b"] && recall.cached[0]?.address == RowAddress(block: 0, offset: 1))
+        #expect(recall.cached.compactMap { $0?.row.taskId } == ["a", "b"] && recall.cached[0]?.locator == .address(RowAddress(block: 0, offset: 1)))
     }
 
     /// A mark matches only an event not later than the latest: a later event

@@ -82,7 +82,15 @@ public enum WebhookDecodingError: Error, Sendable, Equatable, CustomStringConver
 
 extension Webhook {
     /// Decodes and validates a webhook body (or a stream line) from raw bytes.
+    /// The receiver's own lines are read as written (`CanonicalLineReader`);
+    /// anything else is parsed as any JSON document.
     public static func decode(_ bytes: UnsafeBufferPointer<UInt8>) throws(WebhookDecodingError) -> StreamRecord {
+        if let record = CanonicalLineReader.read(bytes) { return record }
+        return try decodeDocument(bytes)
+    }
+
+    /// Decodes and validates a webhook body from raw bytes as any JSON document.
+    static func decodeDocument(_ bytes: UnsafeBufferPointer<UInt8>) throws(WebhookDecodingError) -> StreamRecord {
         let document: JSONValue
         do {
             document = try JSONParser.parse(bytes)

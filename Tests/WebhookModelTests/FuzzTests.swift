@@ -57,6 +57,36 @@ import TestSupport
         #expect(accepted > 0, "some mutations stay valid, so both paths are exercised")
     }
 
+    /// The receiver's lines are read without a document tree
+    /// (`CanonicalLineReader`): whatever that reader takes, of canonical lines
+    /// with random fields and of their mutations, the general path takes too,
+    /// with the same result; what it leaves, the general path decides.
+    @Test func theCanonicalLineReaderAgreesWithTheGeneralPath() {
+        var g = SeededGenerator(seed: 23)
+        // Mostly what the reader takes; now and then what it must leave (an escape, a control character).
+        // (The receiver escapes DEL as a control character.)
+        let plain = ["a", "Z9", " ", "é", "😀", "task-0001", "/", "\u{2028}"], odd = ["\"", "\\", "\u{0}", "\u{1F}", "\u{7F}"]
+        func text(_ maxPieces: Int) -> String {
+            (0..<Int(g.next() % UInt64(maxPieces + 1))).map { _ in g.next() % 20 == 0 ? odd[Int(g.next() % 5)] : plain[Int(g.next() % 8)] }.joined()
+        }
+        var read = 0, agreed = 0
+        for round in 0..<30_000 {
+            let record = StreamRecord(
+                webhook: Webhook(event: WebhookEvent.allCases[Int(g.next() % 3)], timestamp: Timestamp(microsecondsSinceEpoch: Int64(g.next() % (1 << 50))),
+                                 userId: text(3), taskId: g.next() % 50 == 0 ? String(repeating: "x", count: 250 + Int(g.next() % 10)) : text(3),
+                                 content: text(6), isCompleted: g.next() % 2 == 0),
+                receivedAt: g.next() % 2 == 0 ? Timestamp(microsecondsSinceEpoch: Int64(g.next() % (1 << 50))) : nil,
+                deliveryId: g.next() % 2 == 0 ? text(2) : nil)
+            var line = Array(record.canonicalLine().dropLast())
+            if round % 2 == 1 { line = Self.mutate(line, &g) }
+            guard let fast = line.withUnsafeBufferPointer(CanonicalLineReader.read) else { continue }
+            read += 1
+            let general = line.withUnsafeBufferPointer { bytes in Result { () throws(WebhookDecodingError) in try Webhook.decodeDocument(bytes) } }
+            if (try? general.get()) == fast { agreed += 1 } else { Issue.record("\(general) ≠ \(fast) for \(String(decoding: line, as: UTF8.self))") }
+        }
+        #expect(read > 5_000 && agreed == read, "the reader took \(read) lines, the general path agreed on \(agreed)")
+    }
+
     @Test func randomTimestampsParseToTheSameInstantOrFailWithAReason() {
         var g = SeededGenerator(seed: 7)
         let alphabet = Array("0123456789-:T tZz+.,".utf8) + [0x41, 0xFF, 0x00]

@@ -126,9 +126,10 @@ public struct PreparedBatch: Sendable {
                 partitionMask |= 1 << UInt32(partition)
             }
             taskOfItem.append(number)
-            let identity = EventIdentity.bytes(of: w)
-            identities.append(EventKey(identity)!)
-            encoder.addUUID(identity)
+            EventIdentity.withBytes(of: w) { identity in
+                identities.append(EventKey(identity)!)
+                encoder.addUUID(identity)
+            }
             encoder.add(w.event.rawValue)
             encoder.add(w.taskId)
             encoder.add(w.userId)

@@ -14,34 +14,53 @@ public enum EventIdentity {
 
     /// The same identity as the 16 bytes of a binary `uuid`.
     public static func bytes(of webhook: Webhook) -> [UInt8] {
+        withBytes(of: webhook) { Array($0) }
+    }
+
+    /// The identity's 16 bytes, handed to `body` without an array made for
+    /// them or for the message hashed (the applier does this per event).
+    public static func withBytes<Result>(of webhook: Webhook, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         var taskId = webhook.taskId, userId = webhook.userId, content = webhook.content
-        var message: [UInt8] = []
-        message.reserveCapacity(64 + taskId.utf8.count + userId.utf8.count + content.utf8.count)
-        appendField(webhook.event.rawValue.utf8, to: &message)
-        taskId.withUTF8 { appendField($0, to: &message) }
-        userId.withUTF8 { appendField($0, to: &message) }
-        content.withUTF8 { appendField($0, to: &message) }
-        appendLength(1, to: &message)
-        message.append(webhook.isCompleted ? 1 : 0)
-        appendLength(8, to: &message)
-        let micros = UInt64(bitPattern: webhook.timestamp.microsecondsSinceEpoch)
-        for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: micros >> UInt64(shift))) }
-        let digest = message.withUnsafeBytes { SHA256.hash(data: $0) }
-        return digest.withUnsafeBytes { Array($0.prefix(16)) }
+        let capacity = 4 * 4 + 8 + 8 + 1 + taskId.utf8.count + userId.utf8.count + content.utf8.count + webhook.event.rawValue.utf8.count
+        let digest = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
+            var message = MessageWriter(buffer: buffer)
+            message.appendField(webhook.event.rawValue.utf8)
+            taskId.withUTF8 { message.appendField($0) }
+            userId.withUTF8 { message.appendField($0) }
+            content.withUTF8 { message.appendField($0) }
+            message.appendLength(1)
+            message.append(webhook.isCompleted ? 1 : 0)
+            message.appendLength(8)
+            let micros = UInt64(bitPattern: webhook.timestamp.microsecondsSinceEpoch)
+            for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: micros >> UInt64(shift))) }
+            return SHA256.hash(data: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[..<message.count])))
+        }
+        return digest.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0.prefix(16))) }
     }
 
-    /// A field: its length (4 bytes, big-endian), then its bytes.
-    private static func appendField(_ bytes: some Collection<UInt8>, to message: inout [UInt8]) {
-        appendLength(bytes.count, to: &message)
-        message.append(contentsOf: bytes)
-    }
+    /// The message hashed, written into a buffer made large enough for it.
+    private struct MessageWriter {
+        let buffer: UnsafeMutableBufferPointer<UInt8>
+        var count = 0
 
-    private static func appendLength(_ count: Int, to message: inout [UInt8]) {
-        let length = UInt32(count)
-        message.append(UInt8(truncatingIfNeeded: length >> 24))
-        message.append(UInt8(truncatingIfNeeded: length >> 16))
-        message.append(UInt8(truncatingIfNeeded: length >> 8))
-        message.append(UInt8(truncatingIfNeeded: length))
+        mutating func append(_ byte: UInt8) {
+            buffer[count] = byte
+            count += 1
+        }
+
+        /// A field: its length (4 bytes, big-endian), then its bytes.
+        mutating func appendField(_ bytes: some Collection<UInt8>) {
+            appendLength(bytes.count)
+            for byte in bytes { append(byte) }
+        }
+
+        mutating func appendLength(_ count: Int) {
+            let length = UInt32(count)
+            append(UInt8(truncatingIfNeeded: length >> 24))
+            append(UInt8(truncatingIfNeeded: length >> 16))
+            append(UInt8(truncatingIfNeeded: length >> 8))
+            append(UInt8(truncatingIfNeeded: length))
+        }
     }
 
     static func format(_ bytes: UnsafeRawBufferPointer) -> String {

@@ -102,7 +102,10 @@ public final class Applier {
                 try committers[0].submit(PreparedBatch(batch))
             } else {
                 var parts = Array(repeating: [IncomingEvent](), count: committers.count)
-                for item in batch {
+                // Moved out one by one (reversed, then taken from the end), not copied:
+                // a copy retains each of an event's strings and buffers, and the batch's release frees them.
+                batch.reverse()
+                while let item = batch.popLast() {
                     parts[TaskPartition.of(task: item.record.webhook.taskId) % committers.count].append(item)
                 }
                 for (committer, part) in zip(committers, parts) where !part.isEmpty {

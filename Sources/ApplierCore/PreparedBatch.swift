@@ -115,8 +115,9 @@ public struct PreparedBatch: Sendable {
         var partitionOfTask: [UInt8] = []
         taskOfItem.reserveCapacity(items.count)
         var partitionMask: UInt32 = 0
-        for index in items.indices {  // by index: the item itself (its input, its delivery) is not copied
-            let w = items[index].record.webhook
+        /// One item's record, borrowed where it is in `items` (not copied).
+        func add(_ record: StreamRecord) {
+            let w = record.webhook
             let number = taskNumbers[w.taskId, default: Int32(tasks.count)]
             if number == tasks.count {
                 taskNumbers[w.taskId] = number
@@ -136,10 +137,11 @@ public struct PreparedBatch: Sendable {
             encoder.add(w.content)
             encoder.add(w.isCompleted)
             encoder.addTimestamp(microsecondsSinceUnixEpoch: w.timestamp.microsecondsSinceEpoch)
-            encoder.addTimestamp(microsecondsSinceUnixEpoch: items[index].record.receivedAt?.microsecondsSinceEpoch)
-            encoder.add(items[index].record.deliveryId)
+            encoder.addTimestamp(microsecondsSinceUnixEpoch: record.receivedAt?.microsecondsSinceEpoch)
+            encoder.add(record.deliveryId)
             encoder.endRow()
         }
+        for index in items.indices { add(items[index].record) }
         self.items = items
         self.identities = identities
         self.eventRows = encoder

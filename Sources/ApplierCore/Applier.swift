@@ -101,12 +101,17 @@ public final class Applier {
             if committers.count == 1 {
                 try committers[0].submit(PreparedBatch(batch))
             } else {
-                var parts = Array(repeating: [IncomingEvent](), count: committers.count)
-                // Moved out one by one (reversed, then taken from the end), not copied:
-                // a copy retains each of an event's strings and buffers, and the batch's release frees them.
-                batch.reverse()
+                // Moved, not copied (a copy retains each of an event's strings and
+                // buffers, and the batch's release frees them): taken from the end
+                // into reversed parts, then from their ends into parts in order.
+                var reversedParts = Array(repeating: [IncomingEvent](), count: committers.count)
                 while let item = batch.popLast() {
-                    parts[TaskPartition.of(task: item.record.webhook.taskId) % committers.count].append(item)
+                    reversedParts[TaskPartition.of(task: item.record.webhook.taskId) % committers.count].append(item)
+                }
+                var parts = Array(repeating: [IncomingEvent](), count: committers.count)
+                for index in reversedParts.indices {
+                    parts[index].reserveCapacity(reversedParts[index].count)
+                    while let item = reversedParts[index].popLast() { parts[index].append(item) }
                 }
                 for (committer, part) in zip(committers, parts) where !part.isEmpty {
                     try committer.submit(PreparedBatch(part))

@@ -119,14 +119,14 @@ struct BatchPlan {
     /// Task `task`'s latest stored event time, how its row is found, its row: from the cache, else as read.
     private func latest(_ task: Int) -> Timestamp? { cached.isEmpty ? stored.latest[batch.tasks[task]] : cached[task]?.latest ?? stored.latest[batch.tasks[task]] }
     private func locator(_ task: Int) -> RowLocator? {
-        if !cached.isEmpty, let entry = cached[task] { return entry.locator }
+        if !cached.isEmpty, let locator = cached[task]?.locator { return locator }  // the locator alone: the entry is not copied
         return stored.rowAddresses[batch.tasks[task]].map(RowLocator.address)
     }
     private func row(_ task: Int) -> TaskState? { cached.isEmpty ? stored.rows[batch.tasks[task]] : cached[task]?.row ?? stored.rows[batch.tasks[task]] }
 
     /// The rows to read (`addRows`): those of the tasks that gained an event, but the cache's.
     var rowsToRead: [RowAddress] {
-        gained.compactMap { task in cached.isEmpty || cached[Int(task)] == nil ? stored.rowAddresses[batch.tasks[Int(task)]] : nil }
+        gained.compactMap { task in cached.isEmpty || cached[Int(task)]?.latest == nil ? stored.rowAddresses[batch.tasks[Int(task)]] : nil }
     }
 
     /// Adds the rows of the tasks that gained an event, and picks the tasks

@@ -364,18 +364,9 @@ public final class TaskStore: BatchStore {
         derivedRows.removeAll()
         var copiedIn = 0
         for state in rows.new { Self.encode(state, into: &newTaskRows) }
-        for update in rows.existing {
-            switch update.locator {
-            case .address(let address):
-                derivedRows.addTID(block: address.block, offset: address.offset)
-                derivedRows.addNull()
-            case .copiedIn(let transaction):
-                derivedRows.addNull()
-                derivedRows.addXID(transaction)
-                copiedIn += 1
-            }
-            derivedRows.add(update.task)
-            Self.encode(update.state, into: &derivedRows)
+        for index in rows.existing.indices {
+            if case .copiedIn = rows.existing[index].locator { copiedIn += 1 }
+            Self.encode(rows.existing[index], into: &derivedRows)  // borrowed where it is, not copied
         }
         var addresses: [RowAddress?] = remembering ? Array(repeating: nil, count: batch.tasks.count) : []
         if !newTaskRows.isEmpty {
@@ -412,6 +403,20 @@ public final class TaskStore: BatchStore {
         // The rows were read (or written) under the partition locks; only a writer that takes none can have changed them.
         guard updated == rows.existing.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
         return addresses
+    }
+
+    /// One `derived_task` row: how the row is found, the task's number, its new columns.
+    private static func encode(_ update: BatchPlan.RowUpdate, into rows: inout BinaryCopyEncoder) {
+        switch update.locator {
+        case .address(let address):
+            rows.addTID(block: address.block, offset: address.offset)
+            rows.addNull()
+        case .copiedIn(let transaction):
+            rows.addNull()
+            rows.addXID(transaction)
+        }
+        rows.add(update.task)
+        encode(update.state, into: &rows)
     }
 
     /// One `meetperry.task` row (its seed columns but the id) for COPY.

@@ -124,9 +124,12 @@ struct BatchPlan {
     }
     private func row(_ task: Int) -> TaskState? { cached.isEmpty ? stored.rows[batch.tasks[task]] : cached[task]?.row ?? stored.rows[batch.tasks[task]] }
 
+    /// Whether the cache answered task `task` (asked through a field, so its entry is not copied).
+    private func isCached(_ task: Int) -> Bool { !cached.isEmpty && cached[task]?.latest != nil }
+
     /// The rows to read (`addRows`): those of the tasks that gained an event, but the cache's.
     var rowsToRead: [RowAddress] {
-        gained.compactMap { task in cached.isEmpty || cached[Int(task)]?.latest == nil ? stored.rowAddresses[batch.tasks[Int(task)]] : nil }
+        gained.compactMap { task in isCached(Int(task)) ? nil : stored.rowAddresses[batch.tasks[Int(task)]] }
     }
 
     /// Adds the rows of the tasks that gained an event, and picks the tasks

@@ -112,11 +112,12 @@ public final class TaskStore: BatchStore {
                 // The partitions' versions first: this transaction's id comes with them (the event
                 // log's column default, given once rather than worked out per row).
                 let (versions, xactId) = try bumpVersions(of: partitions)
+                let transaction = TransactionID(truncatingIfNeeded: xactId)  // as a row's xmin holds it
                 // The new events go into the event log as they were encoded.
                 try connection.copyIn(PreparedBatch.eventLogCopy, data: batch.eventRows.data(rows: newItems, appendingToEach: xactId))
-                let addresses = try write(rows, of: batch, transaction: TransactionID(truncatingIfNeeded: xactId))
+                let addresses = try write(rows, of: batch)
                 try store(verdicts)
-                steps.written(addresses: addresses, versions: versions, transaction: TransactionID(truncatingIfNeeded: xactId))
+                steps.written(addresses: addresses, versions: versions, transaction: transaction)
             case .done(let outcome, let next, let remember):
                 mode = next
                 return (outcome, remember)
@@ -358,7 +359,7 @@ public final class TaskStore: BatchStore {
     /// locks moved, changed or deleted: the batch fails, to be read again from
     /// scratch. With a cache, where each row updated is now (an update moves
     /// a row), by the task's number in the batch; else nothing.
-    private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch, transaction: TransactionID) throws -> [RowAddress?] {
+    private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch) throws -> [RowAddress?] {
         let remembering = cache.isEnabled
         newTaskRows.removeAll()
         derivedRows.removeAll()

@@ -21,7 +21,8 @@ public enum EventIdentity {
     /// them or for the message hashed (the applier does this per event).
     public static func withBytes<Result>(of webhook: Webhook, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
         var taskId = webhook.taskId, userId = webhook.userId, content = webhook.content
-        let capacity = 4 * 4 + 8 + 8 + 1 + taskId.utf8.count + userId.utf8.count + content.utf8.count + webhook.event.rawValue.utf8.count
+        // Six 4-byte lengths (four text fields, the flag, the time), the flag's byte, the time's 8, the texts.
+        let capacity = 6 * 4 + 1 + 8 + webhook.event.rawValue.utf8.count + taskId.utf8.count + userId.utf8.count + content.utf8.count
         let digest = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
             var message = MessageWriter(buffer: buffer)
             message.appendField(webhook.event.rawValue.utf8)

@@ -45,8 +45,8 @@ public struct ApplierSummary: Sendable, Equatable {
     public var cacheLine: String? {
         let asked = cache.hits + cache.misses
         guard asked > 0 else { return nil }
-        return "task cache: answered \(cache.hits) of \(asked) task look-ups (\(String(format: "%.1f", 100 * Double(cache.hits) / Double(asked))) %); "
-            + "\(cache.stale) found changed by another writer"
+        return "task cache: answered \(cache.hits) of \(asked) task look-ups (\(String(format: "%.1f", 100 * Double(cache.hits) / Double(asked))) %), "
+            + "\(cache.new) of them new tasks with nothing stored; \(cache.stale) found changed by another writer"
     }
 
     public var line: String {

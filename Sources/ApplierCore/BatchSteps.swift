@@ -179,7 +179,7 @@ struct BatchSteps {
     /// Reads what the cache did not answer (the own events first when
     /// replaying), or, when it answered every task, goes on to plan.
     private mutating func afterRecall(_ recall: TaskCache.Recall) {
-        lookups = TaskCacheLookups(hits: recall.hits, misses: remembering ? recall.misses : 0, stale: recall.stale)
+        lookups = TaskCacheLookups(hits: recall.hits, new: recall.new, misses: remembering ? recall.misses : 0, stale: recall.stale)
         if recall.unanswered.isEmpty {
             plan(recall, BatchPlan.Stored())
         } else {

@@ -163,11 +163,14 @@ public struct PreparedBatch: Sendable {
 /// another writer had changed since.
 public struct TaskCacheLookups: Sendable, Equatable {
     public var hits = 0
+    /// Of the hits: tasks known to have nothing stored (`TaskCache.foundEmpty`).
+    public var new = 0
     public var misses = 0
     public var stale = 0
 
     mutating func add(_ other: TaskCacheLookups) {
         hits += other.hits
+        new += other.new
         misses += other.misses
         stale += other.stale
     }

@@ -20,6 +20,14 @@ import WebhookModel
 /// forgets everything (`forgetAll`). A row changed by a writer that bumps
 /// nothing still fails the batch where it is updated (by its address), as
 /// it always did.
+///
+/// A connection that found the database empty (`foundEmpty`) also knows
+/// which tasks have nothing stored: in a partition whose version moved only
+/// by its own commits since, a task it never wrote (`WrittenTasks`) is new,
+/// and one the batch creates is answered as such without a read. A row put
+/// in meanwhile by a writer that takes no locks is then found where the new
+/// row is copied in (its task id is taken), and the batch is read again from
+/// scratch.
 struct TaskCache {
     /// A stored event: the low 62 bits of its identity, and its verdict in the
     /// lowest two (0 taken, 1 `owner_change`, 2 `conflicting_created`). A
@@ -119,9 +127,11 @@ struct TaskCache {
         /// Tasks it cannot answer (unknown, forgotten, or with an event not later
         /// than their latest that is not a duplicate): read from the database.
         var unanswered: [String] = []
-        /// Counts, for metrics: tasks answered; tasks not answered (`unanswered.count`),
-        /// of which `stale` were remembered in a partition found changed (so forgotten).
+        /// Counts, for metrics: tasks answered (`new` of them known to have nothing
+        /// stored); tasks not answered (`unanswered.count`), of which `stale` were
+        /// remembered in a partition found changed (so forgotten).
         var hits = 0
+        var new = 0
         var misses: Int { unanswered.count }
         var stale = 0
     }
@@ -139,8 +149,9 @@ struct TaskCache {
     /// its memory is better spent on a live one; its retries are read.
     static func keeps(_ state: TaskState) -> Bool { state.deletedDate == nil }
 
-    /// The budget, in bytes as `size(of:)` counts them; 0 keeps nothing.
-    let budget: Int
+    /// The budget, in bytes as `size(of:)` counts them, less what `written`
+    /// takes once the database was found empty; 0 keeps nothing.
+    private(set) var budget: Int
     private(set) var bytes = 0
     var count: Int { index.count }
     var isEnabled: Bool { budget > 0 }
@@ -165,6 +176,14 @@ struct TaskCache {
     private var generations = [UInt32](repeating: 0, count: TaskPartition.count)
     /// Per partition: the version this cache's contents are true at (nil: not known yet).
     private var versions = [Int64?](repeating: nil, count: TaskPartition.count)
+    /// The partitions' versions when the database was found empty (nil: it
+    /// was not, or that no longer counts after a failure).
+    private var emptyAt: [Int64]?
+    /// The tasks written since then (nil: the database was not found empty).
+    private var written: WrittenTasks?
+    /// Per partition: nothing is stored of its tasks but what `written` holds
+    /// (its version has moved only by this cache's commits since it was empty).
+    private var complete = [Bool](repeating: false, count: TaskPartition.count)
 
     /// What a free slot holds: nothing on the heap.
     private static let vacant = Entry(row: TaskState(taskId: "", userId: "", content: "", createdDate: Timestamp(microsecondsSinceEpoch: 0),
@@ -173,6 +192,25 @@ struct TaskCache {
 
     init(budget: Int) {
         self.budget = max(0, budget)
+    }
+
+    /// The most the tasks written since the database was found empty take
+    /// of the budget (a sixteenth at most): 4 Mi bits, wrong on one "maybe"
+    /// in 2,500 after 160,000 tasks, one in 50 after 500,000 (a wrong "maybe"
+    /// costs the read made without this).
+    static let writtenTasksBytes = 1 << 19
+
+    /// The database held no task and no event when the partitions were at
+    /// `versions` (all of them, read with that in one snapshot): from now on
+    /// a task this cache never wrote, in a partition still at that version
+    /// when first recalled and moved since only by this cache, is new.
+    mutating func foundEmpty(versions found: [Int: Int64]) {
+        guard isEnabled, found.count == TaskPartition.count, written == nil else { return }
+        emptyAt = (0..<TaskPartition.count).map { found[$0]! }
+        var bytes = WrittenTasks.minimumBytes
+        while bytes * 2 <= min(Self.writtenTasksBytes, budget / 16) { bytes *= 2 }
+        written = WrittenTasks(bytes: bytes)
+        budget -= bytes
     }
 
     /// What an entry costs, roughly as malloc sees it: its slot (with its
@@ -192,13 +230,25 @@ struct TaskCache {
     mutating func recall(_ batch: PreparedBatch, versions read: [Int: Int64]) -> Recall {
         var recall = Recall()
         for (partition, version) in read where versions[partition] != version {
+            // First seen at the version it was empty at, it holds nothing yet; moved by another writer, it may hold anything.
+            complete[partition] = versions[partition] == nil && emptyAt?[partition] == version
             generations[partition] &+= 1
             versions[partition] = version
         }
-        // Each task's slot (-1: not remembered, or not answerable).
+        // Each task's slot (-1: not remembered, or not answerable; -2: known to have nothing stored).
         var slotOfTask = [Int32](repeating: -1, count: batch.tasks.count)
+        // Only a task created in this batch is answered as new: its row is then copied in, which finds
+        // one put in meanwhile by a writer that takes no locks (its id is taken). Other events would only be stored.
+        var created: [Bool] = []
+        if written != nil {
+            created = Array(repeating: false, count: batch.tasks.count)
+            for item in batch.items.indices where batch.items[item].record.webhook.event == .created { created[Int(batch.taskOfItem[item])] = true }
+        }
         for (task, taskId) in batch.tasks.enumerated() {
-            guard let slot = index[taskId] else { continue }
+            guard let slot = index[taskId] else {
+                if let written, created[task], complete[Int(batch.partitionOfTask[task])], !written.mayContain(taskId) { slotOfTask[task] = Self.new }
+                continue
+            }
             guard slots[Int(slot)].generation == generations[Int(slots[Int(slot)].partition)] else {
                 recall.stale += 1
                 remove(slot)
@@ -221,6 +271,11 @@ struct TaskCache {
             }
         }
         for (task, slot) in slotOfTask.enumerated() {
+            if slot == Self.new {
+                recall.hits += 1
+                recall.new += 1
+                continue
+            }
             guard slot >= 0 else {
                 recall.unanswered.append(batch.tasks[task])
                 continue
@@ -237,13 +292,18 @@ struct TaskCache {
         return recall
     }
 
+    /// A task's mark in `recall` for one known to have nothing stored.
+    private static let new: Int32 = -2
+
     /// After the batch committed: the versions it leaves, and its tasks as they are now.
     mutating func remember(_ update: Update) {
         for (partition, version) in update.versions { versions[partition] = version }
         for taskId in update.forgotten {
+            written?.insert(taskId)
             if let slot = index[taskId] { remove(slot) }
         }
         for entry in update.entries {
+            written?.insert(entry.row.taskId)
             let size = Self.size(of: entry)
             if let slot = index[entry.row.taskId] {
                 guard !entry.marks.overflowed, size <= budget else {
@@ -274,6 +334,9 @@ struct TaskCache {
         oldest = -1
         bytes = 0
         versions = [Int64?](repeating: nil, count: TaskPartition.count)
+        // Which versions were its own commits' is no longer known: no task is known new again.
+        emptyAt = nil
+        complete = [Bool](repeating: false, count: TaskPartition.count)
     }
 
     /// The remembered entry of a task, if it is still trusted (for tests).

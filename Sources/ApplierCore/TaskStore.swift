@@ -66,6 +66,24 @@ public final class TaskStore: BatchStore {
                 created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
             ) ON COMMIT DELETE ROWS
             """)
+        if cache.isEnabled { try findIfEmpty() }
+    }
+
+    /// Tells the cache the partitions' versions if the database holds no
+    /// task and no event (one statement: one snapshot), so that it can
+    /// answer new tasks without reads (`TaskCache.foundEmpty`).
+    private func findIfEmpty() throws(PGError) {
+        var versions: [Int: Int64] = [:]
+        for row in try connection.execute("""
+            SELECT partition, version FROM meetperry.partition_version
+            WHERE NOT EXISTS (SELECT FROM meetperry.task) AND NOT EXISTS (SELECT FROM meetperry.task_event)
+            """).rows {
+            guard let partition = row[0].flatMap({ Int($0) }), let version = row[1].flatMap({ Int64($0) }) else {
+                throw PGError.unreadableRow("meetperry.partition_version")
+            }
+            versions[partition] = version
+        }
+        cache.foundEmpty(versions: versions)
     }
 
     /// Applies a batch atomically. On any error the transaction is rolled

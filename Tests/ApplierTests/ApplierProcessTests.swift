@@ -338,7 +338,7 @@ import WebhookModel
         first.closeStdin()
         #expect(try first.waitForExit() == 0)
         let log = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
-        #expect(log.contains("task cache: answered 0 of 2 task look-ups (0.0 %); 1 found changed by another writer"), "\(log)")
+        #expect(log.contains("task cache: answered 1 of 2 task look-ups (50.0 %), 1 of them new tasks with nothing stored; 1 found changed by another writer"), "the creation on an empty database was known new; the completion was read: \(log)")
         #expect(log.split(separator: "\n").last?.contains("applier finished: read=2") == true, "the summary is still the last line")
         #expect(try taskRows(db) == [row(TaskRules.fold([event(.created, 0, id: "t", content: "c"), event(.updated, 100, id: "t", content: "c"),
                                                          event(.updated, 50, id: "t", content: "c", done: true)]).state!)])
@@ -388,6 +388,47 @@ import WebhookModel
         defer { connection.close() }
         #expect(try connection.execute("SELECT created_date = '2000-01-01Z', content, completed_date IS NOT NULL FROM meetperry.task").rows
             == [["t", "done", "t"]])
+    }
+
+    /// Rows put in by a writer that takes no locks into a database the
+    /// applier found empty, each before its task's first event: the applier
+    /// knows it never wrote those tasks, but a creation's row, copied in,
+    /// finds its id taken (the batch is read again), and an update alone (which
+    /// would only be stored, finding nothing) is not answered as new. Both end
+    /// as an applier without a cache ends them.
+    @Test func rowsPutInByHandAfterTheApplierFoundTheDatabaseEmptyAreReadNotOverwritten() throws {
+        let handWrite = """
+            INSERT INTO meetperry.task (external_id, user_id, content, created_date)
+            VALUES ('t', 'u1', 'by hand', '2000-01-01Z'), ('u', 'u1', 'by hand', '2000-01-01Z')
+            """
+        let events = [event(.created, 10, id: "t", content: "c"), event(.updated, 15, id: "u", content: "done", done: true)]
+        var results: [[[String?]]] = []
+        for cacheMegabytes in ["0", "32"] {
+            let db = try freshDatabase()
+            let dir = try makeTemporaryDirectory("empty-then-by-hand")
+            let applier = try ChildProcess(executable("applier"), arguments: ["--batch-size", "1", "--batch-ms", "1"],
+                                           environment: ["DATABASE_URL": db, "APPLIER_CACHE_MB": cacheMegabytes],
+                                           stdin: .pipe, stdout: .file(dir + "/rejects"), stderr: .file(dir + "/stderr"))
+            let connection = try PGConnection(conninfo: db)
+            defer { connection.close() }
+            // A first task written: the applier has looked at the database (empty) by then.
+            applier.writeStdin(stream([event(.created, 0, id: "first")]))
+            try waitUntil("the applier wrote the first task") { (try? connection.execute("SELECT count(*) FROM meetperry.task").scalar) == "1" }
+            try connection.execute(handWrite)
+            applier.writeStdin(stream(events))
+            applier.closeStdin()
+            #expect(try applier.waitForExit() == 0)
+            let log = (try? String(contentsOfFile: dir + "/stderr", encoding: .utf8)) ?? ""
+            if cacheMegabytes != "0" {
+                #expect(log.contains("batch not committed, retrying"), "the creation's row found its id taken: \(log)")
+                #expect(log.contains("1 of them new tasks with nothing stored"), "only the first task was answered as new: \(log)")
+            }
+            results.append(try connection.execute("""
+                SELECT external_id, content, created_date::text, completed_date IS NOT NULL FROM meetperry.task ORDER BY external_id
+                """).rows)
+        }
+        #expect(results[0] == results[1], "with the cache: \(results[1]); without: \(results[0])")
+        #expect(results[1].map { $0[0] } == ["first", "t", "u"])
     }
 
     @Test func sigtermCommitsWhatWasReadAndExitsZero() throws {

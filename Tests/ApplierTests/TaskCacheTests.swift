@@ -112,4 +112,86 @@ import WebhookModel
         cache.remember(TaskCache.Update(forgotten: ["a"]))
         #expect(cache.entry(of: "a") == nil && cache.count == 0 && cache.bytes == 0)
     }
+
+    // MARK: - New tasks, once the database was found empty
+
+    /// Every partition at `version`.
+    func everyPartition(at version: Int64) -> [Int: Int64] {
+        Dictionary(uniqueKeysWithValues: (0..<TaskPartition.count).map { ($0, version) })
+    }
+
+    /// The versions after a commit that bumped the partitions of `tasks`.
+    func bumped(_ tasks: [String], from versions: [Int: Int64]) -> [Int: Int64] {
+        var after = versions
+        for task in Set(tasks.map(TaskPartition.of(task:))) { after[task]! += 1 }
+        return after
+    }
+
+    @Test func aCacheThatFoundTheDatabaseEmptyAnswersTheTasksABatchCreatesAsNew() {
+        var cache = TaskCache(budget: 1 << 20)
+        cache.foundEmpty(versions: unchanged)
+        let first = PreparedBatch([
+            incoming(event(.created, 0, id: "a"), line: 1),
+            incoming(event(.created, 0, id: "b"), line: 2),
+            incoming(event(.updated, 1, id: "p", done: true), line: 3),  // not created here: it would only be stored
+        ])
+        let recall = cache.recall(first, versions: unchanged)
+        #expect(recall.hits == 2 && recall.new == 2 && recall.unanswered == ["p"] && recall.cached.isEmpty)
+        // Committed: a remembered, b and p written but not kept (deleted, pending).
+        var versions = bumped(["a", "b", "p"], from: unchanged)
+        cache.remember(TaskCache.Update(versions: versions, entries: [entry("a")], forgotten: ["b", "p"]))
+        let second = PreparedBatch([
+            incoming(event(.updated, 5, id: "a", done: true), line: 1),  // remembered
+            incoming(event(.created, 0, id: "b"), line: 2),              // written, forgotten: read
+            incoming(event(.created, 0, id: "p"), line: 3),              // its pending update is stored: read
+            incoming(event(.created, 0, id: "c"), line: 4),              // never written: new
+        ])
+        let again = cache.recall(second, versions: versions)
+        #expect(again.hits == 2 && again.new == 1 && Set(again.unanswered) == ["b", "p"])
+        #expect(again.cached.count == 4 && again.cached[0] != nil && again.cached[3] == nil)
+        // Another writer moves a's partition: nothing of it is known any more, not even that a task is new.
+        versions = bumped(["a"], from: versions)
+        let partitionOfA = TaskPartition.of(task: "a")
+        let sameAsA = (0..<1000).map { "n\($0)" }.first { TaskPartition.of(task: $0) == partitionOfA && $0 != "a" }!
+        let otherThanA = (0..<1000).map { "n\($0)" }.first { TaskPartition.of(task: $0) != partitionOfA && TaskPartition.of(task: $0) != TaskPartition.of(task: "b") && TaskPartition.of(task: $0) != TaskPartition.of(task: "p") }!
+        let third = cache.recall(PreparedBatch([incoming(event(.created, 0, id: sameAsA), line: 1), incoming(event(.created, 0, id: otherThanA), line: 2)]),
+                                 versions: versions)
+        #expect(third.new == 1 && third.unanswered == [sameAsA], "\(third.unanswered)")
+    }
+
+    /// A partition first seen at another version than the one the database
+    /// was found empty at was written meanwhile; a failure ends what the cache
+    /// knows of which versions were its own; a cache not told the database was
+    /// empty knows no task is new.
+    @Test func noTaskIsNewWhereAnotherWriterMayHaveWritten() {
+        let batch = PreparedBatch([incoming(event(.created, 0, id: "a"), line: 1)])
+        var writtenMeanwhile = TaskCache(budget: 1 << 20)
+        writtenMeanwhile.foundEmpty(versions: unchanged)
+        #expect(writtenMeanwhile.recall(batch, versions: everyPartition(at: 1)).unanswered == ["a"])
+
+        var failed = TaskCache(budget: 1 << 20)
+        failed.foundEmpty(versions: unchanged)
+        #expect(failed.recall(batch, versions: unchanged).new == 1)
+        failed.forgetAll()
+        #expect(failed.recall(batch, versions: unchanged).unanswered == ["a"])
+
+        var notEmpty = TaskCache(budget: 1 << 20)
+        #expect(notEmpty.recall(batch, versions: unchanged).unanswered == ["a"])
+        var nothingKept = TaskCache(budget: 0)
+        nothingKept.foundEmpty(versions: unchanged)
+        #expect(nothingKept.budget == 0)
+    }
+
+    /// The filter never says "no" for a task it holds, and says "maybe" for
+    /// few it does not at the size the cache gives it.
+    @Test func theWrittenTasksFilterIsNeverWrongOnNo() {
+        var written = WrittenTasks(bytes: TaskCache.writtenTasksBytes)
+        #expect(written.byteCount == TaskCache.writtenTasksBytes)
+        let tasks = (0..<160_000).map { "task-\($0)" }
+        for task in tasks { written.insert(task) }
+        #expect(tasks.allSatisfy(written.mayContain))
+        let wrong = (0..<100_000).filter { written.mayContain("other-\($0)") }.count
+        #expect(wrong < 100, "\(wrong) of 100,000 tasks never written said maybe")
+        #expect(WrittenTasks(bytes: 100).byteCount == 64 && WrittenTasks(bytes: 0).byteCount == WrittenTasks.minimumBytes)
+    }
 }

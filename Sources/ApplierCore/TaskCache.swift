@@ -195,9 +195,9 @@ struct TaskCache {
     }
 
     /// The most the tasks written since the database was found empty take
-    /// of the budget (a sixteenth at most): 4 Mi bits, wrong on one "maybe"
-    /// in 2,500 after 160,000 tasks, one in 50 after 500,000 (a wrong "maybe"
-    /// costs the read made without this).
+    /// of the budget (a sixteenth at most): 4 Mi bits, wrong on about one
+    /// "maybe" in 700 after 160,000 tasks, one in 35 after 500,000 (a wrong
+    /// "maybe" costs the read made without this).
     static let writtenTasksBytes = 1 << 19
 
     /// The database held no task and no event when the partitions were at

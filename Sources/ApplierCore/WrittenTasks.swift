@@ -6,9 +6,10 @@
 /// not ask the database about them (`TaskCache.recall`). A wrong "maybe" (the
 /// filter filling up) only costs that read; a "no" is never wrong.
 struct WrittenTasks {
-    /// The bits, 64 a word; their count is a power of two.
+    /// The bits, 64 a word; their count is a power of two. A task's bits are
+    /// all in one word (one cache line to touch, not four).
     private var words: [UInt64]
-    private let bitMask: UInt64
+    private let wordMask: UInt64
     /// Bits set per task.
     static let probes = 4
     static let minimumBytes = 8
@@ -18,50 +19,42 @@ struct WrittenTasks {
         var words = 1
         while words * 2 * 8 <= bytes { words *= 2 }
         self.words = [UInt64](repeating: 0, count: words)
-        bitMask = UInt64(words * 64 - 1)
+        wordMask = UInt64(words - 1)
     }
 
     var byteCount: Int { words.count * 8 }
 
     mutating func insert(_ taskId: String) {
-        var (bit, step) = Self.hashes(taskId)
-        for _ in 0..<Self.probes {
-            let position = Int((bit & bitMask) >> 6)
-            words[position] |= 1 << (bit & 63)
-            bit &+= step
-        }
+        let (word, bits) = place(taskId)
+        words[word] |= bits
     }
 
     /// False only for a task never inserted.
     func mayContain(_ taskId: String) -> Bool {
-        var (bit, step) = Self.hashes(taskId)
-        for _ in 0..<Self.probes {
-            guard words[Int((bit & bitMask) >> 6)] & (1 << (bit & 63)) != 0 else { return false }
-            bit &+= step
-        }
-        return true
+        let (word, bits) = place(taskId)
+        return words[word] & bits == bits
     }
 
-    /// Two independent 64-bit hashes of the id (FNV-1a, then two finalising
-    /// mixes): the probes are the first plus multiples of the second (odd).
-    private static func hashes(_ taskId: String) -> (UInt64, UInt64) {
+    /// A task's word (from one half of a 64-bit hash) and its `probes` bits in
+    /// it (six bits of the other half each). The hash: FNV-1a of the id, then
+    /// MurmurHash3's finaliser (every input bit moves every output bit).
+    private func place(_ taskId: String) -> (Int, UInt64) {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in taskId.utf8 {
             hash ^= UInt64(byte)
             hash = hash &* 0x0000_0100_0000_01b3
         }
-        let first = mix(hash)
-        return (first, mix(first ^ 0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    /// MurmurHash3's 64-bit finaliser: every input bit moves every output bit.
-    private static func mix(_ value: UInt64) -> UInt64 {
-        var x = value
-        x ^= x >> 33
-        x = x &* 0xff51_afd7_ed55_8ccd
-        x ^= x >> 33
-        x = x &* 0xc4ce_b9fe_1a85_ec53
-        x ^= x >> 33
-        return x
+        hash ^= hash >> 33
+        hash = hash &* 0xff51_afd7_ed55_8ccd
+        hash ^= hash >> 33
+        hash = hash &* 0xc4ce_b9fe_1a85_ec53
+        hash ^= hash >> 33
+        var bits: UInt64 = 0
+        var rest = hash >> 32
+        for _ in 0..<Self.probes {
+            bits |= 1 << (rest & 63)
+            rest >>= 6
+        }
+        return (Int(hash & wordMask), bits)
     }
 }

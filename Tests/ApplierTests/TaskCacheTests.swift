@@ -191,7 +191,7 @@ import WebhookModel
         for task in tasks { written.insert(task) }
         #expect(tasks.allSatisfy(written.mayContain))
         let wrong = (0..<100_000).filter { written.mayContain("other-\($0)") }.count
-        #expect(wrong < 100, "\(wrong) of 100,000 tasks never written said maybe")
+        #expect(wrong < 300, "\(wrong) of 100,000 tasks never written said maybe")
         #expect(WrittenTasks(bytes: 100).byteCount == 64 && WrittenTasks(bytes: 0).byteCount == WrittenTasks.minimumBytes)
     }
 }

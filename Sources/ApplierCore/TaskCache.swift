@@ -205,7 +205,7 @@ struct TaskCache {
     /// a task this cache never wrote, in a partition still at that version
     /// when first recalled and moved since only by this cache, is new.
     mutating func foundEmpty(versions found: [Int: Int64]) {
-        guard isEnabled, found.count == TaskPartition.count, written == nil else { return }
+        guard budget / 16 >= WrittenTasks.minimumBytes, found.count == TaskPartition.count, written == nil else { return }
         emptyAt = (0..<TaskPartition.count).map { found[$0]! }
         var bytes = WrittenTasks.minimumBytes
         while bytes * 2 <= min(Self.writtenTasksBytes, budget / 16) { bytes *= 2 }

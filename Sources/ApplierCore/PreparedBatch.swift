@@ -28,14 +28,19 @@ public enum TaskPartition {
     /// `pg_advisory_xact_lock` key of partition 0 ("meetappl" in ASCII); partition p is this + p.
     static let firstLockKey: Int64 = 7_882_826_979_082_792_044
 
-    /// The partition of a task: FNV-1a (64-bit) of its id, modulo `count`.
+    /// The partition of a task: `hash(of:)` modulo `count`.
     public static func of(task taskId: String) -> Int {
+        Int(hash(of: taskId) % UInt64(count))
+    }
+
+    /// FNV-1a (64-bit) of a task id's UTF-8 bytes.
+    static func hash(of taskId: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in taskId.utf8 {
             hash ^= UInt64(byte)
             hash = hash &* 0x0000_0100_0000_01b3
         }
-        return Int(hash % UInt64(count))
+        return hash
     }
 }
 

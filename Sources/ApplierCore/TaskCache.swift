@@ -207,10 +207,9 @@ struct TaskCache {
     mutating func foundEmpty(versions found: [Int: Int64]) {
         guard budget / 16 >= WrittenTasks.minimumBytes, found.count == TaskPartition.count, written == nil else { return }
         emptyAt = (0..<TaskPartition.count).map { found[$0]! }
-        var bytes = WrittenTasks.minimumBytes
-        while bytes * 2 <= min(Self.writtenTasksBytes, budget / 16) { bytes *= 2 }
-        written = WrittenTasks(bytes: bytes)
-        budget -= bytes
+        let filter = WrittenTasks(bytes: min(Self.writtenTasksBytes, budget / 16))
+        budget -= filter.byteCount
+        written = filter
     }
 
     /// What an entry costs, roughly as malloc sees it: its slot (with its

@@ -36,14 +36,11 @@ struct WrittenTasks {
     }
 
     /// A task's word (from one half of a 64-bit hash) and its `probes` bits in
-    /// it (six bits of the other half each). The hash: FNV-1a of the id, then
-    /// MurmurHash3's finaliser (every input bit moves every output bit).
+    /// it (six bits of the other half each). The hash: the partition's hash of
+    /// the id (`TaskPartition.hash(of:)`), then MurmurHash3's finaliser (every
+    /// input bit moves every output bit).
     private func place(_ taskId: String) -> (Int, UInt64) {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in taskId.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
+        var hash = TaskPartition.hash(of: taskId)
         hash ^= hash >> 33
         hash = hash &* 0xff51_afd7_ed55_8ccd
         hash ^= hash >> 33

@@ -42,6 +42,19 @@ public enum TaskPartition {
         }
         return hash
     }
+
+    /// `hash(of:)` through MurmurHash3's finaliser (every input bit moves
+    /// every output bit): for tables and filters that take their bits from
+    /// anywhere in it (`WrittenTasks`, `TaskSlotIndex`).
+    static func mixedHash(of taskId: String) -> UInt64 {
+        var hash = hash(of: taskId)
+        hash ^= hash >> 33
+        hash = hash &* 0xff51_afd7_ed55_8ccd
+        hash ^= hash >> 33
+        hash = hash &* 0xc4ce_b9fe_1a85_ec53
+        hash ^= hash >> 33
+        return hash
+    }
 }
 
 /// An event identity as a cheap dictionary key (the 16 bytes of its uuid).

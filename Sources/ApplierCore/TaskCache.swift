@@ -68,11 +68,11 @@ struct TaskCache {
     }
 
     /// The marks of one task's stored events, kept inline (no allocation of
-    /// their own): up to `capacity`; a task with more is not remembered
-    /// (`overflowed`), and is read like any other.
+    /// their own, 8-byte aligned: 34 bytes): up to `capacity`; a task with
+    /// more is not remembered (`overflowed`), and is read like any other.
     struct Marks: RandomAccessCollection, MutableCollection, ExpressibleByArrayLiteral, Equatable {
         static let capacity = 4
-        private var bits = SIMD4<UInt64>()
+        private var bits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         private var stored: UInt8 = 0
         var count: Int { Int(stored) }
         /// More marks were appended than fit.
@@ -88,8 +88,26 @@ struct TaskCache {
         var endIndex: Int { count }
 
         subscript(position: Int) -> Mark {
-            get { Mark(bits: bits[position]) }
-            set { bits[position] = newValue.bits }
+            get {
+                switch position {
+                case 0: return Mark(bits: bits.0)
+                case 1: return Mark(bits: bits.1)
+                case 2: return Mark(bits: bits.2)
+                default: return Mark(bits: bits.3)
+                }
+            }
+            set {
+                switch position {
+                case 0: bits.0 = newValue.bits
+                case 1: bits.1 = newValue.bits
+                case 2: bits.2 = newValue.bits
+                default: bits.3 = newValue.bits
+                }
+            }
+        }
+
+        static func == (a: Marks, b: Marks) -> Bool {
+            a.count == b.count && a.overflowed == b.overflowed && a.elementsEqual(b, by: { $0.bits == $1.bits })
         }
 
         mutating func append(_ mark: Mark) {
@@ -97,8 +115,8 @@ struct TaskCache {
                 overflowed = true
                 return
             }
-            bits[count] = mark.bits
             stored += 1
+            self[count - 1] = mark
         }
 
         static func += (marks: inout Marks, more: Marks) {
@@ -156,20 +174,75 @@ struct TaskCache {
     var count: Int { index.count }
     var isEnabled: Bool { budget > 0 }
 
-    /// An entry where it is kept, with its neighbours in recency order.
+    /// An entry where it is kept, flat (136 bytes, not the 160 of an `Entry`
+    /// and its bookkeeping): its times as microseconds, its locator packed,
+    /// no deletion date (a deleted task is not kept, `keeps`), with its
+    /// neighbours in recency order.
     private struct Slot {
-        var entry: Entry
+        var taskId: String
+        var userId: String
+        var content: String
+        var createdDate: Int64
+        /// `Slot.none`: not completed.
+        var completedDate: Int64
+        var latest: Int64
+        /// `RowLocator`: an address as block << 16 | offset; copied in as
+        /// `copiedInBit` | its transaction.
+        var locator: UInt64
+        var marks: Marks
         var generation: UInt32
-        var bytes: Int32
-        var partition: UInt8
         /// Neighbours in recency order (-1: none).
         var older: Int32
         var newer: Int32
+        /// The task's tag in `index`.
+        var tag: UInt32
+        var partition: UInt8
+
+        static let none = Int64.min
+        static let copiedInBit: UInt64 = 1 << 63
+
+        init(_ entry: Entry, generation: UInt32, partition: UInt8, tag: UInt32, older: Int32) {
+            taskId = entry.row.taskId
+            userId = entry.row.userId
+            content = entry.row.content
+            createdDate = entry.row.createdDate.microsecondsSinceEpoch
+            completedDate = entry.row.completedDate?.microsecondsSinceEpoch ?? Self.none
+            latest = entry.latest.microsecondsSinceEpoch
+            switch entry.locator {
+            case .address(let address): locator = UInt64(address.block) << 16 | UInt64(address.offset)
+            case .copiedIn(let transaction): locator = Self.copiedInBit | UInt64(transaction)
+            }
+            marks = entry.marks
+            self.generation = generation
+            self.older = older
+            newer = -1
+            self.tag = tag
+            self.partition = partition
+        }
+
+        var entry: Entry {
+            Entry(
+                row: TaskState(taskId: taskId, userId: userId, content: content,
+                               createdDate: Timestamp(microsecondsSinceEpoch: createdDate),
+                               completedDate: completedDate == Self.none ? nil : Timestamp(microsecondsSinceEpoch: completedDate),
+                               deletedDate: nil),
+                locator: locator & Self.copiedInBit != 0
+                    ? .copiedIn(by: TransactionID(truncatingIfNeeded: locator))
+                    : .address(RowAddress(block: UInt32(truncatingIfNeeded: locator >> 16), offset: UInt16(truncatingIfNeeded: locator))),
+                latest: Timestamp(microsecondsSinceEpoch: latest),
+                marks: marks)
+        }
+
+        /// What a free slot holds: nothing on the heap.
+        static let vacant = Slot(Entry(row: TaskState(taskId: "", userId: "", content: "", createdDate: Timestamp(microsecondsSinceEpoch: 0),
+                                                      completedDate: nil, deletedDate: nil),
+                                       locator: .copiedIn(by: 0), latest: Timestamp(microsecondsSinceEpoch: 0), marks: []),
+                                 generation: 0, partition: 0, tag: 0, older: -1)
     }
 
     private var slots: [Slot] = []
     private var freeSlots: [Int32] = []
-    private var index: [String: Int32] = [:]
+    private var index = TaskSlotIndex()
     private var newest: Int32 = -1
     private var oldest: Int32 = -1
     /// Per partition: entries made under an older generation are forgotten.
@@ -185,14 +258,16 @@ struct TaskCache {
     /// (its version has moved only by this cache's commits since it was empty).
     private var complete = [Bool](repeating: false, count: TaskPartition.count)
 
-    /// What a free slot holds: nothing on the heap.
-    private static let vacant = Entry(row: TaskState(taskId: "", userId: "", content: "", createdDate: Timestamp(microsecondsSinceEpoch: 0),
-                                                     completedDate: nil, deletedDate: nil),
-                                      locator: .copiedIn(by: 0), latest: Timestamp(microsecondsSinceEpoch: 0), marks: [])
-
     init(budget: Int) {
         self.budget = max(0, budget)
+        // Room for as many slots as the budget can hold, taken once: growing the
+        // array by doubling copies it, and for a moment holds it twice (peak RSS).
+        // Pages of it no slot used yet are never touched, so cost nothing.
+        slots.reserveCapacity(min(self.budget / (MemoryLayout<Slot>.stride + TaskSlotIndex.bytesPerEntry), Self.reservedSlotsAtMost))
     }
+
+    /// Beyond this many, the slots grow as an array does.
+    static let reservedSlotsAtMost = 1 << 20
 
     /// The most the tasks written since the database was found empty take
     /// of the budget (a sixteenth at most): 4 Mi bits, wrong on about one
@@ -216,11 +291,27 @@ struct TaskCache {
     /// marks), its place in the index, its strings' storage when they do not
     /// fit inline (15 UTF-8 bytes).
     static func size(of entry: Entry) -> Int {
+        size(taskId: entry.row.taskId, userId: entry.row.userId, content: entry.row.content)
+    }
+
+    private static func size(taskId: String, userId: String, content: String) -> Int {
         func heap(_ string: String) -> Int {
             let count = string.utf8.count
             return count <= 15 ? 0 : 32 + (count + 1 + 15) / 16 * 16
         }
-        return MemoryLayout<Slot>.stride + 48 + heap(entry.row.taskId) + heap(entry.row.userId) + heap(entry.row.content)
+        return MemoryLayout<Slot>.stride + TaskSlotIndex.bytesPerEntry + heap(taskId) + heap(userId) + heap(content)
+    }
+
+    /// Whether an entry can be kept at all: its marks all fit, it is not
+    /// deleted (`keeps`; a slot has no room for a deletion date), and it is
+    /// not larger than the whole budget.
+    private func fits(_ entry: Entry, size: Int) -> Bool {
+        !entry.marks.overflowed && entry.row.deletedDate == nil && size <= budget
+    }
+
+    /// The slot of a task, by its `TaskPartition.mixedHash(of:)`.
+    private func slot(of taskId: String, hash: UInt64) -> Int32? {
+        index.slot(tag: TaskSlotIndex.tag(of: hash)) { slots[Int($0)].taskId == taskId }
     }
 
     /// Takes the partitions' versions as read under the batch's locks
@@ -244,8 +335,9 @@ struct TaskCache {
             for item in batch.items.indices where batch.items[item].record.webhook.event == .created { created[Int(batch.taskOfItem[item])] = true }
         }
         for (task, taskId) in batch.tasks.enumerated() {
-            guard let slot = index[taskId] else {
-                if let written, created[task], complete[Int(batch.partitionOfTask[task])], !written.mayContain(taskId) { slotOfTask[task] = Self.new }
+            let hash = TaskPartition.mixedHash(of: taskId)
+            guard let slot = slot(of: taskId, hash: hash) else {
+                if let written, created[task], complete[Int(batch.partitionOfTask[task])], !written.mayContain(hash: hash) { slotOfTask[task] = Self.new }
                 continue
             }
             guard slots[Int(slot)].generation == generations[Int(slots[Int(slot)].partition)] else {
@@ -261,9 +353,9 @@ struct TaskCache {
             let task = Int(batch.taskOfItem[item])
             let slot = slotOfTask[task]
             guard slot >= 0 else { continue }
-            guard batch.items[item].record.webhook.timestamp <= slots[Int(slot)].entry.latest else { continue }
+            guard batch.items[item].record.webhook.timestamp.microsecondsSinceEpoch <= slots[Int(slot)].latest else { continue }
             let identity = batch.identities[item]
-            if let mark = slots[Int(slot)].entry.marks.first(where: { $0.matches(identity) }) {
+            if let mark = slots[Int(slot)].marks.first(where: { $0.matches(identity) }) {
                 duplicates.append((item, mark.refusal))
             } else {
                 slotOfTask[task] = -1
@@ -298,26 +390,27 @@ struct TaskCache {
     mutating func remember(_ update: Update) {
         for (partition, version) in update.versions { versions[partition] = version }
         for taskId in update.forgotten {
-            written?.insert(taskId)
-            if let slot = index[taskId] { remove(slot) }
+            let hash = TaskPartition.mixedHash(of: taskId)
+            written?.insert(hash: hash)
+            if let slot = slot(of: taskId, hash: hash) { remove(slot) }
         }
         for entry in update.entries {
-            written?.insert(entry.row.taskId)
+            let hash = TaskPartition.mixedHash(of: entry.row.taskId)
+            written?.insert(hash: hash)
             let size = Self.size(of: entry)
-            if let slot = index[entry.row.taskId] {
-                guard !entry.marks.overflowed, size <= budget else {
+            if let slot = slot(of: entry.row.taskId, hash: hash) {
+                guard fits(entry, size: size) else {
                     remove(slot)
                     continue
                 }
-                // In place: the same task, so the same partition; made under this generation now.
-                let partition = Int(slots[Int(slot)].partition)
-                slots[Int(slot)].entry = entry
-                slots[Int(slot)].generation = generations[partition]
-                bytes += size - Int(slots[Int(slot)].bytes)
-                slots[Int(slot)].bytes = Int32(size)
+                // In place: the same task, so the same partition and tag; made under this generation now.
+                let old = slots[Int(slot)]
+                bytes += size - Self.size(taskId: old.taskId, userId: old.userId, content: old.content)
+                slots[Int(slot)] = Slot(entry, generation: generations[Int(old.partition)], partition: old.partition, tag: old.tag, older: old.older)
+                slots[Int(slot)].newer = old.newer
                 touch(slot)
-            } else if !entry.marks.overflowed, size <= budget {
-                insert(entry, size: size)
+            } else if fits(entry, size: size) {
+                insert(entry, tag: TaskSlotIndex.tag(of: hash), size: size)
             }
         }
         while bytes > budget, oldest >= 0 { remove(oldest) }
@@ -326,7 +419,7 @@ struct TaskCache {
     /// After a batch failed (a conflict, a lost connection): whatever its
     /// cause, nothing remembered is trusted again until read.
     mutating func forgetAll() {
-        slots.removeAll()
+        slots.removeAll(keepingCapacity: true)
         freeSlots.removeAll()
         index.removeAll()
         newest = -1
@@ -340,15 +433,16 @@ struct TaskCache {
 
     /// The remembered entry of a task, if it is still trusted (for tests).
     func entry(of taskId: String) -> Entry? {
-        guard let slot = index[taskId], slots[Int(slot)].generation == generations[Int(slots[Int(slot)].partition)] else { return nil }
+        guard let slot = slot(of: taskId, hash: TaskPartition.mixedHash(of: taskId)),
+              slots[Int(slot)].generation == generations[Int(slots[Int(slot)].partition)] else { return nil }
         return slots[Int(slot)].entry
     }
 
     // MARK: - The slots, in recency order
 
-    private mutating func insert(_ entry: Entry, size: Int) {
+    private mutating func insert(_ entry: Entry, tag: UInt32, size: Int) {
         let partition = TaskPartition.of(task: entry.row.taskId)
-        let slot = Slot(entry: entry, generation: generations[partition], bytes: Int32(size), partition: UInt8(partition), older: newest, newer: -1)
+        let slot = Slot(entry, generation: generations[partition], partition: UInt8(partition), tag: tag, older: newest)
         let position: Int32
         if let free = freeSlots.popLast() {
             position = free
@@ -360,16 +454,16 @@ struct TaskCache {
         if newest >= 0 { slots[Int(newest)].newer = position }
         newest = position
         if oldest < 0 { oldest = position }
-        index[entry.row.taskId] = position
+        index.insert(tag: tag, slot: position)
         bytes += size
     }
 
     private mutating func remove(_ position: Int32) {
         unlink(position)
-        index[slots[Int(position)].entry.row.taskId] = nil
-        bytes -= Int(slots[Int(position)].bytes)
-        slots[Int(position)].entry = Self.vacant
-        slots[Int(position)].bytes = 0
+        let old = slots[Int(position)]
+        index.remove(tag: old.tag, slot: position)
+        bytes -= Self.size(taskId: old.taskId, userId: old.userId, content: old.content)
+        slots[Int(position)] = .vacant
         freeSlots.append(position)
     }
 

@@ -24,28 +24,25 @@ struct WrittenTasks {
 
     var byteCount: Int { words.count * 8 }
 
-    mutating func insert(_ taskId: String) {
-        let (word, bits) = place(taskId)
+    mutating func insert(_ taskId: String) { insert(hash: TaskPartition.mixedHash(of: taskId)) }
+
+    /// False only for a task never inserted.
+    func mayContain(_ taskId: String) -> Bool { mayContain(hash: TaskPartition.mixedHash(of: taskId)) }
+
+    /// The same, for a task's `TaskPartition.mixedHash(of:)` worked out already.
+    mutating func insert(hash: UInt64) {
+        let (word, bits) = place(hash)
         words[word] |= bits
     }
 
-    /// False only for a task never inserted.
-    func mayContain(_ taskId: String) -> Bool {
-        let (word, bits) = place(taskId)
+    func mayContain(hash: UInt64) -> Bool {
+        let (word, bits) = place(hash)
         return words[word] & bits == bits
     }
 
-    /// A task's word (from one half of a 64-bit hash) and its `probes` bits in
-    /// it (six bits of the other half each). The hash: the partition's hash of
-    /// the id (`TaskPartition.hash(of:)`), then MurmurHash3's finaliser (every
-    /// input bit moves every output bit).
-    private func place(_ taskId: String) -> (Int, UInt64) {
-        var hash = TaskPartition.hash(of: taskId)
-        hash ^= hash >> 33
-        hash = hash &* 0xff51_afd7_ed55_8ccd
-        hash ^= hash >> 33
-        hash = hash &* 0xc4ce_b9fe_1a85_ec53
-        hash ^= hash >> 33
+    /// A task's word (from one half of its mixed hash) and its `probes` bits
+    /// in it (six bits of the other half each).
+    private func place(_ hash: UInt64) -> (Int, UInt64) {
         var bits: UInt64 = 0
         var rest = hash >> 32
         for _ in 0..<Self.probes {

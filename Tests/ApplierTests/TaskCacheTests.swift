@@ -1,5 +1,6 @@
 import Testing
 import TaskModel
+import TestSupport
 import WebhookModel
 @testable import ApplierCore
 
@@ -83,7 +84,7 @@ import WebhookModel
 
     @Test func theBudgetHoldsTheMostRecentlyUsedAndEntriesAreSmall() {
         let one = TaskCache.size(of: entry("task-0000001"))
-        #expect(one <= 224, "a task with short ids and one event: \(one) bytes")
+        #expect(one <= 152, "a task with short ids and one event: \(one) bytes")
         #expect(TaskCache.size(of: entry("task-0000001", content: String(repeating: "x", count: 1000))) > one + 1000)
         var cache = remembering([], budget: one * 5)
         for i in 0..<10 { cache.remember(TaskCache.Update(entries: [entry("task\(i)")])) }
@@ -196,5 +197,53 @@ import WebhookModel
         let wrong = (0..<100_000).filter { written.mayContain("other-\($0)") }.count
         #expect(wrong < 300, "\(wrong) of 100,000 tasks never written said maybe")
         #expect(WrittenTasks(bytes: 100).byteCount == 64 && WrittenTasks(bytes: 0).byteCount == WrittenTasks.minimumBytes)
+    }
+
+    /// An entry comes back from its slot as it went in: an address or a
+    /// copy's transaction, a completion or none, all four marks with their
+    /// verdicts, long strings.
+    @Test func anEntryIsKeptExactly() {
+        var done = entry("task-with-a-longer-id-than-fits-inline", content: String(repeating: "é", count: 100))
+        done.row.completedDate = at(7)
+        done.locator = .copiedIn(by: .max)
+        done.latest = at(7)
+        for minute in 1...3 { done.marks.append(TaskCache.Mark(key(event(.updated, minute, id: done.row.taskId)), refusal: minute == 2 ? .rejectedOwner : nil)) }
+        var far = entry("b", offset: .max)
+        far.locator = .address(RowAddress(block: .max, offset: .max))
+        let cache = remembering([done, far, entry("c")])
+        #expect(cache.entry(of: done.row.taskId) == done && cache.entry(of: "b") == far && cache.entry(of: "c") == entry("c"))
+        // A deleted task has no slot (a slot keeps no deletion date): it is not kept.
+        var deleted = entry("d")
+        deleted.row.deletedDate = at(9)
+        #expect(remembering([deleted]).entry(of: "d") == nil)
+    }
+
+    /// The slot index agrees with a dictionary through inserts and removals,
+    /// with tags drawn from a few values so that runs, wrap-around and the
+    /// backward shift of a removal are all exercised.
+    @Test func theSlotIndexAgreesWithADictionary() {
+        var generator = SeededGenerator(seed: 23)
+        for tags in [UInt32(1), 7, 64, .max] {
+            var index = TaskSlotIndex()
+            var expected: [Int32: UInt32] = [:]  // slot: tag
+            for _ in 0..<6_000 {
+                if expected.count >= 1_000 || !expected.isEmpty && Int.random(in: 0..<3, using: &generator) == 0 {
+                    let slot = expected.keys.randomElement(using: &generator)!
+                    index.remove(tag: expected[slot]!, slot: slot)
+                    expected[slot] = nil
+                } else {
+                    var slot: Int32
+                    repeat { slot = Int32.random(in: 0..<5_000, using: &generator) } while expected[slot] != nil
+                    let tag = tags == .max ? UInt32.random(in: 0...UInt32.max, using: &generator) : UInt32.random(in: 0..<tags, using: &generator) &* 0x9e37_79b9
+                    index.insert(tag: tag, slot: slot)
+                    expected[slot] = tag
+                }
+            }
+            #expect(index.count == expected.count)
+            let found = expected.allSatisfy { slot, tag in index.slot(tag: tag) { $0 == slot } == slot }
+            #expect(found, "every slot found by its tag (\(tags) tags)")
+            let absent = (Int32(5_000)..<5_100).allSatisfy { slot in index.slot(tag: UInt32(slot)) { $0 == slot } == nil }
+            #expect(absent)
+        }
     }
 }

@@ -4,14 +4,20 @@ import WebhookModel
 
 /// One event read from the stream, with where it came from.
 public struct IncomingEvent: Sendable {
-    public var record: StreamRecord
+    public let record: StreamRecord
     /// Its line number on stdin, or its sequence number in the JetStream stream.
     public var line: Int
     public var input: [UInt8]
     /// Who is told once it is committed or rejected (a JetStream message), if anyone.
     public var delivery: (any Delivery)?
+    /// Its identity (`EventIdentity`), worked out here, where the record is
+    /// the caller's own: read later out of a batch's array, the record would
+    /// be copied (a retain of each string) to be hashed.
+    let identity: EventKey
 
     public init(record: StreamRecord, line: Int, input: [UInt8], delivery: (any Delivery)? = nil) {
+        let key = EventIdentity.key(of: record.webhook)
+        identity = EventKey(high: key.high, low: key.low)
         self.record = record
         self.line = line
         self.input = input
@@ -61,6 +67,11 @@ public enum TaskPartition {
 struct EventKey: Hashable, Sendable {
     var high: UInt64
     var low: UInt64
+
+    init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
 
     init?(_ bytes: some Collection<UInt8>) {
         guard bytes.count == 16 else { return nil }
@@ -133,33 +144,32 @@ public struct PreparedBatch: Sendable {
         var partitionOfTask: [UInt8] = []
         taskOfItem.reserveCapacity(items.count)
         var partitionMask: UInt32 = 0
-        /// One item's record, borrowed where it is in `items` (not copied).
-        func add(_ record: StreamRecord) {
-            let w = record.webhook
-            let number = taskNumbers[w.taskId, default: Int32(tasks.count)]
-            if number == tasks.count {
-                taskNumbers[w.taskId] = number
-                tasks.append(w.taskId)
-                let partition = TaskPartition.of(task: w.taskId)
-                partitionOfTask.append(UInt8(partition))
-                partitionMask |= 1 << UInt32(partition)
+        // Each item read where it is (through the buffer: an array's element
+        // read is a copy of it, a retain of each string).
+        items.withUnsafeBufferPointer { items in
+            for i in items.indices {
+                let number = taskNumbers[items[i].record.webhook.taskId, default: Int32(tasks.count)]
+                if number == tasks.count {
+                    taskNumbers[items[i].record.webhook.taskId] = number
+                    tasks.append(items[i].record.webhook.taskId)
+                    let partition = TaskPartition.of(task: items[i].record.webhook.taskId)
+                    partitionOfTask.append(UInt8(partition))
+                    partitionMask |= 1 << UInt32(partition)
+                }
+                taskOfItem.append(number)
+                identities.append(items[i].identity)
+                encoder.addUUID(high: items[i].identity.high, low: items[i].identity.low)
+                encoder.add(items[i].record.webhook.event.rawValue)
+                encoder.add(items[i].record.webhook.taskId)
+                encoder.add(items[i].record.webhook.userId)
+                encoder.add(items[i].record.webhook.content)
+                encoder.add(items[i].record.webhook.isCompleted)
+                encoder.addTimestamp(microsecondsSinceUnixEpoch: items[i].record.webhook.timestamp.microsecondsSinceEpoch)
+                encoder.addTimestamp(microsecondsSinceUnixEpoch: items[i].record.receivedAt?.microsecondsSinceEpoch)
+                encoder.add(items[i].record.deliveryId)
+                encoder.endRow()
             }
-            taskOfItem.append(number)
-            EventIdentity.withBytes(of: w) { identity in
-                identities.append(EventKey(identity)!)
-                encoder.addUUID(identity)
-            }
-            encoder.add(w.event.rawValue)
-            encoder.add(w.taskId)
-            encoder.add(w.userId)
-            encoder.add(w.content)
-            encoder.add(w.isCompleted)
-            encoder.addTimestamp(microsecondsSinceUnixEpoch: w.timestamp.microsecondsSinceEpoch)
-            encoder.addTimestamp(microsecondsSinceUnixEpoch: record.receivedAt?.microsecondsSinceEpoch)
-            encoder.add(record.deliveryId)
-            encoder.endRow()
         }
-        for index in items.indices { add(items[index].record) }
         self.items = items
         self.identities = identities
         self.eventRows = encoder

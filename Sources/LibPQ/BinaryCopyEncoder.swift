@@ -94,11 +94,16 @@ public struct BinaryCopyEncoder: Sendable {
 
     /// A `text` value (its UTF-8 bytes), or NULL.
     public mutating func add(_ text: String?) {
-        guard var text else { return addNull() }
+        guard let text else { return addNull() }
+        add(text)
+    }
+
+    /// A `text` value, read where it is (no copy of the string to reach its bytes).
+    public mutating func add(_ text: String) {
         beginValue()
-        text.withUTF8 { utf8 in
-            appendInt32(UInt32(utf8.count))
-            bytes.append(contentsOf: utf8)
+        appendInt32(UInt32(text.utf8.count))
+        if text.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
+            bytes.append(contentsOf: text.utf8)
         }
     }
 
@@ -108,6 +113,13 @@ public struct BinaryCopyEncoder: Sendable {
         beginValue()
         appendInt32(16)
         bytes.append(contentsOf: uuid)
+    }
+
+    /// A uuid given as its two big-endian halves.
+    public mutating func addUUID(high: UInt64, low: UInt64) {
+        beginValue()
+        appendInt32(16)
+        withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { bytes.append(contentsOf: $0) }
     }
 
     public mutating func add(_ value: Bool) {

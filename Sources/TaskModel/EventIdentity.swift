@@ -18,25 +18,42 @@ public enum EventIdentity {
     }
 
     /// The identity's 16 bytes, handed to `body` without an array made for
-    /// them or for the message hashed (the applier does this per event).
+    /// them or for the message hashed.
     public static func withBytes<Result>(of webhook: Webhook, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
-        var taskId = webhook.taskId, userId = webhook.userId, content = webhook.content
+        digest(of: webhook).withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0.prefix(16))) }
+    }
+
+    /// The identity's 16 bytes as two big-endian halves (the applier does
+    /// this per event: no closure, so the caller's webhook is read in place).
+    public static func key(of webhook: Webhook) -> (high: UInt64, low: UInt64) {
+        digest(of: webhook).withUnsafeBytes { bytes in
+            var high: UInt64 = 0, low: UInt64 = 0
+            for i in 0..<8 { high = high << 8 | UInt64(bytes[i]) }
+            for i in 8..<16 { low = low << 8 | UInt64(bytes[i]) }
+            return (high, low)
+        }
+    }
+
+    private static func digest(of webhook: Webhook) -> SHA256Digest {
+        let taskId = webhook.taskId.utf8, userId = webhook.userId.utf8, content = webhook.content.utf8
         // Six 4-byte lengths (four text fields, the flag, the time), the flag's byte, the time's 8, the texts.
-        let capacity = 6 * 4 + 1 + 8 + webhook.event.rawValue.utf8.count + taskId.utf8.count + userId.utf8.count + content.utf8.count
-        let digest = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
+        let capacity = 6 * 4 + 1 + 8 + webhook.event.rawValue.utf8.count + taskId.count + userId.count + content.count
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
             var message = MessageWriter(buffer: buffer)
             message.appendField(webhook.event.rawValue.utf8)
-            taskId.withUTF8 { message.appendField($0) }
-            userId.withUTF8 { message.appendField($0) }
-            content.withUTF8 { message.appendField($0) }
+            message.appendText(taskId)
+            message.appendText(userId)
+            message.appendText(content)
             message.appendLength(1)
             message.append(webhook.isCompleted ? 1 : 0)
             message.appendLength(8)
             let micros = UInt64(bitPattern: webhook.timestamp.microsecondsSinceEpoch)
             for shift in stride(from: 56, through: 0, by: -8) { message.append(UInt8(truncatingIfNeeded: micros >> UInt64(shift))) }
-            return SHA256.hash(data: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[..<message.count])))
+            // The incremental form: `hash(data:)` would copy the message into an array first.
+            var hasher = SHA256()
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[..<message.count])))
+            return hasher.finalize()
         }
-        return digest.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0.prefix(16))) }
     }
 
     /// The message hashed, written into a buffer made large enough for it.
@@ -53,6 +70,11 @@ public enum EventIdentity {
         mutating func appendField(_ bytes: some Collection<UInt8>) {
             appendLength(bytes.count)
             for byte in bytes { append(byte) }
+        }
+
+        /// A text field, from its contiguous UTF-8 where it has one (a native string always does).
+        mutating func appendText(_ utf8: String.UTF8View) {
+            if utf8.withContiguousStorageIfAvailable({ appendField($0) }) == nil { appendField(utf8) }
         }
 
         mutating func appendLength(_ count: Int) {

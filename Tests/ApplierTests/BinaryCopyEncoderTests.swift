@@ -61,11 +61,13 @@ import TestSupport
         // Reused after removeAll: only the new rows go in.
         encoder.removeAll()
         #expect(encoder.isEmpty)
-        encoder.add(Int32(9)); encoder.addUUID(uuid); encoder.add("again"); encoder.add(true)
+        // (The uuid as its two halves, the text not optional: the applier's event log row.)
+        encoder.add(Int32(9)); encoder.addUUID(high: 0x9fc4_e6fc_4dfc_5284, low: 0xf260_fdf8_c8dc_bbeb); encoder.add("again" as String); encoder.add(true)
         encoder.addTimestamp(microsecondsSinceUnixEpoch: 1)
         encoder.endRow()
         #expect(try db.copyIn("COPY t FROM STDIN (FORMAT binary)", data: encoder.data) == 1)
         #expect(try db.execute("SELECT count(*) FROM t").scalar == String(rows.count + 1))
+        #expect(try db.execute("SELECT id::text, s FROM t WHERE n = 9").rows == [["9fc4e6fc-4dfc-5284-f260-fdf8c8dcbbeb", "again"]])
 
         // Some of the rows only, as the applier copies just a batch's new events.
         encoder.removeAll()

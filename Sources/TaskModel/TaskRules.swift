@@ -120,17 +120,22 @@ public enum TaskRules {
     public static func extend(_ state: TaskState, with events: [Webhook]) -> (state: TaskState, dispositions: [EventDisposition]) {
         var state = state
         var dispositions = [EventDisposition](repeating: .applied, count: events.count)
-        let order = events.count == 1 ? [0] : events.indices.sorted { precedes(events[$0], events[$1]) }
-        for index in order {
-            let event = events[index]
-            precondition(event.timestamp > state.createdDate, "extend() is for events after the task's history")
-            if event.userId != state.userId {
+        /// One event, read where it is in `events` (not copied).
+        func step(_ index: Int) {
+            precondition(events[index].timestamp > state.createdDate, "extend() is for events after the task's history")
+            if events[index].userId != state.userId {
                 dispositions[index] = .rejectedOwner
-            } else if event.event == .created {
+            } else if events[index].event == .created {
                 dispositions[index] = .rejectedConflict
             } else {
-                apply(event, to: &state)
+                apply(events[index], to: &state)
             }
+        }
+        // Most tasks gain one event a batch: no order to work out then.
+        if events.count == 1 {
+            step(0)
+        } else {
+            for index in events.indices.sorted(by: { precedes(events[$0], events[$1]) }) { step(index) }
         }
         return (state, dispositions)
     }
@@ -159,7 +164,8 @@ public enum TaskRules {
     /// walk, no hashing (this runs for every task of every batch).
     public static func foldState(_ events: [Webhook], asOf: Timestamp? = nil) -> (state: TaskState?, creation: Webhook?) {
         var sorted = asOf.map { limit in events.filter { $0.timestamp <= limit } } ?? events
-        sorted.sort(by: precedes)
+        // Sorting shares nothing: one event (a new task's `created`) is left as it is, not copied to be sorted.
+        if sorted.count > 1 { sorted.sort(by: precedes) }
         // The earliest `created` (ties: smaller identity) makes the task.
         guard let creation = sorted.first(where: { $0.event == .created }) else { return (nil, nil) }
 

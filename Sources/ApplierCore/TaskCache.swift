@@ -233,6 +233,9 @@ struct TaskCache {
                 marks: marks)
         }
 
+        /// What its entry costs (`TaskCache.size(of:)`), read in place.
+        var bytes: Int { TaskCache.size(taskId: taskId, userId: userId, content: content) }
+
         /// What a free slot holds: nothing on the heap.
         static let vacant = Slot(Entry(row: TaskState(taskId: "", userId: "", content: "", createdDate: Timestamp(microsecondsSinceEpoch: 0),
                                                       completedDate: nil, deletedDate: nil),
@@ -306,7 +309,7 @@ struct TaskCache {
     /// deleted (`keeps`; a slot has no room for a deletion date), and it is
     /// not larger than the whole budget.
     private func fits(_ entry: Entry, size: Int) -> Bool {
-        !entry.marks.overflowed && entry.row.deletedDate == nil && size <= budget
+        !entry.marks.overflowed && Self.keeps(entry.row) && size <= budget
     }
 
     /// The slot of a task, by its `TaskPartition.mixedHash(of:)`.
@@ -404,10 +407,11 @@ struct TaskCache {
                     continue
                 }
                 // In place: the same task, so the same partition and tag; made under this generation now.
-                let old = slots[Int(slot)]
-                bytes += size - Self.size(taskId: old.taskId, userId: old.userId, content: old.content)
-                slots[Int(slot)] = Slot(entry, generation: generations[Int(old.partition)], partition: old.partition, tag: old.tag, older: old.older)
-                slots[Int(slot)].newer = old.newer
+                let partition = slots[Int(slot)].partition, tag = slots[Int(slot)].tag
+                let older = slots[Int(slot)].older, newer = slots[Int(slot)].newer
+                bytes += size - slots[Int(slot)].bytes
+                slots[Int(slot)] = Slot(entry, generation: generations[Int(partition)], partition: partition, tag: tag, older: older)
+                slots[Int(slot)].newer = newer
                 touch(slot)
             } else if fits(entry, size: size) {
                 insert(entry, tag: TaskSlotIndex.tag(of: hash), size: size)
@@ -460,9 +464,8 @@ struct TaskCache {
 
     private mutating func remove(_ position: Int32) {
         unlink(position)
-        let old = slots[Int(position)]
-        index.remove(tag: old.tag, slot: position)
-        bytes -= Self.size(taskId: old.taskId, userId: old.userId, content: old.content)
+        index.remove(tag: slots[Int(position)].tag, slot: position)
+        bytes -= slots[Int(position)].bytes
         slots[Int(position)] = .vacant
         freeSlots.append(position)
     }

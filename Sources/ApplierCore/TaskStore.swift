@@ -37,7 +37,8 @@ public final class TaskStore: BatchStore {
     private let connection: PGConnection
     /// Folded tasks that have no row yet, and those that have one.
     private var newTaskRows = BinaryCopyEncoder(columns: 6)
-    private var derivedRows = BinaryCopyEncoder(columns: 9)
+    private var updatesByAddress = RowUpdateArrays(locator: .tid)
+    private var updatesOfCopiedIn = RowUpdateArrays(locator: .xid)
     /// How the next batch looks for its duplicates (the last one says: `BatchSteps.Mode`).
     private var mode = BatchSteps.Mode.live
     /// What this connection has just written, while no one else writes its partitions.
@@ -55,17 +56,10 @@ public final class TaskStore: BatchStore {
         // (it never is: that would slow every batch down as the log grows);
         // a bitmap scan only adds work to a look-up that finds a row or two;
         // and parallel workers (a process each, every batch) cost more than
-        // the look-ups they would share. The only tables scanned whole are
-        // this session's temp tables.
+        // the look-ups they would share. No table is scanned whole.
         try connection.set([
             "jit": "off", "enable_bitmapscan": "off", "enable_seqscan": "off", "max_parallel_workers_per_gather": "0",
         ])
-        try connection.execute("""
-            CREATE TEMP TABLE IF NOT EXISTS derived_task (
-                address tid, copied_by xid, task int4, external_id text, user_id text, content text,
-                created_date timestamptz, completed_date timestamptz, deleted_date timestamptz
-            ) ON COMMIT DELETE ROWS
-            """)
         if cache.isEnabled { try findIfEmpty() }
     }
 
@@ -380,12 +374,16 @@ public final class TaskStore: BatchStore {
     private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch) throws -> [RowAddress?] {
         let remembering = cache.isEnabled
         newTaskRows.removeAll()
-        derivedRows.removeAll()
-        var copiedIn = 0
         for state in rows.new { Self.encode(state, into: &newTaskRows) }
+        updatesByAddress.removeAll()
+        updatesOfCopiedIn.removeAll()
         for index in rows.existing.indices {
-            if case .copiedIn = rows.existing[index].locator { copiedIn += 1 }
-            Self.encode(rows.existing[index], into: &derivedRows)  // borrowed where it is, not copied
+            // Borrowed where it is, not copied.
+            if case .copiedIn = rows.existing[index].locator {
+                updatesOfCopiedIn.add(rows.existing[index])
+            } else {
+                updatesByAddress.add(rows.existing[index])
+            }
         }
         var addresses: [RowAddress?] = remembering ? Array(repeating: nil, count: batch.tasks.count) : []
         if !newTaskRows.isEmpty {
@@ -394,48 +392,21 @@ public final class TaskStore: BatchStore {
                 FROM STDIN (FORMAT binary)
                 """, data: newTaskRows.data)
         }
-        guard !derivedRows.isEmpty else { return addresses }
-        try connection.copyIn("COPY derived_task FROM STDIN (FORMAT binary)", data: derivedRows.data)
-        let update = """
-            UPDATE meetperry.task AS t SET
-                user_id = d.user_id, content = d.content, created_date = d.created_date,
-                completed_date = d.completed_date, deleted_date = d.deleted_date, updated_date = now()
-            FROM derived_task d
-            """
         var updated = 0
-        for (found, count) in [("t.ctid = d.address AND t.external_id = d.external_id", rows.existing.count - copiedIn),
-                               ("d.address IS NULL AND t.external_id = d.external_id AND t.xmin = d.copied_by", copiedIn)] where count > 0 {
-            if remembering {
-                try connection.query(update + " WHERE \(found) RETURNING d.task, t.ctid", binary: true) { row in
-                    // A row written: its task (its number in the batch) and where it is now.
-                    guard let task = row.int32(binary: 0), task >= 0, Int(task) < addresses.count,
-                          let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
-                        throw PGError.unreadableRow("meetperry.task")
-                    }
-                    addresses[Int(task)] = address
-                    updated += 1
+        for updates in [updatesByAddress, updatesOfCopiedIn] where updates.count > 0 {
+            try connection.query(updates.statement, binaryParameters: updates.parameters, binary: true) { row in
+                // A row written: its task (its number in the batch) and where it is now.
+                guard let task = row.int32(binary: 0), task >= 0, Int(task) < batch.tasks.count,
+                      let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {
+                    throw PGError.unreadableRow("meetperry.task")
                 }
-            } else {
-                updated += try connection.execute(update + " WHERE \(found)").affectedRows
+                if remembering { addresses[Int(task)] = address }
+                updated += 1
             }
         }
         // The rows were read (or written) under the partition locks; only a writer that takes none can have changed them.
         guard updated == rows.existing.count else { throw PGError.rowsChangedUnderLock("meetperry.task") }
         return addresses
-    }
-
-    /// One `derived_task` row: how the row is found, the task's number, its new columns.
-    private static func encode(_ update: BatchPlan.RowUpdate, into rows: inout BinaryCopyEncoder) {
-        switch update.locator {
-        case .address(let address):
-            rows.addTID(block: address.block, offset: address.offset)
-            rows.addNull()
-        case .copiedIn(let transaction):
-            rows.addNull()
-            rows.addXID(transaction)
-        }
-        rows.add(update.task)
-        encode(update.state, into: &rows)
     }
 
     /// One `meetperry.task` row (its seed columns but the id) for COPY.

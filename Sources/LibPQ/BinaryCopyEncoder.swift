@@ -4,15 +4,14 @@
 /// than the text format for the applier's writes. Every row must
 /// carry the `columns` values its table expects, in order.
 public struct BinaryCopyEncoder: Sendable {
-    public private(set) var bytes: [UInt8] = []
+    private var values = BinaryValueWriter()
+    /// The stream so far: the header and the finished rows (and the row being built).
+    public var bytes: [UInt8] { values.bytes }
     private let columns: Int
     /// Values added to the row being built; 0 between rows.
     private var columnInRow = 0
     /// Where each finished row starts in `bytes`, and the end of the last one.
     private var rowBounds: [Int] = []
-
-    /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01T00:00:00Z).
-    static let postgresEpochOffsetMicros: Int64 = 946_684_800_000_000
 
     public init(columns: Int) {
         self.columns = columns
@@ -21,10 +20,10 @@ public struct BinaryCopyEncoder: Sendable {
 
     /// Starts over with an empty stream (the header only), keeping capacity.
     public mutating func removeAll() {
-        bytes.removeAll(keepingCapacity: true)
-        bytes.append(contentsOf: [0x50, 0x47, 0x43, 0x4F, 0x50, 0x59, 0x0A, 0xFF, 0x0D, 0x0A, 0x00]) // "PGCOPY\n\377\r\n\0"
-        appendInt32(0) // flags
-        appendInt32(0) // header extension length
+        values.bytes.removeAll(keepingCapacity: true)
+        values.bytes.append(contentsOf: [0x50, 0x47, 0x43, 0x4F, 0x50, 0x59, 0x0A, 0xFF, 0x0D, 0x0A, 0x00]) // "PGCOPY\n\377\r\n\0"
+        values.int32(0) // flags
+        values.int32(0) // header extension length
         columnInRow = 0
         rowBounds.removeAll(keepingCapacity: true)
         rowBounds.append(bytes.count)
@@ -76,7 +75,7 @@ public struct BinaryCopyEncoder: Sendable {
     }
 
     private mutating func beginValue() {
-        if columnInRow == 0 { appendInt16(UInt16(columns)) }
+        if columnInRow == 0 { values.int16(UInt16(columns)) }
         columnInRow += 1
         precondition(columnInRow <= columns, "BinaryCopyEncoder: more values than the \(columns) columns")
     }
@@ -89,7 +88,7 @@ public struct BinaryCopyEncoder: Sendable {
 
     public mutating func addNull() {
         beginValue()
-        appendInt32(UInt32(bitPattern: -1))
+        values.null()
     }
 
     /// A `text` value (its UTF-8 bytes), or NULL.
@@ -101,80 +100,52 @@ public struct BinaryCopyEncoder: Sendable {
     /// A `text` value, read where it is (no copy of the string to reach its bytes).
     public mutating func add(_ text: String) {
         beginValue()
-        appendInt32(UInt32(text.utf8.count))
-        if text.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
-            bytes.append(contentsOf: text.utf8)
-        }
+        values.text(text)
     }
 
     /// A `uuid` value: exactly 16 bytes.
     public mutating func addUUID(_ uuid: some Collection<UInt8>) {
-        precondition(uuid.count == 16, "BinaryCopyEncoder: a uuid is 16 bytes")
         beginValue()
-        appendInt32(16)
-        bytes.append(contentsOf: uuid)
+        values.uuid(uuid)
     }
 
     /// A uuid given as its two big-endian halves.
     public mutating func addUUID(high: UInt64, low: UInt64) {
         beginValue()
-        appendInt32(16)
-        withUnsafeBytes(of: (high.bigEndian, low.bigEndian)) { bytes.append(contentsOf: $0) }
+        values.uuid(high: high, low: low)
     }
 
     public mutating func add(_ value: Bool) {
         beginValue()
-        appendInt32(1)
-        bytes.append(value ? 1 : 0)
+        values.bool(value)
     }
 
     public mutating func add(_ value: Int32) {
         beginValue()
-        appendInt32(4)
-        appendInt32(UInt32(bitPattern: value))
+        values.int4(value)
     }
 
     public mutating func add(_ value: Int64) {
         beginValue()
-        appendInt32(8)
-        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value) >> 32))
-        appendInt32(UInt32(truncatingIfNeeded: UInt64(bitPattern: value)))
+        values.int8(value)
     }
 
     /// A `tid` (a row's `ctid`): its block and its line in the block.
     public mutating func addTID(block: UInt32, offset: UInt16) {
         beginValue()
-        appendInt32(6)
-        appendInt32(block)
-        appendInt16(offset)
+        values.tid(block: block, offset: offset)
     }
 
     /// An `xid` (a 32-bit transaction id, such as a row's `xmin`).
     public mutating func addXID(_ xid: UInt32) {
         beginValue()
-        appendInt32(4)
-        appendInt32(xid)
+        values.xid(xid)
     }
 
     /// A `timestamptz` value from microseconds since the Unix epoch, or NULL.
     public mutating func addTimestamp(microsecondsSinceUnixEpoch micros: Int64?) {
         guard let micros else { return addNull() }
         beginValue()
-        appendInt32(8)
-        let value = UInt64(bitPattern: micros - Self.postgresEpochOffsetMicros)
-        appendInt32(UInt32(truncatingIfNeeded: value >> 32))
-        appendInt32(UInt32(truncatingIfNeeded: value))
-    }
-
-    private mutating func appendInt16(_ value: UInt16) {
-        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
-        bytes.append(UInt8(truncatingIfNeeded: value))
-    }
-
-    private mutating func appendInt32(_ value: UInt32) {
-        bytes.append(UInt8(truncatingIfNeeded: value >> 24))
-        bytes.append(UInt8(truncatingIfNeeded: value >> 16))
-        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
-        bytes.append(UInt8(truncatingIfNeeded: value))
+        values.timestamp(microsecondsSinceUnixEpoch: micros)
     }
 }

@@ -96,6 +96,23 @@ public final class PGConnection {
         let result = withCStrings(parameters) { values in
             PQexecParams(conn, sql, Int32(parameters.count), nil, values, nil, nil, binary ? 1 : 0)
         }
+        try rows(of: result, conn, body)
+    }
+
+    /// `query` with binary parameters (`BinaryArrayEncoder.data`, say), bound
+    /// as `$1, $2, …`; the statement gives each its type (`$1::tid[]`).
+    public func query(_ sql: String, binaryParameters parameters: [[UInt8]], binary: Bool = false, _ body: (RowView) throws -> Void) throws {
+        let conn = try handle()
+        let lengths = parameters.map { Int32($0.count) }
+        let formats = [Int32](repeating: 1, count: parameters.count)
+        let result = withBytePointers(parameters) { values in
+            PQexecParams(conn, sql, Int32(parameters.count), nil, values, lengths, formats, binary ? 1 : 0)
+        }
+        try rows(of: result, conn, body)
+    }
+
+    /// Hands each row of a statement's result to `body`, then clears it.
+    private func rows(of result: OpaquePointer?, _ conn: OpaquePointer, _ body: (RowView) throws -> Void) throws {
         guard let result else { throw connectionError(conn) }
         defer { PQclear(result) }
         switch PQresultStatus(result) {
@@ -226,4 +243,18 @@ func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> 
     let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
     defer { copies.forEach { free($0) } }
     return body(copies.map { $0.map { UnsafePointer($0) } })
+}
+
+/// Calls `body` with a C array of pointers to each of `buffers`' bytes, valid for the call.
+func withBytePointers<R>(_ buffers: [[UInt8]], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    func nest(_ index: Int, _ pointers: inout [UnsafePointer<CChar>?]) -> R {
+        guard index < buffers.count else { return body(pointers) }
+        return buffers[index].withUnsafeBytes { raw in
+            pointers.append(raw.baseAddress?.assumingMemoryBound(to: CChar.self))
+            return nest(index + 1, &pointers)
+        }
+    }
+    var pointers: [UnsafePointer<CChar>?] = []
+    pointers.reserveCapacity(buffers.count)
+    return nest(0, &pointers)
 }

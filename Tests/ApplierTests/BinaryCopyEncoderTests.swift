@@ -122,6 +122,43 @@ import TestSupport
         #expect(try db.execute("SELECT e FROM unnest($1::text[]) WITH ORDINALITY AS u(e, n) ORDER BY n", [PGArray.literal(withNulls)]).rows == withNulls.map { [$0] })
     }
 
+    /// Arrays bound as binary parameters (the applier's row updates) come out
+    /// of `unnest` element for element: every type it binds, NULLs, any string, no elements.
+    @Test func binaryArrayParametersRoundTrip() throws {
+        let cluster = PostgresCluster.shared
+        let db = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase(applyChangeset: false)))
+        defer { db.close() }
+        try db.execute("SET TIME ZONE 'UTC'")
+        let texts = ["plain", "", "a,b", "{x}", "quote\"d", "back\\slash", "NULL", "ünï 🎉", "line\nbreak", String(repeating: "x", count: 70_000)]
+        var numbers = BinaryArrayEncoder(of: .int4), strings = BinaryArrayEncoder(of: .text), addresses = BinaryArrayEncoder(of: .tid)
+        var transactions = BinaryArrayEncoder(of: .xid), times = BinaryArrayEncoder(of: .timestamptz)
+        var expected: [[String?]] = []
+        for (n, text) in texts.enumerated() {
+            numbers.add(Int32(n) - 3)
+            strings.add(text)
+            addresses.addTID(block: n == 1 ? UInt32.max - 1 : UInt32(n * 70_000), offset: n == 2 ? UInt16.max : UInt16(n))
+            transactions.addXID(n == 3 ? UInt32.max : UInt32(n))
+            let micros: Int64? = n == 4 ? nil : n == 5 ? -62_135_596_800_000_000 : 1_743_531_825_123_456 + Int64(n)
+            times.addTimestamp(microsecondsSinceUnixEpoch: micros)
+            expected.append([String(n - 3), text, n == 1 ? "(4294967294,1)" : n == 2 ? "(140000,65535)" : "(\(n * 70_000),\(n))",
+                             String(n == 3 ? UInt32.max : UInt32(n)), micros.map(String.init)])
+        }
+        #expect(numbers.count == texts.count && times.count == texts.count)
+        var back: [[String?]] = []
+        try db.query("""
+            SELECT n::text, s, a::text, x::text, (extract(epoch FROM t) * 1000000)::int8::text
+            FROM unnest($1::int4[], $2::text[], $3::tid[], $4::xid[], $5::timestamptz[]) WITH ORDINALITY AS u(n, s, a, x, t, i) ORDER BY i
+            """, binaryParameters: [numbers.data, strings.data, addresses.data, transactions.data, times.data]) { row in
+            back.append((0..<5).map { row.string($0) })
+        }
+        #expect(back == expected)
+
+        // Emptied (as each batch starts over), an array has no elements.
+        numbers.removeAll()
+        #expect(numbers.count == 0)
+        try db.query("SELECT cardinality($1::int4[])::text", binaryParameters: [numbers.data]) { row in #expect(row.string(0) == "0") }
+    }
+
     /// Text PostgreSQL cannot store (a NUL byte) is refused by the server as a
     /// data error (class 22), which the applier isolates and rejects.
     @Test func aNulByteIsADataError() throws {

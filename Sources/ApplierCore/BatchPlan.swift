@@ -80,17 +80,26 @@ struct BatchPlan {
     var duplicates: Int { duplicateItems.count }
     /// The stored events of tasks that gained one (added by `addStored`).
     private var storedEvents: [StoredEvent] = []
-    /// The events of one task that gained one.
-    struct TaskEvents {
-        /// The new ones (in batch order), then (once added) the stored ones.
-        var webhooks: [Webhook] = []
-        /// The batch indices of the new ones: `webhooks`' first elements.
-        var newIndices: [Int] = []
+    /// What a task gained in the batch. Its new events are a list through
+    /// the batch's items (`first`, then `nextNew`), not an array of their
+    /// own: most tasks gain one event a batch, and an array (or a copy of
+    /// the event) for each was a good part of the applier's allocations.
+    struct Gain {
+        /// The first and last of its new events (batch indices; -1: none).
+        var first: Int32 = -1
+        var last: Int32 = -1
+        var count: Int32 = 0
         /// Whether it goes on from its row (its new events all come after its stored ones).
         var extending = false
+        /// Whether its stored events were added (`addStored`): it is folded again from them.
+        var hasStored = false
     }
-    /// Every event of each task, by task number (none for a task that gained nothing).
-    private var events: [TaskEvents]
+    /// What each task gained, by task number.
+    private var gains: [Gain]
+    /// The next new event of the same task, by batch index (-1: the last).
+    private var nextNew: [Int32]
+    /// The stored events of the tasks folded again, by task number.
+    private var storedWebhooks: [Int32: [Webhook]] = [:]
     /// The numbers of the tasks that gained an event, in order of their first new one.
     private(set) var gained: [Int32] = []
 
@@ -101,15 +110,22 @@ struct BatchPlan {
         self.batch = batch
         self.stored = stored
         self.cached = cached
-        events = Array(repeating: TaskEvents(), count: batch.tasks.count)
+        gains = Array(repeating: Gain(), count: batch.tasks.count)
+        nextNew = Array(repeating: -1, count: batch.count)
         var known = stored.identities
         known.reserveCapacity(known.count + batch.count)
         for (index, identity) in batch.identities.enumerated() {
             if known.insert(identity).inserted {
                 newItems.append(index)
                 let task = Int(batch.taskOfItem[index])
-                if events[task].newIndices.isEmpty { gained.append(Int32(task)) }
-                events[task].add(batch.items[index].record.webhook, at: index)
+                if gains[task].count == 0 {
+                    gained.append(Int32(task))
+                    gains[task].first = Int32(index)
+                } else {
+                    nextNew[Int(gains[task].last)] = Int32(index)
+                }
+                gains[task].last = Int32(index)
+                gains[task].count += 1
             } else {
                 duplicateItems.append(index)
             }
@@ -123,6 +139,31 @@ struct BatchPlan {
         return stored.rowAddresses[batch.tasks[task]].map(RowLocator.address)
     }
     private func row(_ task: Int) -> TaskState? { cached.isEmpty ? stored.rows[batch.tasks[task]] : cached[task]?.row ?? stored.rows[batch.tasks[task]] }
+    /// Its row's creation date (the row not copied).
+    private func rowCreated(_ task: Int) -> Timestamp? {
+        if !cached.isEmpty, let created = cached[task]?.row.createdDate { return created }
+        return stored.rows[batch.tasks[task]]?.createdDate
+    }
+
+    /// The batch indices of task `task`'s new events, in batch order.
+    private func newItems(of task: Int) -> ItemList { ItemList(links: nextNew, current: gains[task].first) }
+
+    struct ItemList: Sequence, IteratorProtocol {
+        let links: [Int32]
+        var current: Int32
+        mutating func next() -> Int? {
+            guard current >= 0 else { return nil }
+            defer { current = links[Int(current)] }
+            return Int(current)
+        }
+    }
+
+    /// Every event of task `task`: its new ones (in batch order), then its stored ones.
+    private func webhooks(of task: Int) -> [Webhook] {
+        var webhooks = newItems(of: task).map { batch.items[$0].record.webhook }
+        if gains[task].hasStored { webhooks += storedWebhooks[Int32(task)] ?? [] }
+        return webhooks
+    }
 
     /// Whether the cache answered task `task` (asked through a field, so its entry is not copied).
     private func isCached(_ task: Int) -> Bool { !cached.isEmpty && cached[task]?.latest != nil }
@@ -137,22 +178,23 @@ struct BatchPlan {
     mutating func addRows(_ rows: [String: TaskState]) {
         stored.rows = rows
         for task in gained.lazy.map(Int.init) {
-            guard let latest = latest(task), let row = row(task), row.createdDate <= latest,
-                  events[task].webhooks.allSatisfy({ $0.timestamp > latest }) else { continue }
-            events[task].extending = true
+            guard let latest = latest(task), let created = rowCreated(task), created <= latest,
+                  newItems(of: task).allSatisfy({ batch.items[$0].record.webhook.timestamp > latest }) else { continue }
+            gains[task].extending = true
         }
     }
 
     /// Tasks that gained an event and have stored ones, but cannot go on from their rows:
     /// their history must be read to fold them.
     var tasksToRefold: [String] {
-        gained.lazy.map(Int.init).filter { latest($0) != nil && !events[$0].extending }.map { batch.tasks[$0] }
+        gained.lazy.map(Int.init).filter { latest($0) != nil && !gains[$0].extending }.map { batch.tasks[$0] }
     }
 
     /// Adds a stored event of a task that gained one.
     mutating func addStored(_ event: StoredEvent) {
         guard let task = batch.taskNumbers[event.webhook.taskId] else { return }
-        events[Int(task)].webhooks.append(event.webhook)
+        gains[Int(task)].hasStored = true
+        storedWebhooks[task, default: []].append(event.webhook)
         storedEvents.append(event)
     }
 
@@ -176,19 +218,29 @@ struct BatchPlan {
         /// The creation of each task folded again from stored events.
         var creations: [String: Webhook] = [:]
         for task in gained.lazy.map(Int.init) {
-            let events = events[task]
-            if events.extending, let row = row(task) {
-                let (state, verdicts) = TaskRules.extend(row, with: events.webhooks)
+            let gain = gains[task]
+            if gain.extending, let row = row(task) {
+                var state = row
+                if gain.count == 1 {
+                    let index = Int(gain.first)
+                    dispositions[index] = TaskRules.extend(&state, with: batch.items[index].record.webhook)
+                } else {
+                    let verdicts: [EventDisposition]
+                    (state, verdicts) = TaskRules.extend(row, with: webhooks(of: task))
+                    for (index, verdict) in zip(newItems(of: task), verdicts) { dispositions[index] = verdict }
+                }
                 states.append(state)
-                for (index, verdict) in zip(events.newIndices, verdicts) { dispositions[index] = verdict }
                 if state != row, let locator = locator(task) { rows.existing.append(RowUpdate(locator: locator, state: state, task: Int32(task))) }
                 continue
             }
-            let (state, creation) = TaskRules.foldState(events.webhooks)
-            for index in events.newIndices {
+            // A new task's one event (its creation, most often) is folded where it is.
+            let (state, creation) = gain.count == 1 && !gain.hasStored
+                ? TaskRules.foldState(of: batch.items[Int(gain.first)].record.webhook)
+                : TaskRules.foldState(webhooks(of: task))
+            for index in newItems(of: task) {
                 dispositions[index] = TaskRules.disposition(of: batch.items[index].record.webhook, creation: creation)
             }
-            if events.webhooks.count > events.newIndices.count { creations[batch.tasks[task]] = creation }
+            if gain.hasStored { creations[batch.tasks[task]] = creation }
             states.append(state)
             guard let state else { continue }
             if let locator = locator(task) {
@@ -215,7 +267,7 @@ struct BatchPlan {
             let refusal = event.refusal(creation: creations[event.webhook.taskId])
             if refusal != event.refusal {
                 verdicts.append(VerdictChange(taskId: event.webhook.taskId, identity: event.identity, refusal: refusal))
-                let cause = batch.taskNumbers[event.webhook.taskId].flatMap { events[Int($0)].newIndices.first }.map { batch.items[$0].line } ?? 0
+                let cause = batch.taskNumbers[event.webhook.taskId].map { gains[Int($0)].first }.flatMap { $0 >= 0 ? batch.items[Int($0)].line : nil } ?? 0
                 outcome.verdictChanges.append(.init(record: StreamRecord(webhook: event.webhook, receivedAt: event.receivedAt, deliveryId: event.deliveryId),
                                                     before: event.refusal, after: refusal, causedBy: cause))
             }
@@ -226,7 +278,7 @@ struct BatchPlan {
         // or went on from its row, which leaves stored verdicts as they are) as stored.
         for index in duplicateItems {
             let identity = batch.identities[index], task = Int(batch.taskOfItem[index])
-            let foldedAgain = !events[task].newIndices.isEmpty && !events[task].extending
+            let foldedAgain = gains[task].count > 0 && !gains[task].extending
             let refusal = refusedNow[identity] ?? (foldedAgain ? nil : stored.refusals[identity])
             if let refusal { outcome.rejected.append((batch.items[index], refusal)) } else { outcome.duplicates += 1 }
         }
@@ -259,7 +311,7 @@ struct BatchPlan {
                 if let i = marks.firstIndex(where: { $0.matches(change.identity) }) { marks[i].set(change.refusal) }
             }
             var latest = latest(task)
-            for index in events[task].newIndices {
+            for index in newItems(of: task) {
                 let identity = batch.identities[index]
                 marks.append(TaskCache.Mark(identity, refusal: changes.first { $0.identity == identity }?.refusal))
                 let timestamp = batch.items[index].record.webhook.timestamp
@@ -281,13 +333,6 @@ extension BatchPlan.StoredEvent {
     func refusal(creation: Webhook?) -> EventDisposition? {
         let verdict = TaskRules.disposition(of: webhook, creation: creation)
         return verdict.rejectionCode == nil ? nil : verdict
-    }
-}
-
-extension BatchPlan.TaskEvents {
-    mutating func add(_ webhook: Webhook, at index: Int) {
-        webhooks.append(webhook)
-        newIndices.append(index)
     }
 }
 

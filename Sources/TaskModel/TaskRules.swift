@@ -120,24 +120,22 @@ public enum TaskRules {
     public static func extend(_ state: TaskState, with events: [Webhook]) -> (state: TaskState, dispositions: [EventDisposition]) {
         var state = state
         var dispositions = [EventDisposition](repeating: .applied, count: events.count)
-        /// One event, read where it is in `events` (not copied).
-        func step(_ index: Int) {
-            precondition(events[index].timestamp > state.createdDate, "extend() is for events after the task's history")
-            if events[index].userId != state.userId {
-                dispositions[index] = .rejectedOwner
-            } else if events[index].event == .created {
-                dispositions[index] = .rejectedConflict
-            } else {
-                apply(events[index], to: &state)
-            }
-        }
         // Most tasks gain one event a batch: no order to work out then.
         if events.count == 1 {
-            step(0)
+            dispositions[0] = extend(&state, with: events[0])
         } else {
-            for index in events.indices.sorted(by: { precedes(events[$0], events[$1]) }) { step(index) }
+            for index in events.indices.sorted(by: { precedes(events[$0], events[$1]) }) { dispositions[index] = extend(&state, with: events[index]) }
         }
         return (state, dispositions)
+    }
+
+    /// `extend` with one event, `state` changed in place: what became of the event.
+    public static func extend(_ state: inout TaskState, with event: Webhook) -> EventDisposition {
+        precondition(event.timestamp > state.createdDate, "extend() is for events after the task's history")
+        if event.userId != state.userId { return .rejectedOwner }
+        if event.event == .created { return .rejectedConflict }
+        apply(event, to: &state)
+        return .applied
     }
 
     /// One step of the walk in time order, for an event the rules apply: the
@@ -160,6 +158,12 @@ public enum TaskRules {
         }
     }
 
+    /// `foldState` of a task's only event, without an array to hold it: a
+    /// `created` makes the task as it says; anything else waits for one.
+    public static func foldState(of event: Webhook) -> (state: TaskState?, creation: Webhook?) {
+        event.event == .created ? (TaskState(madeBy: event), event) : (nil, nil)
+    }
+
     /// The state alone, and the `created` that made the task: one sort and one
     /// walk, no hashing (this runs for every task of every batch).
     public static func foldState(_ events: [Webhook], asOf: Timestamp? = nil) -> (state: TaskState?, creation: Webhook?) {
@@ -170,14 +174,7 @@ public enum TaskRules {
         guard let creation = sorted.first(where: { $0.event == .created }) else { return (nil, nil) }
 
         // Walk in time order (`apply`). Duplicates are equal under the order, so adjacent.
-        var state = TaskState(
-            taskId: creation.taskId,
-            userId: creation.userId,
-            content: creation.content,
-            createdDate: creation.timestamp,
-            completedDate: creation.isCompleted ? creation.timestamp : nil,
-            deletedDate: nil
-        )
+        var state = TaskState(madeBy: creation)
         var previous: Webhook?
         for event in sorted {
             if event == previous { continue }
@@ -186,5 +183,13 @@ public enum TaskRules {
             apply(event, to: &state)
         }
         return (state, creation)
+    }
+}
+
+extension TaskState {
+    /// A task as its `created` makes it, before any other event.
+    init(madeBy creation: Webhook) {
+        self.init(taskId: creation.taskId, userId: creation.userId, content: creation.content, createdDate: creation.timestamp,
+                  completedDate: creation.isCompleted ? creation.timestamp : nil, deletedDate: nil)
     }
 }

@@ -129,8 +129,29 @@ func event(_ kind: WebhookEvent, _ minute: Int, id: String = "t1", user: String 
             let (all, expected) = TaskRules.fold(history)
             #expect(state == all, "\(history)")
             for (event, verdict) in zip(later, verdicts) { #expect(verdict == expected[event], "\(event)") }
+            // One event at a time, in the rules' order, in place (the applier's form for a task's one new event).
+            var stepwise = stored
+            for event in later.sorted(by: TaskRules.precedes) {
+                #expect(TaskRules.extend(&stepwise, with: event) == expected[event], "\(event)")
+            }
+            #expect(stepwise == all, "\(history)")
             extended += 1
         }
         #expect(extended > 500)
+    }
+
+    /// A task's only event folded without an array is the fold of that one event.
+    @Test func oneEventFoldsAsTheFoldOfItAlone() {
+        var generator = SeededGenerator(seed: 9)
+        var created = 0
+        for _ in 0..<300 {
+            for event in randomHistory(taskId: "t", using: &generator) {
+                let alone = TaskRules.foldState(of: event)
+                let expected = TaskRules.foldState([event])
+                #expect(alone.state == expected.state && alone.creation == expected.creation, "\(event)")
+                if alone.state != nil { created += 1 }
+            }
+        }
+        #expect(created > 100)
     }
 }

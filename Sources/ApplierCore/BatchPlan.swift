@@ -364,6 +364,4 @@ struct RowAddress: Hashable, Sendable {
     var block: UInt32
     var offset: UInt16
 
-    /// The `tid` literal: `(block,offset)`.
-    var literal: String { "(\(block),\(offset))" }
 }

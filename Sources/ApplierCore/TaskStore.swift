@@ -240,7 +240,7 @@ public final class TaskStore: BatchStore {
             SELECT external_id, identity, rejection, occurred_at, NULL::tid FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
             SELECT external_id, NULL, NULL, NULL, ctid FROM meetperry.task WHERE external_id = ANY($1::text[])
-            """, [PGArray.literal(tasks)], binary: true) { row in
+            """, binaryParameters: [BinaryArrayEncoder(texts: tasks).data], binary: true) { row in
             // Each table's rows come grouped by task (index order): a task id is
             // decoded, hashed and stored once per group, not once per event.
             if row.withBytes(0, { !$0.elementsEqual(group.bytes) }) ?? true {
@@ -292,11 +292,15 @@ public final class TaskStore: BatchStore {
     private func storedEvents(amongThoseOf batch: PreparedBatch, _ indices: [Int]) throws -> BatchPlan.Stored {
         var stored = BatchPlan.Stored()
         stored.identities.reserveCapacity(indices.count)
+        var taskIds = BinaryArrayEncoder(of: .text), identities = BinaryArrayEncoder(of: .uuid)
+        for index in indices {
+            taskIds.add(batch.items[index].record.webhook.taskId)
+            identities.addUUID(high: batch.identities[index].high, low: batch.identities[index].low)
+        }
         try connection.query("""
             SELECT e.identity, e.rejection FROM unnest($1::text[], $2::uuid[]) AS k(external_id, identity)
             JOIN meetperry.task_event e ON e.external_id = k.external_id AND e.identity = k.identity
-            """, [PGArray.literal(indices.map { batch.items[$0].record.webhook.taskId }), PGArray.literal(indices.map { batch.identities[$0].uuidText })],
-            binary: true) { row in
+            """, binaryParameters: [taskIds.data, identities.data], binary: true) { row in
             guard let identity = row.withBytes(0, { EventKey($0) }) ?? nil else { throw PGError.unreadableRow("meetperry.task_event") }
             stored.identities.insert(identity)
             if let code = row.string(1) { stored.refusals[identity] = try Self.refusal(code) }
@@ -309,9 +313,11 @@ public final class TaskStore: BatchStore {
         guard !addresses.isEmpty else { return [:] }
         var rows: [String: TaskState] = [:]
         rows.reserveCapacity(addresses.count)
+        var tids = BinaryArrayEncoder(of: .tid)
+        for address in addresses { tids.addTID(block: address.block, offset: address.offset) }
         try connection.query("""
             SELECT external_id, user_id, content, created_date, completed_date, deleted_date FROM meetperry.task WHERE ctid = ANY($1::tid[])
-            """, [PGArray.literal(addresses.map(\.literal))], binary: true) { row in
+            """, binaryParameters: [tids.data], binary: true) { row in
             guard let taskId = row.string(0), let userId = row.string(1), let content = row.string(2) else {
                 throw PGError.unreadableRow("meetperry.task")
             }
@@ -333,7 +339,7 @@ public final class TaskStore: BatchStore {
             SELECT e.external_id, e.identity, e.rejection, \(StoredEvent.columns),
                    (extract(epoch FROM e.received_at) * 1000000)::int8, e.delivery_id
             FROM meetperry.task_event e WHERE e.external_id = ANY($1::text[])
-            """, [PGArray.literal(tasks)], binary: true) { row in
+            """, binaryParameters: [BinaryArrayEncoder(texts: tasks).data], binary: true) { row in
             guard let taskId = row.string(0), let identity = row.withBytes(1, { EventKey($0) }) ?? nil else {
                 throw PGError.unreadableRow("meetperry.task_event")
             }

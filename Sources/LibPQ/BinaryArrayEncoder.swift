@@ -20,6 +20,12 @@ public struct BinaryArrayEncoder: Sendable {
         self.element = element
     }
 
+    /// A `text[]` of these strings.
+    public init(texts: some Sequence<String>) {
+        self.init(of: .text)
+        for text in texts { add(text) }
+    }
+
     /// Starts over with no elements, keeping capacity.
     public mutating func removeAll() {
         values.bytes.removeAll(keepingCapacity: true)
@@ -57,6 +63,12 @@ public struct BinaryArrayEncoder: Sendable {
     public mutating func add(_ text: String) {
         begin(.text)
         values.text(text)
+    }
+
+    /// A `uuid` given as its two big-endian halves.
+    public mutating func addUUID(high: UInt64, low: UInt64) {
+        begin(.uuid)
+        values.uuid(high: high, low: low)
     }
 
     public mutating func add(_ value: Int32) {

@@ -217,36 +217,39 @@ struct BatchPlan {
         var dispositions = [EventDisposition](repeating: .applied, count: batch.count)
         /// The creation of each task folded again from stored events.
         var creations: [String: Webhook] = [:]
-        for task in gained.lazy.map(Int.init) {
-            let gain = gains[task]
-            if gain.extending, let row = row(task) {
-                var state = row
-                if gain.count == 1 {
-                    let index = Int(gain.first)
-                    dispositions[index] = TaskRules.extend(&state, with: batch.items[index].record.webhook)
-                } else {
-                    let verdicts: [EventDisposition]
-                    (state, verdicts) = TaskRules.extend(row, with: webhooks(of: task))
-                    for (index, verdict) in zip(newItems(of: task), verdicts) { dispositions[index] = verdict }
+        // Events read where they are (through the buffer: an array's element read is a copy of it, a retain of each string).
+        batch.items.withUnsafeBufferPointer { items in
+            for task in gained.lazy.map(Int.init) {
+                let gain = gains[task]
+                if gain.extending, let row = row(task) {
+                    var state = row
+                    if gain.count == 1 {
+                        let index = Int(gain.first)
+                        dispositions[index] = TaskRules.extend(&state, with: items[index].record.webhook)
+                    } else {
+                        let verdicts: [EventDisposition]
+                        (state, verdicts) = TaskRules.extend(row, with: webhooks(of: task))
+                        for (index, verdict) in zip(newItems(of: task), verdicts) { dispositions[index] = verdict }
+                    }
+                    states.append(state)
+                    if state != row, let locator = locator(task) { rows.existing.append(RowUpdate(locator: locator, state: state, task: Int32(task))) }
+                    continue
                 }
+                // A new task's one event (its creation, most often) is folded where it is.
+                let (state, creation) = gain.count == 1 && !gain.hasStored
+                    ? TaskRules.foldState(of: items[Int(gain.first)].record.webhook)
+                    : TaskRules.foldState(webhooks(of: task))
+                for index in newItems(of: task) {
+                    dispositions[index] = TaskRules.disposition(of: items[index].record.webhook, creation: creation)
+                }
+                if gain.hasStored { creations[batch.tasks[task]] = creation }
                 states.append(state)
-                if state != row, let locator = locator(task) { rows.existing.append(RowUpdate(locator: locator, state: state, task: Int32(task))) }
-                continue
-            }
-            // A new task's one event (its creation, most often) is folded where it is.
-            let (state, creation) = gain.count == 1 && !gain.hasStored
-                ? TaskRules.foldState(of: batch.items[Int(gain.first)].record.webhook)
-                : TaskRules.foldState(webhooks(of: task))
-            for index in newItems(of: task) {
-                dispositions[index] = TaskRules.disposition(of: batch.items[index].record.webhook, creation: creation)
-            }
-            if gain.hasStored { creations[batch.tasks[task]] = creation }
-            states.append(state)
-            guard let state else { continue }
-            if let locator = locator(task) {
-                if state != row(task) { rows.existing.append(RowUpdate(locator: locator, state: state, task: Int32(task))) }
-            } else {
-                rows.new.append(state)
+                guard let state else { continue }
+                if let locator = locator(task) {
+                    if state != row(task) { rows.existing.append(RowUpdate(locator: locator, state: state, task: Int32(task))) }
+                } else {
+                    rows.new.append(state)
+                }
             }
         }
         var outcome = BatchOutcome()

@@ -380,15 +380,19 @@ public final class TaskStore: BatchStore {
     private func write(_ rows: BatchPlan.Rows, of batch: PreparedBatch) throws -> [RowAddress?] {
         let remembering = cache.isEnabled
         newTaskRows.removeAll()
-        for state in rows.new { Self.encode(state, into: &newTaskRows) }
         updatesByAddress.removeAll()
         updatesOfCopiedIn.removeAll()
-        for index in rows.existing.indices {
-            // Borrowed where it is, not copied.
-            if case .copiedIn = rows.existing[index].locator {
-                updatesOfCopiedIn.add(rows.existing[index])
-            } else {
-                updatesByAddress.add(rows.existing[index])
+        // Rows read where they are (through the buffers: an array's element read is a copy of it, a retain of each string).
+        rows.new.withUnsafeBufferPointer { new in
+            for index in new.indices { Self.encode(new[index], into: &newTaskRows) }
+        }
+        rows.existing.withUnsafeBufferPointer { existing in
+            for index in existing.indices {
+                if case .copiedIn = existing[index].locator {
+                    updatesOfCopiedIn.add(existing[index])
+                } else {
+                    updatesByAddress.add(existing[index])
+                }
             }
         }
         var addresses: [RowAddress?] = remembering ? Array(repeating: nil, count: batch.tasks.count) : []

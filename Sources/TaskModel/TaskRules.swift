@@ -102,6 +102,7 @@ public enum TaskRules {
     }
 
     /// What became of `event`, given the `created` that made its task (nil while none is known).
+    @inlinable
     public static func disposition(of event: Webhook, creation: Webhook?) -> EventDisposition {
         guard let creation else { return .pending }
         if event.userId != creation.userId { return .rejectedOwner }
@@ -130,6 +131,7 @@ public enum TaskRules {
     }
 
     /// `extend` with one event, `state` changed in place: what became of the event.
+    @inlinable
     public static func extend(_ state: inout TaskState, with event: Webhook) -> EventDisposition {
         precondition(event.timestamp > state.createdDate, "extend() is for events after the task's history")
         if event.userId != state.userId { return .rejectedOwner }
@@ -141,6 +143,7 @@ public enum TaskRules {
     /// One step of the walk in time order, for an event the rules apply: the
     /// earliest deletion ends the history (later events change nothing), and
     /// an update timestamped before the creation changes nothing either.
+    @inlinable @usableFromInline
     static func apply(_ event: Webhook, to state: inout TaskState) {
         switch event.event {
         case .created:
@@ -160,6 +163,7 @@ public enum TaskRules {
 
     /// `foldState` of a task's only event, without an array to hold it: a
     /// `created` makes the task as it says; anything else waits for one.
+    @inlinable
     public static func foldState(of event: Webhook) -> (state: TaskState?, creation: Webhook?) {
         event.event == .created ? (TaskState(madeBy: event), event) : (nil, nil)
     }
@@ -188,6 +192,7 @@ public enum TaskRules {
 
 extension TaskState {
     /// A task as its `created` makes it, before any other event.
+    @usableFromInline
     init(madeBy creation: Webhook) {
         self.init(taskId: creation.taskId, userId: creation.userId, content: creation.content, createdDate: creation.timestamp,
                   completedDate: creation.isCompleted ? creation.timestamp : nil, deletedDate: nil)

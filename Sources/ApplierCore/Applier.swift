@@ -120,7 +120,7 @@ public final class Applier {
             batch.removeAll(keepingCapacity: true)
         }
         /// Rejects an input before it reaches a batch: written, then its source told.
-        func reject(_ number: Int, _ reason: String, _ input: [UInt8], truncated: Bool = false, _ delivery: (any Delivery)?) {
+        func reject(_ number: Int, _ reason: String, _ input: some Collection<UInt8>, truncated: Bool = false, _ delivery: (any Delivery)?) {
             counts.rejected += 1
             metrics?.lineRejected()
             rejects.reject(line: number, reason: reason, input: input, truncated: truncated)
@@ -147,7 +147,7 @@ public final class Applier {
                 }
                 counts.read += 1
                 metrics?.linesRead.increment()
-                switch Result(catching: { () throws(WebhookDecodingError) in try Webhook.decode(bytes) }) {
+                switch Result(catching: { () throws(WebhookDecodingError) in try bytes.withUnsafeBufferPointer(Webhook.decode) }) {
                 case .success(let record):
                     metrics?.eventBatched()
                     if batch.isEmpty { batchStarted = DispatchTime.now().uptimeNanoseconds }

@@ -11,7 +11,7 @@ public protocol ApplierInput: AnyObject {
 /// One input, or why there is none now.
 public enum InputItem {
     /// `number`: the line number on stdin, or the message's stream sequence.
-    case line(number: Int, bytes: [UInt8], delivery: (any Delivery)? = nil)
+    case line(number: Int, bytes: LineBytes, delivery: (any Delivery)? = nil)
     /// Longer than the limit: only its first bytes are kept.
     case tooLong(number: Int, prefix: [UInt8], delivery: (any Delivery)? = nil)
     /// Nothing arrived within the timeout.

@@ -77,7 +77,7 @@ public final class JetStreamInput: ApplierInput {
             fetched = []
             taken = 0
         }
-        return .line(number: Int(message.streamSequence), bytes: message.data, delivery: JetStreamDelivery(message, logger: logger))
+        return .line(number: Int(message.streamSequence), bytes: LineBytes(message.data), delivery: JetStreamDelivery(message, logger: logger))
     }
 
     /// The subscription to the consumer, making sure the stream and the consumer exist first.

@@ -6,6 +6,13 @@ import Glibc
 /// more than one line: a line longer than `maxLineBytes` is reported as
 /// `.tooLong` with its first bytes, and the rest of it is skipped. `\r\n` and
 /// `\n` both end a line; a last line without a newline still counts.
+///
+/// A line is handed out where it was read (`LineBytes`: a range of the
+/// reader's `LineChunk`), not copied into an array of its own. The reader
+/// reads on into the chunk's free end; a full chunk is compacted in place if
+/// no line holds it any more, else left to its lines and the partial line
+/// copied into a new one. So a chunk is full before it is left: the lines
+/// alive (a few batches') hold about their own size in chunks.
 public final class LineReader: ApplierInput {
     public typealias Item = InputItem
 
@@ -17,7 +24,10 @@ public final class LineReader: ApplierInput {
 
     public let maxLineBytes: Int
     private let fd: Int32
-    private var buffer: [UInt8]
+    private var chunk: LineChunk
+    /// The size of a new chunk (a chunk grows for a long line, up to `maxLineBytes`).
+    private let chunkSize: Int
+    /// The unread part of the chunk: from the end of the last line cut to the end of what was read.
     private var start = 0
     private var end = 0
     private var lineNumber = 0
@@ -25,10 +35,11 @@ public final class LineReader: ApplierInput {
     private var skippingLongLine = false
     private var longPrefix: [UInt8] = []
 
-    public init(fd: Int32 = 0, maxLineBytes: Int = 4 * 1_048_576, bufferSize: Int = 1 << 20) {
+    public init(fd: Int32 = 0, maxLineBytes: Int = 4 * 1_048_576, bufferSize: Int = 1 << 18) {
         self.fd = fd
         self.maxLineBytes = maxLineBytes
-        self.buffer = [UInt8](repeating: 0, count: max(bufferSize, 4096))
+        chunkSize = max(bufferSize, 4096)
+        chunk = LineChunk(capacity: chunkSize)
     }
 
     /// The next line, waiting at most `timeoutMilliseconds` (-1: forever).
@@ -39,7 +50,7 @@ public final class LineReader: ApplierInput {
                 if start < end || skippingLongLine {
                     // The last line had no newline.
                     lineNumber += 1
-                    let rest = Array(buffer[start..<end])
+                    let rest = LineBytes(chunk, start..<end)
                     start = end
                     if skippingLongLine {
                         skippingLongLine = false
@@ -49,24 +60,28 @@ public final class LineReader: ApplierInput {
                 }
                 return .endOfFile
             }
-            // Make room: move the partial line to the front, or drop it if it is too long.
-            if start > 0 {
-                buffer.withUnsafeMutableBufferPointer { b in
-                    _ = memmove(b.baseAddress!, b.baseAddress! + start, end - start)
-                }
-                end -= start
-                start = 0
-            }
-            if end == buffer.count {
-                if buffer.count < maxLineBytes + 2 {
-                    buffer.append(contentsOf: repeatElement(0, count: min(buffer.count, maxLineBytes + 2 - buffer.count)))
-                } else {
+            // A full chunk: the partial line moves to the front of this one (when no line holds
+            // it any more) or of a new one, grown for a long line; a line too long is dropped.
+            if end == chunk.bytes.count {
+                let partial = end - start
+                if partial == chunk.bytes.count && partial >= maxLineBytes + 2 {
                     if !skippingLongLine {
                         skippingLongLine = true
-                        longPrefix = Array(buffer[0..<min(1024, end)])
+                        longPrefix = Array(chunk.bytes[0..<min(1024, end)])
                     }
                     start = 0
                     end = 0
+                } else {
+                    let capacity = partial < chunk.bytes.count ? chunk.bytes.count : min(chunk.bytes.count * 2, maxLineBytes + 2)
+                    if capacity == chunk.bytes.count && isKnownUniquelyReferenced(&chunk) {
+                        _ = memmove(chunk.bytes.baseAddress!, chunk.bytes.baseAddress! + start, partial)
+                    } else {
+                        let fresh = LineChunk(capacity: capacity)
+                        fresh.bytes.baseAddress!.update(from: chunk.bytes.baseAddress! + start, count: partial)
+                        chunk = fresh
+                    }
+                    start = 0
+                    end = partial
                 }
             }
             if timeoutMilliseconds >= 0 {
@@ -78,7 +93,7 @@ public final class LineReader: ApplierInput {
                     throw ReadError(errno: errno)
                 }
             }
-            let n = buffer.withUnsafeMutableBufferPointer { b in read(fd, b.baseAddress! + end, b.count - end) }
+            let n = read(fd, chunk.bytes.baseAddress! + end, chunk.bytes.count - end)
             if n > 0 {
                 end += n
             } else if n == 0 {
@@ -101,10 +116,8 @@ public final class LineReader: ApplierInput {
 
     private func takeLine() -> Item? {
         guard start < end else { return nil }
-        let newline = buffer.withUnsafeBufferPointer { b -> Int? in
-            guard let p = memchr(b.baseAddress! + start, 0x0A, end - start) else { return nil }
-            return UnsafeRawPointer(p) - UnsafeRawPointer(b.baseAddress!)
-        }
+        let base = chunk.bytes.baseAddress!
+        let newline: Int? = memchr(base + start, 0x0A, end - start).map { UnsafeRawPointer($0) - UnsafeRawPointer(base) }
         guard let newline else { return nil }
         lineNumber += 1
         defer { start = newline + 1 }
@@ -113,12 +126,12 @@ public final class LineReader: ApplierInput {
             return .tooLong(number: lineNumber, prefix: longPrefix)
         }
         if newline - start > maxLineBytes {
-            return .tooLong(number: lineNumber, prefix: Array(buffer[start..<min(end, start + 1024)]))
+            return .tooLong(number: lineNumber, prefix: Array(chunk.bytes[start..<min(end, start + 1024)]))
         }
-        return .line(number: lineNumber, bytes: Self.trimCR(Array(buffer[start..<newline])))
+        return .line(number: lineNumber, bytes: Self.trimCR(LineBytes(chunk, start..<newline)))
     }
 
-    static func trimCR(_ bytes: [UInt8]) -> [UInt8] {
-        bytes.last == 0x0D ? Array(bytes.dropLast()) : bytes
+    static func trimCR(_ bytes: LineBytes) -> LineBytes {
+        bytes.last == 0x0D ? LineBytes(bytes.chunk, bytes.startIndex..<bytes.endIndex - 1) : bytes
     }
 }

@@ -7,7 +7,8 @@ public struct IncomingEvent: Sendable {
     public let record: StreamRecord
     /// Its line number on stdin, or its sequence number in the JetStream stream.
     public var line: Int
-    public var input: [UInt8]
+    /// The line as read (for a reject), in the memory it was read into.
+    public var input: LineBytes
     /// Who is told once it is committed or rejected (a JetStream message), if anyone.
     public var delivery: (any Delivery)?
     /// Its identity (`EventIdentity`), worked out here, where the record is
@@ -15,7 +16,7 @@ public struct IncomingEvent: Sendable {
     /// be copied (a retain of each string) to be hashed.
     let identity: EventKey
 
-    public init(record: StreamRecord, line: Int, input: [UInt8], delivery: (any Delivery)? = nil) {
+    public init(record: StreamRecord, line: Int, input: LineBytes, delivery: (any Delivery)? = nil) {
         let key = EventIdentity.key(of: record.webhook)
         identity = EventKey(high: key.high, low: key.low)
         self.record = record

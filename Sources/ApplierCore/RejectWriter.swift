@@ -33,7 +33,7 @@ public final class RejectWriter: Sendable {
 
     /// `refusedLater`: `input` is an event stored earlier (and accepted then)
     /// that the event at `line` made the rules refuse.
-    public func reject(line: Int, reason: String, input: [UInt8], truncated: Bool = false, refusedLater: Bool = false) {
+    public func reject(line: Int, reason: String, input: some Collection<UInt8>, truncated: Bool = false, refusedLater: Bool = false) {
         var record = opening
         record.append(contentsOf: String(line).utf8)
         record.append(contentsOf: ",\"reason\":".utf8)

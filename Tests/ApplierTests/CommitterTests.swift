@@ -9,7 +9,7 @@ import WebhookModel
 @testable import ApplierCore
 
 func incoming(_ webhook: Webhook, line: Int) -> IncomingEvent {
-    IncomingEvent(record: StreamRecord(webhook: webhook), line: line, input: Array("line \(line)".utf8))
+    IncomingEvent(record: StreamRecord(webhook: webhook), line: line, input: LineBytes("line \(line)".utf8))
 }
 
 /// The committer's state as one value: each transition on its own, without threads.

@@ -57,8 +57,11 @@ public final class TaskStore: BatchStore {
         // a bitmap scan only adds work to a look-up that finds a row or two;
         // and parallel workers (a process each, every batch) cost more than
         // the look-ups they would share. No table is scanned whole.
+        // Its statements are prepared once (`queryPrepared`) and planned once,
+        // generically: no plan of theirs depends on the values bound.
         try connection.set([
             "jit": "off", "enable_bitmapscan": "off", "enable_seqscan": "off", "max_parallel_workers_per_gather": "0",
+            "plan_cache_mode": "force_generic_plan",
         ])
         if cache.isEnabled { try findIfEmpty() }
     }
@@ -140,9 +143,9 @@ public final class TaskStore: BatchStore {
     /// The versions of these partitions (`meetperry.partition_version`), read under their locks.
     private func versions(of partitions: [Int]) throws -> [Int: Int64] {
         var versions: [Int: Int64] = [:]
-        try connection.query(
+        try connection.queryPrepared(
             "SELECT partition::int8, version FROM meetperry.partition_version WHERE partition = ANY($1::int4[])",
-            ["{" + partitions.map(String.init).joined(separator: ",") + "}"], binary: true
+            binaryParameters: [Self.int4Array(partitions)], binary: true
         ) { row in
             guard let partition = row.int64(binary: 0), let version = row.int64(binary: 1) else {
                 throw PGError.unreadableRow("meetperry.partition_version")
@@ -159,10 +162,10 @@ public final class TaskStore: BatchStore {
     private func bumpVersions(of partitions: [Int]) throws -> (versions: [Int: Int64], xactId: Int64) {
         var versions: [Int: Int64] = [:]
         var xactId: Int64?
-        try connection.query("""
+        try connection.queryPrepared("""
             UPDATE meetperry.partition_version SET version = version + 1 WHERE partition = ANY($1::int4[])
             RETURNING partition::int8, version, pg_current_xact_id()::text::int8
-            """, ["{" + partitions.map(String.init).joined(separator: ",") + "}"], binary: true) { row in
+            """, binaryParameters: [Self.int4Array(partitions)], binary: true) { row in
             guard let partition = row.int64(binary: 0), let version = row.int64(binary: 1), let xact = row.int64(binary: 2) else {
                 throw PGError.unreadableRow("meetperry.partition_version")
             }
@@ -219,11 +222,19 @@ public final class TaskStore: BatchStore {
 
     /// The advisory locks of the batch's partitions, in ascending order.
     private func lockPartitions(_ partitions: [Int]) throws {
-        let keys = partitions.map { String(TaskPartition.firstLockKey + Int64($0)) }
-        try connection.execute(
+        var keys = BinaryArrayEncoder(of: .int8)
+        for partition in partitions { keys.add(TaskPartition.firstLockKey + Int64(partition)) }
+        try connection.queryPrepared(
             "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest($1::int8[]) AS k ORDER BY k) AS locks",
-            ["{" + keys.joined(separator: ",") + "}"]
-        )
+            binaryParameters: [keys.data]
+        ) { _ in }
+    }
+
+    /// Partition numbers as an `int4[]` parameter.
+    private static func int4Array(_ partitions: [Int]) -> [UInt8] {
+        var array = BinaryArrayEncoder(of: .int4)
+        for partition in partitions { array.add(Int32(partition)) }
+        return array.data
     }
 
     /// What is stored of the batch's tasks: each stored event's identity,
@@ -236,7 +247,7 @@ public final class TaskStore: BatchStore {
         stored.identities.reserveCapacity(tasks.count * 3)
         let remembering = cache.isEnabled
         var group = StoredGroup(taskId: "")
-        try connection.query("""
+        try connection.queryPrepared("""
             SELECT external_id, identity, rejection, occurred_at, NULL::tid FROM meetperry.task_event WHERE external_id = ANY($1::text[])
             UNION ALL
             SELECT external_id, NULL, NULL, NULL, ctid FROM meetperry.task WHERE external_id = ANY($1::text[])
@@ -297,7 +308,7 @@ public final class TaskStore: BatchStore {
             taskIds.add(batch.items[index].record.webhook.taskId)
             identities.addUUID(high: batch.identities[index].high, low: batch.identities[index].low)
         }
-        try connection.query("""
+        try connection.queryPrepared("""
             SELECT e.identity, e.rejection FROM unnest($1::text[], $2::uuid[]) AS k(external_id, identity)
             JOIN meetperry.task_event e ON e.external_id = k.external_id AND e.identity = k.identity
             """, binaryParameters: [taskIds.data, identities.data], binary: true) { row in
@@ -315,7 +326,7 @@ public final class TaskStore: BatchStore {
         rows.reserveCapacity(addresses.count)
         var tids = BinaryArrayEncoder(of: .tid)
         for address in addresses { tids.addTID(block: address.block, offset: address.offset) }
-        try connection.query("""
+        try connection.queryPrepared("""
             SELECT external_id, user_id, content, created_date, completed_date, deleted_date FROM meetperry.task WHERE ctid = ANY($1::tid[])
             """, binaryParameters: [tids.data], binary: true) { row in
             guard let taskId = row.string(0), let userId = row.string(1), let content = row.string(2) else {
@@ -335,7 +346,7 @@ public final class TaskStore: BatchStore {
     private func storedEvents(of tasks: [String]) throws -> [BatchPlan.StoredEvent] {
         guard !tasks.isEmpty else { return [] }
         var events: [BatchPlan.StoredEvent] = []
-        try connection.query("""
+        try connection.queryPrepared("""
             SELECT e.external_id, e.identity, e.rejection, \(StoredEvent.columns),
                    (extract(epoch FROM e.received_at) * 1000000)::int8, e.delivery_id
             FROM meetperry.task_event e WHERE e.external_id = ANY($1::text[])
@@ -404,7 +415,7 @@ public final class TaskStore: BatchStore {
         }
         var updated = 0
         for updates in [updatesByAddress, updatesOfCopiedIn] where updates.count > 0 {
-            try connection.query(updates.statement, binaryParameters: updates.parameters, binary: true) { row in
+            try connection.queryPrepared(updates.statement, binaryParameters: updates.parameters, binary: true) { row in
                 // A row written: its task (its number in the batch) and where it is now.
                 guard let task = row.int32(binary: 0), task >= 0, Int(task) < batch.tasks.count,
                       let address = row.withBytes(1, RowAddress.init(tid:)) ?? nil else {

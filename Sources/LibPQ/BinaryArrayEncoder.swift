@@ -76,6 +76,11 @@ public struct BinaryArrayEncoder: Sendable {
         values.int4(value)
     }
 
+    public mutating func add(_ value: Int64) {
+        begin(.int8)
+        values.int8(value)
+    }
+
     public mutating func addTID(block: UInt32, offset: UInt16) {
         begin(.tid)
         values.tid(block: block, offset: offset)

@@ -4,13 +4,16 @@ import Glibc
 #endif
 
 /// One libpq connection. The only place in meetperry that calls libpq: every
-/// statement goes through `PQexecParams` with bound text parameters (never
-/// string-built SQL), every `PGresult` is cleared on every path before a
-/// function returns, and errors come back as `PGError` with their SQLSTATE.
+/// statement goes through `PQexecParams` (or `PQexecPrepared`) with bound
+/// parameters, text or binary (never string-built SQL), every `PGresult` is
+/// cleared on every path before a function returns, and errors come back as
+/// `PGError` with their SQLSTATE.
 ///
 /// Not thread-safe: one connection belongs to one task at a time.
 public final class PGConnection {
     private var conn: OpaquePointer?
+    /// The statements `queryPrepared` has prepared on this connection, by their text.
+    private var preparedNames: [String: String] = [:]
 
     /// Connects with a libpq connection string (URI or key=value).
     public init(conninfo: String) throws(PGError) {
@@ -107,6 +110,29 @@ public final class PGConnection {
         let formats = [Int32](repeating: 1, count: parameters.count)
         let result = withBytePointers(parameters) { values in
             PQexecParams(conn, sql, Int32(parameters.count), nil, values, lengths, formats, binary ? 1 : 0)
+        }
+        try rows(of: result, conn, body)
+    }
+
+    /// `query(_:binaryParameters:)` through a statement prepared on this
+    /// connection the first time its text is run (`PQprepare`, named here):
+    /// parsed and planned once, not at every execution. For the statements a
+    /// program runs over and over; their text is fixed, the values bound.
+    public func queryPrepared(_ sql: String, binaryParameters parameters: [[UInt8]], binary: Bool = false, _ body: (RowView) throws -> Void) throws {
+        let conn = try handle()
+        let name: String
+        if let known = preparedNames[sql] {
+            name = known
+        } else {
+            name = "meetperry_\(preparedNames.count + 1)"
+            let prepared = PQprepare(conn, name, sql, 0, nil)
+            _ = try consume(prepared, conn)
+            preparedNames[sql] = name
+        }
+        let lengths = parameters.map { Int32($0.count) }
+        let formats = [Int32](repeating: 1, count: parameters.count)
+        let result = withBytePointers(parameters) { values in
+            PQexecPrepared(conn, name, Int32(parameters.count), values, lengths, formats, binary ? 1 : 0)
         }
         try rows(of: result, conn, body)
     }

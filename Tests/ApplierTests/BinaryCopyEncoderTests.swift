@@ -159,6 +159,37 @@ import TestSupport
         try db.query("SELECT cardinality($1::int4[])::text", binaryParameters: [numbers.data]) { row in #expect(row.string(0) == "0") }
     }
 
+    /// A statement prepared on first use runs again with other values, also
+    /// after a rolled-back transaction; one that fails to prepare is not remembered.
+    @Test func preparedStatementsRunAgainWithOtherValues() throws {
+        let cluster = PostgresCluster.shared
+        let db = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase(applyChangeset: false)))
+        defer { db.close() }
+        let sql = "SELECT sum(n)::int8 FROM unnest($1::int8[]) AS n"
+        func sum(_ numbers: [Int64]) throws -> Int64? {
+            var array = BinaryArrayEncoder(of: .int8)
+            for n in numbers { array.add(n) }
+            var result: Int64?
+            try db.queryPrepared(sql, binaryParameters: [array.data], binary: true) { row in result = row.int64(binary: 0) }
+            return result
+        }
+        #expect(try sum([1, 2, 3]) == 6)
+        #expect(try sum([Int64.max, Int64.min]) == -1)
+        _ = try? db.transaction { () throws -> Void in
+            #expect(try sum([40, 2]) == 42)
+            throw TestFailure("roll back")
+        }
+        #expect(try sum([7]) == 7)
+        #expect(try sum([]) == nil)
+        for _ in 0..<2 {  // the second time, the same error, not "prepared statement does not exist"
+            let error = #expect(throws: PGError.self) {
+                try db.queryPrepared("SELECT no_such_column FROM unnest($1::int8[]) AS n", binaryParameters: [[]]) { _ in }
+            }
+            #expect(error.map { "\($0)".contains("no_such_column") } == true, "\(String(describing: error))")
+        }
+        #expect(try sum([5, 5]) == 10)
+    }
+
     /// Text PostgreSQL cannot store (a NUL byte) is refused by the server as a
     /// data error (class 22), which the applier isolates and rejects.
     @Test func aNulByteIsADataError() throws {

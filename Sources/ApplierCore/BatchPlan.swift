@@ -366,5 +366,4 @@ typealias TransactionID = UInt32
 struct RowAddress: Hashable, Sendable {
     var block: UInt32
     var offset: UInt16
-
 }

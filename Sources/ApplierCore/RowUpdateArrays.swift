@@ -28,9 +28,14 @@ struct RowUpdateArrays {
     var count: Int { tasks.count }
 
     mutating func removeAll() {
-        for keyPath in [\Self.locators, \.tasks, \.taskIds, \.userIds, \.contents, \.created, \.completed, \.deleted] {
-            self[keyPath: keyPath].removeAll()
-        }
+        locators.removeAll()
+        tasks.removeAll()
+        taskIds.removeAll()
+        userIds.removeAll()
+        contents.removeAll()
+        created.removeAll()
+        completed.removeAll()
+        deleted.removeAll()
     }
 
     /// One row to update; its locator must be of this kind.
@@ -55,18 +60,21 @@ struct RowUpdateArrays {
     /// where the row is now. By address: the row at `ctid` if it is still this
     /// task's. Copied in: this task's row while it is the version the copying
     /// transaction made (`xmin`), found through the task id's index.
-    var statement: String {
-        let (found, column) = locator == .tid
-            ? ("t.ctid = d.found AND t.external_id = d.external_id", "tid")
-            : ("t.external_id = d.external_id AND t.xmin = d.found", "xid")
-        return """
-            UPDATE meetperry.task AS t SET
-                user_id = d.user_id, content = d.content, created_date = d.created_date,
-                completed_date = d.completed_date, deleted_date = d.deleted_date, updated_date = now()
-            FROM unnest($1::\(column)[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
-                AS d(found, task, external_id, user_id, content, created_date, completed_date, deleted_date)
-            WHERE \(found)
-            RETURNING d.task, t.ctid
-            """
+    var statement: String { locator == .tid ? Self.byAddress : Self.asCopiedIn }
+
+    // Made once, not at every batch.
+    private static let byAddress = update(found: "t.ctid = d.found AND t.external_id = d.external_id", column: "tid")
+    private static let asCopiedIn = update(found: "t.external_id = d.external_id AND t.xmin = d.found", column: "xid")
+
+    private static func update(found: String, column: String) -> String {
+        """
+        UPDATE meetperry.task AS t SET
+            user_id = d.user_id, content = d.content, created_date = d.created_date,
+            completed_date = d.completed_date, deleted_date = d.deleted_date, updated_date = now()
+        FROM unnest($1::\(column)[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
+            AS d(found, task, external_id, user_id, content, created_date, completed_date, deleted_date)
+        WHERE \(found)
+        RETURNING d.task, t.ctid
+        """
     }
 }

@@ -106,9 +106,7 @@ public final class PGConnection {
     /// as `$1, $2, …`; the statement gives each its type (`$1::tid[]`).
     public func query(_ sql: String, binaryParameters parameters: [[UInt8]], binary: Bool = false, _ body: (RowView) throws -> Void) throws {
         let conn = try handle()
-        let lengths = parameters.map { Int32($0.count) }
-        let formats = [Int32](repeating: 1, count: parameters.count)
-        let result = withBytePointers(parameters) { values in
+        let result = withBinaryParameters(parameters) { values, lengths, formats in
             PQexecParams(conn, sql, Int32(parameters.count), nil, values, lengths, formats, binary ? 1 : 0)
         }
         try rows(of: result, conn, body)
@@ -129,9 +127,7 @@ public final class PGConnection {
             _ = try consume(prepared, conn)
             preparedNames[sql] = name
         }
-        let lengths = parameters.map { Int32($0.count) }
-        let formats = [Int32](repeating: 1, count: parameters.count)
-        let result = withBytePointers(parameters) { values in
+        let result = withBinaryParameters(parameters) { values, lengths, formats in
             PQexecPrepared(conn, name, Int32(parameters.count), values, lengths, formats, binary ? 1 : 0)
         }
         try rows(of: result, conn, body)
@@ -271,10 +267,13 @@ func withCStrings<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> 
     return body(copies.map { $0.map { UnsafePointer($0) } })
 }
 
-/// Calls `body` with a C array of pointers to each of `buffers`' bytes, valid for the call.
-func withBytePointers<R>(_ buffers: [[UInt8]], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+/// Calls `body` with what libpq takes for binary parameters: a C array of
+/// pointers to each of `buffers`' bytes (valid for the call), their lengths, and their formats (all binary).
+func withBinaryParameters<R>(_ buffers: [[UInt8]], _ body: ([UnsafePointer<CChar>?], [Int32], [Int32]) -> R) -> R {
+    let lengths = buffers.map { Int32($0.count) }
+    let formats = [Int32](repeating: 1, count: buffers.count)
     func nest(_ index: Int, _ pointers: inout [UnsafePointer<CChar>?]) -> R {
-        guard index < buffers.count else { return body(pointers) }
+        guard index < buffers.count else { return body(pointers, lengths, formats) }
         return buffers[index].withUnsafeBytes { raw in
             pointers.append(raw.baseAddress?.assumingMemoryBound(to: CChar.self))
             return nest(index + 1, &pointers)

@@ -143,7 +143,7 @@ public enum TaskRules {
     /// One step of the walk in time order, for an event the rules apply: the
     /// earliest deletion ends the history (later events change nothing), and
     /// an update timestamped before the creation changes nothing either.
-    @inlinable @usableFromInline
+    @inlinable
     static func apply(_ event: Webhook, to state: inout TaskState) {
         switch event.event {
         case .created:

@@ -41,7 +41,7 @@ import TestSupport
         let directory = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/input"
-        FileManager.default.createFile(atPath: path, contents: Data(data))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(data)))
         let fd = open(path, O_RDONLY)
         #expect(fd >= 0)
         defer { close(fd) }

@@ -100,11 +100,6 @@ CREATE TABLE IF NOT EXISTS meetperry.task_event (
     PRIMARY KEY (external_id, identity)
 );
 
--- The reporter asks which tasks have events after a window's end (those are
--- judged from their events rather than from the row). Events arrive roughly
--- in time order, so a BRIN index answers that for almost nothing on insert.
-CREATE INDEX IF NOT EXISTS task_event_occurred_at ON meetperry.task_event USING brin (occurred_at);
-
 -- The transaction that stored each event (pg_current_xact_id(), its 64-bit
 -- value). The reporter's corrections ask "which events were committed since
 -- my previous run?": an event is new to a run when its transaction is not
@@ -114,7 +109,19 @@ CREATE INDEX IF NOT EXISTS task_event_occurred_at ON meetperry.task_event USING 
 -- index can serve it: ids grow with insertion, so a run reads only the tail.
 ALTER TABLE meetperry.task_event
     ADD COLUMN IF NOT EXISTS xact_id bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
-CREATE INDEX IF NOT EXISTS task_event_xact_id ON meetperry.task_event USING brin (xact_id);
+
+-- The reporter asks which tasks have events after a window's end (those are
+-- judged from their events rather than from the row), and which events were
+-- committed since its previous run (xact_id, above). Events arrive roughly in
+-- time order and ids grow with insertion, so a BRIN index answers both for
+-- almost nothing on insert. One index of both columns, not one of each: each
+-- column is summarised on its own, so either question uses it alone, and every
+-- inserted row pays one BRIN insertion (PostgreSQL 15 reads the index's
+-- metapage for each) instead of two: a tenth of the event log's COPY.
+-- Databases made with the two single-column indexes get this one instead.
+DROP INDEX IF EXISTS meetperry.task_event_occurred_at;
+DROP INDEX IF EXISTS meetperry.task_event_xact_id;
+CREATE INDEX IF NOT EXISTS task_event_occurred_at_xact_id ON meetperry.task_event USING brin (occurred_at, xact_id);
 
 -- The rules' verdict on each stored event, as of the last time its task was
 -- folded: NULL while the event is applied or pending, else the rule that

@@ -5,10 +5,12 @@
 #   BENCH_ARCHIVES="clustered timeordered days"   which archives (default all three)
 #   BENCH_APPLIER=path    another applier binary instead of .build/release/applier
 #   BENCH_BEFORE=path     also run this binary (say, an earlier build) on each archive,
-#                         right after ours, against the same COPY: before/after in one run
+#                         right after ours in each round, against the same COPY: before/after in one run
+#   BENCH_ROUNDS=n        paired rounds per archive (default 3)
 #
 # The baseline: COPY of as many equivalent rows into meetperry.task on a fresh
-# database (loading finished rows: no rules, no event log), the median of three. Then, per archive:
+# database (loading finished rows: no rules, no event log), taken again in every
+# round, right before the runs it is the yardstick of. Then, per archive and round:
 # `applier < archive` on a fresh database (events/s, peak RSS), and the same
 # archive again into it (all duplicates: a replay). Archives (bench/generate.py):
 #   clustered    a task's events next to each other, shuffled within 2,000 lines:
@@ -43,61 +45,92 @@ for a in $ARCHIVES; do
     esac > "$BENCH_WORK/$a.ndjson"
 done
 
-# Each timed run starts right after a checkpoint, so none of them pays for the WAL
-# an earlier run left behind (with max_wal_size's default, whichever run crossed
-# 1 GB of WAL paid for a checkpoint and its full-page writes, and the runs swung by 50 %).
-checkpoint() { psql -q -d postgres -c CHECKPOINT; }
+# Each timed run starts right after a checkpoint and once the kernel has written
+# back what the previous run left dirty, so none of them pays for an earlier one's
+# WAL or writes (with max_wal_size's default, whichever run crossed 1 GB of WAL paid
+# for a checkpoint and its full-page writes, and the runs swung by 50 %; without the
+# sync, the run after a large one was slowed by its writeback).
+checkpoint() { psql -q -d postgres -c CHECKPOINT; sync; }
 
 apply() { # db, file[, binary] → "seconds rss"
     checkpoint
     DB_NAME=$1 LOG_LEVEL=notice bench_time "${3:-${BENCH_APPLIER:-.build/release/applier}}" < "$2" 3>&1 > "$BENCH_WORK/rejects.ndjson" 2> "$BENCH_WORK/applier.err"
 }
 
-# The yardstick three times, each into a fresh database: its median is the
-# baseline (a single COPY here swings by 10 % from run to run, and every ratio moves with it).
-copy_runs=()
-for _ in 1 2 3; do
+# The yardstick, into a fresh database: prints its seconds.
+copy_once() {
     bench_fresh_db bench_copy
     checkpoint
-    read -r one_copy_s _ < <(bench_time psql -q -d bench_copy -c "\\copy meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date) FROM '$BENCH_WORK/rows.tsv'" 3>&1)
-    copy_runs+=("$one_copy_s")
-done
-psql -q -d postgres -c "DROP DATABASE bench_copy"
-copy_s=$(printf '%s\n' "${copy_runs[@]}" | sort -n | sed -n 2p)
-copy_rate=$(awk -v n="$EVENTS" -v s="$copy_s" 'BEGIN { printf "%.0f", n / s }')
+    local s
+    read -r s _ < <(bench_time psql -q -d bench_copy -c "\\copy meetperry.task (external_id, user_id, content, created_date, completed_date, deleted_date) FROM '$BENCH_WORK/rows.tsv'" 3>&1)
+    psql -q -d postgres -c "DROP DATABASE bench_copy"
+    echo "$s"
+}
 
-echo "PostgreSQL $(psql -At -d postgres -c 'SHOW server_version') with default settings (shared_buffers $(psql -At -d postgres -c 'SHOW shared_buffers')); nothing pinned"
-printf '%-52s %9s %12s %10s %7s\n' "run" "seconds" "per second" "peak RSS" "ratio"
-printf '%-52s %9.2f %12s %10s %7s\n' "COPY $EVENTS rows into meetperry.task (median of ${copy_runs[*]} s)" "$copy_s" "$copy_rate" "-" "1"
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# events/s of `lines` in `seconds` over the yardstick's events/s in `copy_seconds`.
+ratio_of() { awk -v l="$1" -v s="$2" -v n="$EVENTS" -v c="$3" 'BEGIN { printf "%.2f", (l / s) / (n / c) }'; }
+
+# Paired rounds: in each, the yardstick, then the applier on a fresh database
+# and the replay, then (BENCH_BEFORE) the earlier build the same way; each
+# ratio is taken against the yardstick of its own round, and the median of the
+# rounds' ratios is printed with all of them. On these 2-core machines a single
+# COPY swings by 10-30 % from minute to minute, and every ratio against it
+# with it: a yardstick next to each run, and several rounds, keep that out of
+# the figure.
+ROUNDS=${BENCH_ROUNDS:-3}
+echo "PostgreSQL $(psql -At -d postgres -c 'SHOW server_version') with default settings (shared_buffers $(psql -At -d postgres -c 'SHOW shared_buffers')); nothing pinned; $ROUNDS paired rounds per archive"
+printf '%-52s %9s %12s %10s %7s  %s\n' "run (median of the rounds)" "seconds" "per second" "peak RSS" "ratio" "each round's ratio"
 summaries=()
 for a in $ARCHIVES; do
     file=$BENCH_WORK/$a.ndjson
     lines=$(wc -l < "$file")
-    bench_fresh_db "bench_$a"
-    read -r apply_s apply_rss < <(apply "bench_$a" "$file")
-    summary=$(grep -o 'read=.*' "$BENCH_WORK/applier.err" | tail -n 1) || { echo "bench: the applier failed:" >&2; cat "$BENCH_WORK/applier.err" >&2; exit 1; }
-    summaries+=("$a: $summary")
-    summaries+=("$a: $(grep -o 'task cache: .*' "$BENCH_WORK/applier.err" | tail -n 1 || echo 'task cache: not asked')")
-    tasks=$(psql -At -d "bench_$a" -c "SELECT count(*) FROM meetperry.task")
-    log_mb=$(psql -At -d "bench_$a" -c "SELECT pg_total_relation_size('meetperry.task_event') / 1048576")
-    read -r replay_s replay_rss < <(apply "bench_$a" "$file")
-    summaries+=("$a replay: $(grep -o 'read=.*' "$BENCH_WORK/applier.err" | tail -n 1)")
-    summaries+=("$a replay: $(grep -o 'task cache: .*' "$BENCH_WORK/applier.err" | tail -n 1 || echo 'task cache: not asked')")
-    apply_rate=$(awk -v n="$lines" -v s="$apply_s" 'BEGIN { printf "%.0f", n / s }')
-    replay_rate=$(awk -v n="$lines" -v s="$replay_s" 'BEGIN { printf "%.0f", n / s }')
-    printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: applier < archive, fresh ($lines lines, $tasks tasks)" "$apply_s" "$apply_rate" "$apply_rss" "$(ratio "$apply_rate" "$copy_rate")"
-    printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: the same again (all duplicates; log ${log_mb} MB)" "$replay_s" "$replay_rate" "$replay_rss" "$(ratio "$replay_rate" "$copy_rate")"
-    psql -q -d postgres -c "DROP DATABASE bench_$a"
+    declare -A runs=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+        copy_s=$(copy_once)
+        runs[copy]+="$copy_s "
+        variants=("ours:${BENCH_APPLIER:-.build/release/applier}")
+        [ -n "${BENCH_BEFORE:-}" ] && variants+=("before:$BENCH_BEFORE")
+        for variant in "${variants[@]}"; do
+            name=${variant%%:*} binary=${variant#*:}
+            bench_fresh_db "bench_$a"
+            read -r apply_s apply_rss < <(apply "bench_$a" "$file" "$binary")
+            summary=$(grep -o 'read=.*' "$BENCH_WORK/applier.err" | tail -n 1) || { echo "bench: the applier failed:" >&2; cat "$BENCH_WORK/applier.err" >&2; exit 1; }
+            if [ "$round" = 1 ] && [ "$name" = ours ]; then
+                summaries+=("$a: $summary")
+                summaries+=("$a: $(grep -o 'task cache: .*' "$BENCH_WORK/applier.err" | tail -n 1 || echo 'task cache: not asked')")
+                runs[tasks]=$(psql -At -d "bench_$a" -c "SELECT count(*) FROM meetperry.task")
+                runs[log_mb]=$(psql -At -d "bench_$a" -c "SELECT pg_total_relation_size('meetperry.task_event') / 1048576")
+            fi
+            read -r replay_s replay_rss < <(apply "bench_$a" "$file" "$binary")
+            if [ "$round" = 1 ] && [ "$name" = ours ]; then
+                summaries+=("$a replay: $(grep -o 'read=.*' "$BENCH_WORK/applier.err" | tail -n 1)")
+                summaries+=("$a replay: $(grep -o 'task cache: .*' "$BENCH_WORK/applier.err" | tail -n 1 || echo 'task cache: not asked')")
+            fi
+            psql -q -d postgres -c "DROP DATABASE bench_$a"
+            runs[$name.fresh]+="$apply_s "
+            runs[$name.fresh.ratio]+="$(ratio_of "$lines" "$apply_s" "$copy_s") "
+            runs[$name.fresh.rss]+="$apply_rss "
+            runs[$name.replay]+="$replay_s "
+            runs[$name.replay.ratio]+="$(ratio_of "$lines" "$replay_s" "$copy_s") "
+            runs[$name.replay.rss]+="$replay_rss "
+        done
+    done
+    med() { tr ' ' '\n' <<< "${runs[$1]}" | grep . | median; }
+    most() { tr ' ' '\n' <<< "${runs[$1]}" | grep . | sort -g | tail -n 1; }
+    row() { # label, key
+        local s; s=$(med "$2")
+        printf '%-52s %9.2f %12.0f %7s MB %7.2f  %s\n' "$1" "$s" "$(awk -v l="$lines" -v s="$s" 'BEGIN { print l / s }')" "$(most "$2.rss")" "$(med "$2.ratio")" "${runs[$2.ratio]}"
+    }
+    copy_s=$(med copy)
+    printf '%-52s %9.2f %12.0f %10s %7s  %s\n' "$a: COPY $EVENTS rows into meetperry.task" "$copy_s" "$(awk -v n="$EVENTS" -v s="$copy_s" 'BEGIN { print n / s }')" "-" "1" "(${runs[copy]}s)"
+    row "$a: applier < archive, fresh ($lines lines, ${runs[tasks]} tasks)" ours.fresh
+    row "$a: the same again (all duplicates; log ${runs[log_mb]} MB)" ours.replay
     if [ -n "${BENCH_BEFORE:-}" ]; then
-        bench_fresh_db "bench_$a"
-        read -r before_s before_rss < <(apply "bench_$a" "$file" "$BENCH_BEFORE")
-        read -r before_replay_s before_replay_rss < <(apply "bench_$a" "$file" "$BENCH_BEFORE")
-        before_rate=$(awk -v n="$lines" -v s="$before_s" 'BEGIN { printf "%.0f", n / s }')
-        before_replay_rate=$(awk -v n="$lines" -v s="$before_replay_s" 'BEGIN { printf "%.0f", n / s }')
-        printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: BEFORE ($(basename "$BENCH_BEFORE")), fresh" "$before_s" "$before_rate" "$before_rss" "$(ratio "$before_rate" "$copy_rate")"
-        printf '%-52s %9.2f %12s %7s MB %7s\n' "$a: BEFORE, the same again" "$before_replay_s" "$before_replay_rate" "$before_replay_rss" "$(ratio "$before_replay_rate" "$copy_rate")"
-        psql -q -d postgres -c "DROP DATABASE bench_$a"
+        row "$a: BEFORE ($(basename "$BENCH_BEFORE")), fresh" before.fresh
+        row "$a: BEFORE, the same again" before.replay
     fi
+    unset runs
 done
 if [[ " $ARCHIVES " == *" clustered "* ]]; then
     lines=$(wc -l < "$BENCH_WORK/clustered.ndjson")

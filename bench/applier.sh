@@ -6,6 +6,8 @@
 #   BENCH_APPLIER=path    another applier binary instead of .build/release/applier
 #   BENCH_BEFORE=path     also run this binary (say, an earlier build) on each archive,
 #                         right after ours in each round, against the same COPY: before/after in one run
+#   BENCH_BEFORE_CHANGESET=path   the schema the BEFORE runs get (default changeset.sql):
+#                         with BENCH_BEFORE set to the same binary, a schema change before/after
 #   BENCH_ROUNDS=n        paired rounds per archive (default 3)
 #
 # The baseline: COPY of as many equivalent rows into meetperry.task on a fresh
@@ -93,7 +95,9 @@ for a in $ARCHIVES; do
         [ -n "${BENCH_BEFORE:-}" ] && variants+=("before:$BENCH_BEFORE")
         for variant in "${variants[@]}"; do
             name=${variant%%:*} binary=${variant#*:}
-            bench_fresh_db "bench_$a"
+            changeset=changeset.sql
+            [ "$name" = before ] && changeset=${BENCH_BEFORE_CHANGESET:-changeset.sql}
+            bench_fresh_db "bench_$a" "$changeset"
             read -r apply_s apply_rss < <(apply "bench_$a" "$file" "$binary")
             summary=$(grep -o 'read=.*' "$BENCH_WORK/applier.err" | tail -n 1) || { echo "bench: the applier failed:" >&2; cat "$BENCH_WORK/applier.err" >&2; exit 1; }
             if [ "$round" = 1 ] && [ "$name" = ours ]; then
@@ -127,7 +131,7 @@ for a in $ARCHIVES; do
     row "$a: applier < archive, fresh ($lines lines, ${runs[tasks]} tasks)" ours.fresh
     row "$a: the same again (all duplicates; log ${runs[log_mb]} MB)" ours.replay
     if [ -n "${BENCH_BEFORE:-}" ]; then
-        row "$a: BEFORE ($(basename "$BENCH_BEFORE")), fresh" before.fresh
+        row "$a: BEFORE ($(basename "$BENCH_BEFORE")${BENCH_BEFORE_CHANGESET:+, $(basename "$BENCH_BEFORE_CHANGESET")}), fresh" before.fresh
         row "$a: BEFORE, the same again" before.replay
     fi
     unset runs

@@ -30,11 +30,11 @@ bench_cluster_start() {
     export DB_HOST=$PGHOST DB_PORT=$PGPORT DB_USER=postgres
 }
 
-# A new database with changeset.sql applied; prints its name.
+# A new database with changeset.sql (or the changeset given second) applied.
 bench_fresh_db() {
     local name=$1
     psql -q -d postgres -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
-    psql -q -d "$name" -v ON_ERROR_STOP=1 -f changeset.sql >/dev/null 2>&1
+    psql -q -d "$name" -v ON_ERROR_STOP=1 -f "${2:-changeset.sql}" >/dev/null 2>&1
 }
 
 # Runs a command, prints "seconds peak_rss_mb" (of the command itself) on fd 3.

@@ -512,6 +512,36 @@ import WebhookModel
         #expect(try connection.execute("SELECT updated_date > '2001-01-01' FROM meetperry.task WHERE external_id = 'seed-1'").scalar == "t")
     }
 
+    /// The event log's BRIN indexes: one of (occurred_at, xact_id), whichever
+    /// changeset made the database; one made with an index per column (the
+    /// earlier changeset) gets the one instead, and keeps its events.
+    @Test func theEventLogHasOneBRINIndexOfBothColumnsAndEarlierDatabasesGetIt() throws {
+        let changeset = try String(contentsOfFile: packageRoot() + "/changeset.sql", encoding: .utf8)
+        let brinIndexes = """
+            SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
+            JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am a ON a.oid = i.relam
+            WHERE x.indrelid = 'meetperry.task_event'::regclass AND a.amname = 'brin' ORDER BY 1
+            """
+        let ours = try PGConnection(conninfo: cluster.conninfo(database: try cluster.makeDatabase()))
+        let made = try ours.execute(brinIndexes).rows
+        #expect(made.count == 1 && made[0][0] == "task_event_occurred_at_xact_id", "\(made)")
+        #expect(made.first?[1]?.hasSuffix("USING brin (occurred_at, xact_id)") == true, "\(made)")
+
+        // As the earlier changeset left it: a BRIN index per column, an event stored.
+        let db = cluster.conninfo(database: try cluster.makeDatabase())
+        #expect(try runApplier(stream([event(.created, 0, id: "kept")]), conninfo: db).exitCode == 0)
+        let earlier = try PGConnection(conninfo: db)
+        try earlier.executeScript("""
+            DROP INDEX meetperry.task_event_occurred_at_xact_id;
+            CREATE INDEX task_event_occurred_at ON meetperry.task_event USING brin (occurred_at);
+            CREATE INDEX task_event_xact_id ON meetperry.task_event USING brin (xact_id);
+            """)
+        try earlier.executeScript(changeset)
+        try earlier.executeScript(changeset)
+        #expect(try earlier.execute(brinIndexes).rows == made)
+        #expect(try earlier.execute("SELECT count(*) FROM meetperry.task_event WHERE external_id = 'kept'").scalar == "1")
+    }
+
     /// The seed service's own DDL for the task table (and its trigger).
     static let seedDDL = """
         CREATE SCHEMA meetperry;

@@ -24,9 +24,8 @@ public final class LineReader: ApplierInput {
 
     public let maxLineBytes: Int
     private let fd: Int32
+    /// Where lines are read into: `bufferSize` bytes, grown for a long line (up to `maxLineBytes`).
     private var chunk: LineChunk
-    /// The size of a new chunk (a chunk grows for a long line, up to `maxLineBytes`).
-    private let chunkSize: Int
     /// The unread part of the chunk: from the end of the last line cut to the end of what was read.
     private var start = 0
     private var end = 0
@@ -38,8 +37,7 @@ public final class LineReader: ApplierInput {
     public init(fd: Int32 = 0, maxLineBytes: Int = 4 * 1_048_576, bufferSize: Int = 1 << 18) {
         self.fd = fd
         self.maxLineBytes = maxLineBytes
-        chunkSize = max(bufferSize, 4096)
-        chunk = LineChunk(capacity: chunkSize)
+        chunk = LineChunk(capacity: max(bufferSize, 4096))
     }
 
     /// The next line, waiting at most `timeoutMilliseconds` (-1: forever).
